@@ -1,0 +1,93 @@
+"""The Python API the CLI is a thin layer over; usable the same way from a notebook::
+
+    from mtz_mobile import api
+    refs = api.train_reference("refs/")                  # two LeNet-300-100 on Fashion-MNIST
+    result = api.zip_models(["refs/a.keras", "refs/b.keras"], out_dir="zipped/",
+                            retrain_iterations=90)
+    print(api.evaluation_table(api.evaluate("zipped/")))
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import fields
+from pathlib import Path
+
+from .data import TaskData, load_task_data
+from .errors import MTZError
+from .evaluate import evaluate_dir as evaluate, evaluation_json, evaluation_table  # noqa: F401 (re-export)
+from .keras_io import read_dense_chain
+from .reference import train_reference_pair
+from .retrain import RetrainSettings
+from .zipper import ZipConfig, ZipResult, zip_networks
+
+_RETRAIN_KEYS = {f"retrain_{f.name}": f.name for f in fields(RetrainSettings)}
+
+
+def task_names(paths: list[str], names: list[str] | None = None) -> list[str]:
+    """Task names (also the LiteRT signature keys): given, else the file stems made identifiers."""
+    if names is not None:
+        if len(names) != len(paths):
+            raise MTZError(f"{len(names)} names for {len(paths)} models: give one name per model")
+        out = list(names)
+    else:
+        out = [re.sub(r"\W", "_", Path(p).stem) or "task" for p in paths]
+        seen: dict[str, int] = {}
+        for n, name in enumerate(out):
+            seen[name] = seen.get(name, 0) + 1
+            if seen[name] > 1:
+                out[n] = f"{name}_{seen[name]}"
+    for name in out:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or name == "all":
+            raise MTZError(f"task name {name!r} is not usable as a signature key: use letters, digits and _, not 'all'")
+    if len(set(out)) != len(out):
+        raise MTZError(f"task names repeat ({', '.join(out)}): give distinct --names")
+    return out
+
+
+def make_config(**options) -> ZipConfig:
+    """A ZipConfig from flat keyword options (``retrain_iterations=90``, ``alpha=0.5``, …)."""
+    retrain_opts = {_RETRAIN_KEYS[k]: options.pop(k) for k in list(options) if k in _RETRAIN_KEYS}
+    unknown = set(options) - {f.name for f in fields(ZipConfig)}
+    if unknown:
+        raise MTZError(f"unknown zip option(s) {', '.join(sorted(unknown))}")
+    return ZipConfig(retrain=RetrainSettings(**retrain_opts), **options)
+
+
+def zip_models(model_paths: list[str | os.PathLike], out_dir: str | os.PathLike | None = None,
+               data: str | list[str] | dict[str, TaskData] = "fashion-mnist", names: list[str] | None = None,
+               data_dir: str | os.PathLike | None = None, config: ZipConfig | None = None, resume: bool = False,
+               overwrite: bool = False, progress: bool = True, **options) -> ZipResult:
+    """Zip trained Keras models. ``data`` is one spec for all tasks, one per model, or loaded data."""
+    paths = [str(p) for p in model_paths]
+    tasks = task_names(paths, names)
+    if config is None:
+        config = make_config(**options)
+    elif options:
+        raise MTZError("give either a config or keyword options, not both")
+    chains = {t: read_dense_chain(p) for t, p in zip(tasks, paths)}
+    if isinstance(data, dict):
+        datas = data
+    else:
+        specs = [data] * len(paths) if isinstance(data, str) else list(data)
+        if len(specs) == 1:
+            specs = specs * len(paths)
+        if len(specs) != len(paths):
+            raise MTZError(f"{len(specs)} data specs for {len(paths)} models: give one, or one per model")
+        loaded: dict[str, TaskData] = {}
+        for spec in specs:
+            if spec not in loaded:
+                loaded[spec] = load_task_data(spec, data_dir)
+        datas = {t: loaded[s] for t, s in zip(tasks, specs)}
+    return zip_networks(chains, datas, config, out_dir, resume=resume, overwrite=overwrite, progress=progress)
+
+
+def train_reference(out_dir: str | os.PathLike, data: str | list[str] = "fashion-mnist", seeds=(1, 2),
+                    names=("a", "b"), epochs: int = 8, batch_size: int = 128, data_dir=None,
+                    overwrite: bool = False, verbose: int = 1):
+    """Two LeNet-300-100 (different seeds, hidden units permuted) saved as ``out_dir/{name}.keras``."""
+    specs = [data] * len(seeds) if isinstance(data, str) else list(data)
+    datas = [load_task_data(s, data_dir) for s in specs]
+    return train_reference_pair(datas, out_dir, seeds=seeds, names=names, epochs=epochs,
+                                batch_size=batch_size, verbose=verbose, overwrite=overwrite)

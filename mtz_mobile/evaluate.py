@@ -1,0 +1,60 @@
+"""Per-task test error of the original models and of the zipped network."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .data import TaskData, load_task_data
+from .keras_io import load_keras_model
+from .plan import ZipDir, load_zip_dir
+
+
+@dataclass
+class TaskEvaluation:
+    task: str
+    data: str
+    samples: int
+    original_error: float
+    zipped_error: float
+
+    @property
+    def increase_pp(self) -> float:
+        return 100.0 * (self.zipped_error - self.original_error)
+
+
+def error_rate(scores: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(np.argmax(scores, axis=1) != labels))
+
+
+def evaluate_zip(zipdir: ZipDir, datas: dict[str, TaskData] | None = None, data_dir=None,
+                 limit: int | None = None) -> list[TaskEvaluation]:
+    """Test error of every task, original model (from sources/) vs zipped network."""
+    results = []
+    for task in zipdir.plan.tasks:
+        data = (datas or {}).get(task.name) or load_task_data(task.data, data_dir)
+        x, y = data.x_test[:limit], data.y_test[:limit]
+        original = load_keras_model(zipdir.source_path(task.name))
+        orig_err = error_rate(original.predict(x, batch_size=4096, verbose=0), y)
+        zipped_err = error_rate(zipdir.network.predict(task.name, x), y)
+        results.append(TaskEvaluation(task.name, task.data, len(y), orig_err, zipped_err))
+    return results
+
+
+def evaluate_dir(path: str | os.PathLike, data_dir=None, limit: int | None = None) -> list[TaskEvaluation]:
+    return evaluate_zip(load_zip_dir(path), data_dir=data_dir, limit=limit)
+
+
+def evaluation_table(results: list[TaskEvaluation]) -> str:
+    lines = ["| task | data | test images | original error | zipped error | change |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r.task} | {r.data} | {r.samples} | {100 * r.original_error:.2f} % | "
+                     f"{100 * r.zipped_error:.2f} % | {r.increase_pp:+.2f} pp |")
+    return "\n".join(lines)
+
+
+def evaluation_json(results: list[TaskEvaluation]) -> list[dict]:
+    return [dict(asdict(r), increase_pp=r.increase_pp) for r in results]

@@ -1,0 +1,149 @@
+"""plan.json — what was shared and why — and the zip directory that holds it with the weights.
+
+A zip directory contains ``plan.json``, ``weights.npz`` (every block of the zipped network by
+name, float32) and ``sources/`` (the original models). It is written under a temporary name and
+renamed when complete; an interrupted zip leaves ``<out>.partial/`` with a checkpoint that
+``--resume`` continues from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MTZError
+from .network import ZippedNetwork
+
+PLAN_FORMAT = "mtz-mobile/plan"
+PLAN_VERSION = 1
+
+
+@dataclass
+class TaskRecord:
+    name: str
+    source: str          # file name under sources/
+    sha256: str
+    data: str            # data spec (see data.py)
+    input_shape: list[int]
+    labels: list[str]
+    preprocessing: dict
+    output_activation: str
+
+
+@dataclass
+class LayerRecord:
+    index: int
+    name: str
+    kind: str
+    n_a: int
+    n_b: int
+    n_shared: int
+    alpha: float
+    damping: float       # the absolute λ added to S (split equally between H_A and H_B)
+    method: str
+    pairing: str
+    compensation: str
+    pairs: list           # [i, j, d]: unit i of A's original layer with unit j of B's, and d(i, j)
+    total_d: float | None
+    retrain: dict
+    seconds: float
+    shared_params: int
+
+
+@dataclass
+class Plan:
+    tasks: list[TaskRecord]
+    settings: dict
+    layers: list[LayerRecord] = field(default_factory=list)
+    params: dict = field(default_factory=dict)
+    network: dict = field(default_factory=dict)
+    tool_version: str = ""
+
+    def to_json(self) -> dict:
+        return {"format": PLAN_FORMAT, "version": PLAN_VERSION, "tool_version": self.tool_version,
+                "tasks": [asdict(t) for t in self.tasks], "settings": self.settings,
+                "layers": [asdict(l) for l in self.layers], "params": self.params, "network": self.network}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "Plan":
+        if obj.get("format") != PLAN_FORMAT:
+            raise MTZError("not an mtz-mobile plan.json (format field missing): point at a directory written by `mtz-mobile zip`")
+        return cls([TaskRecord(**t) for t in obj["tasks"]], obj["settings"],
+                   [LayerRecord(**l) for l in obj["layers"]], obj.get("params", {}), obj.get("network", {}),
+                   obj.get("tool_version", ""))
+
+    def task(self, name: str) -> TaskRecord:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise MTZError(f"no task {name!r} in the plan: tasks are {', '.join(t.name for t in self.tasks)}")
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+@dataclass
+class ZipDir:
+    """A finished zip directory, loaded."""
+
+    path: Path
+    plan: Plan
+    network: ZippedNetwork
+
+    def source_path(self, task: str) -> Path:
+        return self.path / "sources" / self.plan.task(task).source
+
+
+def load_zip_dir(path: str | os.PathLike) -> ZipDir:
+    path = Path(path)
+    plan_path, weights_path = path / "plan.json", path / "weights.npz"
+    if not plan_path.exists() or not weights_path.exists():
+        raise MTZError(f"{path} is not a zip directory (plan.json and weights.npz expected): run `mtz-mobile zip` first")
+    try:
+        plan = Plan.from_json(json.loads(plan_path.read_text()))
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise MTZError(f"{plan_path} is damaged ({type(exc).__name__}): zip again") from exc
+    with np.load(weights_path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    try:
+        network = ZippedNetwork.from_structure(plan.network, arrays)
+    except KeyError as exc:
+        raise MTZError(f"{weights_path} lacks block {exc.args[0]} named in plan.json: the two disagree, zip again") from exc
+    expected = set(network.arrays())
+    if set(arrays) != expected:
+        extra = sorted(set(arrays) - expected)
+        raise MTZError(f"{weights_path} has blocks plan.json does not name ({', '.join(extra[:3])}): zip again")
+    for key, arr in network.arrays().items():
+        if arrays[key].shape != arr.shape:
+            raise MTZError(f"block {key} has shape {arrays[key].shape} in weights.npz but plan.json implies {arr.shape}")
+    return ZipDir(path, plan, network)
+
+
+def publish_dir(partial: Path, final: Path, overwrite: bool) -> None:
+    """Rename a finished temporary directory into place (replacing ``final`` only if asked)."""
+    if final.exists():
+        if not overwrite:
+            raise MTZError(f"{final} exists: pass --overwrite or choose another --out")
+        trash = final.with_name(final.name + ".old")
+        shutil.rmtree(trash, ignore_errors=True)
+        os.replace(final, trash)
+        os.replace(partial, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(partial, final)

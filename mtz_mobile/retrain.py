@@ -1,0 +1,139 @@
+"""Light retraining (Algorithm 1, line 10): a few joint steps, loss α·L_A + (1−α)·L_B.
+
+Each step draws one batch of every task's training data. Shared blocks are single variables,
+so both tasks' gradients reach them. Work goes to a GPU when TensorFlow sees one; with
+``strategy="mirrored"`` the steps run under ``tf.distribute.MirroredStrategy`` over every
+visible device. Pruned weights (masks) stay exactly zero.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from .errors import MTZError
+from .joint_model import JointModel
+from .network import ZippedNetwork
+
+STRATEGIES = ("default", "mirrored")
+
+
+@dataclass
+class RetrainSettings:
+    iterations: int = 100
+    batch_size: int = 128
+    learning_rate: float = 1e-4
+    strategy: str = "default"
+    distill: float = 0.0   # weight of the originals' soft targets in each task's loss, 0 = labels only
+    temperature: float = 2.0
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    raise MTZError(f"unknown strategy {name!r}: use one of {', '.join(STRATEGIES)}")
+
+
+class Progress:
+    """A one-line progress display on stderr (the CLI's; silent when disabled)."""
+
+    def __init__(self, total: int, label: str, enabled: bool = True):
+        self.total, self.label, self.enabled = total, label, enabled and total > 0
+        self.start = time.time()
+        self.last = 0.0
+
+    def update(self, done: int, extra: str = "") -> None:
+        if not self.enabled:
+            return
+        now = time.time()
+        if done < self.total and now - self.last < 0.25:
+            return
+        self.last = now
+        width = 24
+        fill = int(width * done / self.total)
+        rate = done / max(now - self.start, 1e-9)
+        eta = (self.total - done) / rate if rate > 0 else 0.0
+        sys.stderr.write(f"\r{self.label} [{'#' * fill}{'.' * (width - fill)}] {done}/{self.total} "
+                         f"{extra} eta {eta:4.0f}s ")
+        if done >= self.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _dataset(x: np.ndarray, y: np.ndarray, soft: np.ndarray | None, batch: int, seed: int) -> tf.data.Dataset:
+    parts = (x, y) if soft is None else (x, y, soft)
+    ds = tf.data.Dataset.from_tensor_slices(parts)
+    return ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).repeat().batch(batch, drop_remainder=True)
+
+
+def retrain(net: ZippedNetwork, data: dict[str, tuple[np.ndarray, np.ndarray]], weights: dict[str, float],
+            settings: RetrainSettings, seed: int, masks: dict[str, np.ndarray] | None = None,
+            soft_targets: dict[str, np.ndarray] | None = None, progress: bool = True,
+            label: str = "retrain") -> dict:
+    """Run ``settings.iterations`` joint steps on ``net`` in place; returns step count and losses."""
+    if settings.iterations <= 0:
+        return {"iterations": 0}
+    tf.config.experimental.enable_op_determinism()
+    tf.random.set_seed(seed)
+    strategy = make_strategy(settings.strategy)
+    tasks = list(net.tasks)
+    with strategy.scope():
+        model = JointModel(net)
+        optimizer = tf.keras.optimizers.Adam(settings.learning_rate)
+        variables = list(model.blocks.values())
+        optimizer.build(variables)
+    mask_vars = {k: tf.constant(m.astype(np.float32)) for k, m in (masks or {}).items()}
+
+    datasets = tuple(_dataset(data[t][0], data[t][1], None if soft_targets is None else soft_targets[t],
+                              settings.batch_size, seed + 7919 * n) for n, t in enumerate(tasks))
+    iterator = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.zip(datasets)))
+    global_batch = settings.batch_size
+
+    def replica_step(batches):
+        with tf.GradientTape() as tape:
+            total = 0.0
+            losses = []
+            for t, batch in zip(tasks, batches):
+                logits = model.logits(t, batch[0])
+                per_example = tf.keras.losses.sparse_categorical_crossentropy(batch[1], logits, from_logits=True)
+                if soft_targets is not None and settings.distill > 0:
+                    temp = settings.temperature
+                    soft = tf.nn.softmax(batch[2] / temp)
+                    kd = tf.keras.losses.categorical_crossentropy(soft, logits / temp, from_logits=True) * temp ** 2
+                    per_example = (1.0 - settings.distill) * per_example + settings.distill * kd
+                loss_t = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+                losses.append(loss_t)
+                total += weights[t] * loss_t
+        grads = tape.gradient(total, variables)
+        optimizer.apply_gradients(zip(grads, variables))
+        for key, m in mask_vars.items():
+            model.blocks[key].assign(model.blocks[key] * m)
+        return tf.stack(losses)
+
+    @tf.function
+    def step():
+        per_replica = strategy.run(replica_step, args=(next(iterator),))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    bar = Progress(settings.iterations, label, progress)
+    first = last = None
+    for it in range(settings.iterations):
+        losses = step().numpy()
+        first = losses if first is None else first
+        last = losses
+        bar.update(it + 1, " ".join(f"{t}:{v:.3f}" for t, v in zip(tasks, losses)))
+    model.write_back()
+    return {"iterations": settings.iterations, "replicas": strategy.num_replicas_in_sync,
+            "device": _device_kind(),
+            "loss_first": {t: float(v) for t, v in zip(tasks, first)},
+            "loss_last": {t: float(v) for t, v in zip(tasks, last)}}
+
+
+def _device_kind() -> str:
+    return "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
