@@ -125,6 +125,8 @@ def load_task_data(spec: str, data_dir: str | os.PathLike | None = None) -> Task
                 raise MTZError(f"{path} lacks {', '.join(missing)}: save x_train, y_train, x_test, y_test in it")
             arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
             labels = [str(s) for s in z["labels"]] if "labels" in z else None
+        if len(arrays["x_train"]) == 0 or len(arrays["x_test"]) == 0:
+            raise MTZError(f"{path} holds no samples: put training and test data in x_train and x_test")
         scale = 1 / 255.0 if arrays["x_train"].dtype == np.uint8 else 1.0
         n_cls = int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1
         return TaskData(spec, arrays["x_train"].astype(np.float32) * scale, arrays["y_train"].astype(np.int64),

@@ -17,6 +17,10 @@ use the equivalent forms that need only S = H_A + H_B (one Cholesky factorisatio
 Damping: λ = damping · mean(diag(H_A + H_B)) is split equally, H_A += λ/2·I and H_B += λ/2·I,
 so that S = H_A + H_B stays exact. That keeps M symmetric and makes two identical weight
 vectors merge into themselves — a permuted copy of a network zips back exactly.
+
+All pairs at once, d = ½(q_A[:, None] + q_B[None, :]) − W_Aᵀ M W_B with q = diag(WᵀMW), is
+computed from the Cholesky factor L of S without forming M (see ``PairGeometry.compare``); the
+merge of the chosen pairs reuses the same products.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import cho_factor, cho_solve
+from scipy.linalg import cho_solve, cholesky, solve_triangular
 
 from .errors import MTZError
 
@@ -42,9 +46,9 @@ class HessianAccumulator:
         if x.shape[1] != self.dim:
             raise ValueError(f"expected {self.dim} inputs per instance, got {x.shape[1]}")
         x = x.astype(np.float32, copy=False)
-        # float32 GEMM per batch (twice as fast), float64 running sum: batches are small
-        # enough that the per-batch rounding stays at ~1e-7 relative.
-        self.gram[:-1, :-1] += (x.T @ x).astype(np.float64)
+        # float32 GEMM per batch (twice as fast as float64; OpenBLAS's SYRK was no faster here),
+        # float64 running sum: per-batch rounding stays ~1e-7 relative.
+        self.gram[:-1, :-1] += x.T @ x
         self.gram[:-1, -1] += x.sum(axis=0, dtype=np.float64)
         self.count += len(x)
 
@@ -58,7 +62,7 @@ class HessianAccumulator:
         return h * (weight / self.count)
 
 
-def layer_hessian(x: np.ndarray, weight: float, batch: int = 4096) -> np.ndarray:
+def layer_hessian(x: np.ndarray, weight: float, batch: int = 16384) -> np.ndarray:
     """Eq. 7–8 for one task: ``weight/n Σ x̃ x̃ᵀ`` over the rows of ``x``."""
     acc = HessianAccumulator(int(np.prod(x.shape[1:])))
     for start in range(0, len(x), batch):
@@ -68,13 +72,12 @@ def layer_hessian(x: np.ndarray, weight: float, batch: int = 4096) -> np.ndarray
 
 @dataclass
 class PairGeometry:
-    """Everything about one layer's shared input space that the metric and the update need."""
+    """One layer's shared input space: the damped Hessians and the Cholesky factor of S."""
 
-    h_a: np.ndarray  # damped H_A
-    h_b: np.ndarray  # damped H_B
-    s_factor: tuple  # Cholesky factor of S = h_a + h_b
-    m: np.ndarray    # M = H_A S⁻¹ H_B, symmetrised
-    damping: float   # the absolute λ that was added (split equally)
+    h_a: np.ndarray          # damped H_A
+    h_b: np.ndarray          # damped H_B
+    s_chol: np.ndarray       # lower Cholesky factor L of S = h_a + h_b = L Lᵀ
+    damping: float           # the absolute λ that was added (split equally)
 
     @classmethod
     def from_hessians(cls, h_a: np.ndarray, h_b: np.ndarray, damping: float = 1e-4) -> "PairGeometry":
@@ -84,31 +87,68 @@ class PairGeometry:
             raise MTZError("the layer inputs contain NaN or inf: check the models' weights and the data")
         scale = float(np.mean(np.diag(h_a) + np.diag(h_b)))
         lam = damping * scale if scale > 0 else damping
-        eye = np.eye(len(h_a))
-        h_a = h_a + 0.5 * lam * eye
-        h_b = h_b + 0.5 * lam * eye
-        s = h_a + h_b
+        diag = np.diag_indices(len(h_a))
+        h_a, h_b = h_a.copy(), h_b.copy()
+        h_a[diag] += 0.5 * lam
+        h_b[diag] += 0.5 * lam
         try:
-            s_factor = cho_factor(s, lower=True, check_finite=False)
+            s_chol = cholesky(h_a + h_b, lower=True, check_finite=False)
         except np.linalg.LinAlgError:
             raise MTZError("S = H_A + H_B is not positive definite even with damping: raise --damping") from None
-        m = h_a @ cho_solve(s_factor, h_b, check_finite=False)
-        m = 0.5 * (m + m.T)
-        return cls(h_a, h_b, s_factor, m, lam)
+        return cls(h_a, h_b, s_chol, lam)
+
+    @property
+    def m(self) -> np.ndarray:
+        """M = H_A S⁻¹ H_B (= (H_A⁻¹ + H_B⁻¹)⁻¹ when both are invertible), symmetrised."""
+        g = solve_triangular(self.s_chol, self.h_b, lower=True, check_finite=False)
+        m = solve_triangular(self.s_chol, self.h_a, lower=True, check_finite=False).T @ g
+        return 0.5 * (m + m.T)
+
+    def compare(self, w_a: np.ndarray, w_b: np.ndarray) -> "Comparison":
+        """Every pair's functional difference at once (Eq. 12), without forming M:
+
+        with P = H W and Y = L⁻¹P,  w_A,iᵀ M w_B,j = (Y_Aᵀ Y_B)_ij,  and since
+        M = H_A − H_A S⁻¹ H_A = H_B − H_B S⁻¹ H_B,  q_A,i = w_A,iᵀ P_A,i − ‖Y_A,i‖², likewise q_B.
+        """
+        # H is symmetric, so H W = (Wᵀ H)ᵀ: computed that way P comes out column-major, the
+        # layout the triangular solves take without a copy (measured 1.5× faster at d = 4609)
+        p_a, p_b = (w_a.T @ self.h_a).T, (w_b.T @ self.h_b).T
+        y_a = solve_triangular(self.s_chol, p_a, lower=True, check_finite=False)
+        y_b = solve_triangular(self.s_chol, p_b, lower=True, check_finite=False)
+        q_a = np.einsum("ki,ki->i", w_a, p_a) - np.einsum("ki,ki->i", y_a, y_a)
+        q_b = np.einsum("kj,kj->j", w_b, p_b) - np.einsum("kj,kj->j", y_b, y_b)
+        d = y_a.T @ y_b
+        d *= -1.0   # in place: at N = 4096 each temporary N×N array costs a tenth of a second
+        d += 0.5 * q_a[:, None]
+        d += 0.5 * q_b[None, :]
+        # rounding can push d(i, j) of (near-)identical vectors a hair below zero
+        np.maximum(d, 0.0, out=d)
+        return Comparison(d, y_a, y_b, self.s_chol)
 
     def functional_differences(self, w_a: np.ndarray, w_b: np.ndarray) -> np.ndarray:
-        """d(i, j) for every pair at once (Eq. 12): ½(q_A,i + q_B,j − 2 w_A,iᵀ M w_B,j), q = diag(WᵀMW)."""
-        mw_b = self.m @ w_b
-        q_a = np.einsum("ki,ki->i", w_a, self.m @ w_a)
-        q_b = np.einsum("kj,kj->j", w_b, mw_b)
-        d = 0.5 * (q_a[:, None] + q_b[None, :]) - w_a.T @ mw_b
-        # rounding can push d(i, j) of (near-)identical vectors a hair below zero
-        return np.maximum(d, 0.0)
+        return self.compare(w_a, w_b).d
 
     def merged_weights(self, w_a: np.ndarray, w_b: np.ndarray) -> np.ndarray:
         """w̃ = S⁻¹(H_A w_A + H_B w_B) for paired columns (Eq. 10–11)."""
         rhs = self.h_a @ w_a + self.h_b @ w_b
-        return cho_solve(self.s_factor, rhs, check_finite=False)
+        return cho_solve((self.s_chol, True), rhs, check_finite=False)
+
+
+@dataclass
+class Comparison:
+    """The metric for all pairs plus what the merge of any chosen pairs reuses."""
+
+    d: np.ndarray
+    y_a: np.ndarray          # L⁻¹ H_A W_A
+    y_b: np.ndarray          # L⁻¹ H_B W_B
+    s_chol: np.ndarray
+
+    def merged(self, pairs: list[tuple[int, int]]) -> np.ndarray:
+        """w̃ = S⁻¹(H_A w_A,i + H_B w_B,j) = L⁻ᵀ(y_A,i + y_B,j) for each pair (Eq. 10–11)."""
+        idx_a = [i for i, _ in pairs]
+        idx_b = [j for _, j in pairs]
+        rhs = self.y_a[:, idx_a] + self.y_b[:, idx_b]
+        return solve_triangular(self.s_chol, rhs, lower=True, trans="T", check_finite=False)
 
 
 def random_merge(w_a: np.ndarray, w_b: np.ndarray, rng: np.random.Generator) -> np.ndarray:

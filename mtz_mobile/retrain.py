@@ -8,6 +8,7 @@ visible device. Pruned weights (masks) stay exactly zero.
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from dataclasses import dataclass
@@ -32,7 +33,10 @@ class RetrainSettings:
     temperature: float = 2.0
 
 
+@functools.lru_cache(maxsize=None)
 def make_strategy(name: str) -> tf.distribute.Strategy:
+    """One strategy object per process: a second MirroredStrategy would reuse the first one's
+    collective instance keys for differently shaped gradients and abort."""
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":

@@ -319,12 +319,13 @@ def zip_layer(net: ZippedNetwork, original: ZippedNetwork, l: int, a: str, b: st
         h_a = layer_hessian(_shared_inputs(net, l, a, calib[a], rows), config.alpha)
         h_b = layer_hessian(_shared_inputs(net, l, b, calib[b], rows), 1.0 - config.alpha)
         geometry = PairGeometry.from_hessians(h_a, h_b, config.damping)
-        d = geometry.functional_differences(w_a, w_b)
+        comparison = geometry.compare(w_a, w_b)
+        d = comparison.d
         if config.threshold is not None:
             pairs = select_pairs(d, threshold=float(value), method=config.pairing)
         else:
             pairs = select_pairs(d, count=shared_count(value, n_a, n_b, layer.name), method=config.pairing)
-        merged = geometry.merged_weights(w_a[:, [i for i, _ in pairs]], w_b[:, [j for _, j in pairs]])
+        merged = comparison.merged(pairs)
         lam = geometry.damping
 
     units_a = layer.groups[[g for g, grp in enumerate(layer.groups) if grp.owners == (a,)][0]].units[a]

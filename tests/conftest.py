@@ -1,0 +1,71 @@
+"""Shared fixtures: real Fashion-MNIST slices and small real Keras models trained on them."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+
+from mtz_mobile.data import TaskData, load_task_data
+
+
+def _slice(data: TaskData, n_train: int, n_test: int) -> TaskData:
+    return TaskData(data.spec, data.x_train[:n_train], data.y_train[:n_train], data.x_test[:n_test],
+                    data.y_test[:n_test], data.labels, data.preprocessing)
+
+
+@pytest.fixture(scope="session")
+def fmnist() -> TaskData:
+    """4,000 training and 2,000 test images: enough to train and zip small models in seconds."""
+    return _slice(load_task_data("fashion-mnist"), 4000, 2000)
+
+
+def train_small_mlp(data: TaskData, path, seed: int, hidden=(48, 24), epochs: int = 2, permute: bool = True):
+    import keras
+
+    from mtz_mobile.reference import build_mlp, permute_hidden_units
+
+    keras.utils.set_random_seed(seed)
+    model = build_mlp(data.x_train.shape[1:], hidden, data.num_classes)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    model.fit(data.x_train, data.y_train, batch_size=64, epochs=epochs, verbose=0)
+    if permute:
+        permute_hidden_units(model, np.random.default_rng(seed + 100))
+    model.save(path)
+    return model
+
+
+@pytest.fixture(scope="session")
+def train_mlp():
+    return train_small_mlp
+
+
+@pytest.fixture(scope="session")
+def small_models(tmp_path_factory, fmnist):
+    """Two LeNet-like MLPs (784-48-24-10) trained with different seeds, hidden units permuted."""
+    root = tmp_path_factory.mktemp("models")
+    paths = []
+    for name, seed in (("a", 1), ("b", 2)):
+        path = root / f"{name}.keras"
+        train_small_mlp(fmnist, path, seed)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def permuted_pair(tmp_path_factory, fmnist):
+    """A trained model and a copy with every hidden layer's units permuted: the same function."""
+    import keras
+
+    from mtz_mobile.reference import permute_hidden_units
+
+    root = tmp_path_factory.mktemp("perm")
+    model = train_small_mlp(fmnist, root / "orig.keras", seed=3, permute=False)
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    permute_hidden_units(copy, np.random.default_rng(5))
+    copy.save(root / "perm.keras")
+    return root / "orig.keras", root / "perm.keras"

@@ -1,0 +1,137 @@
+"""Algorithm 1 end to end on small real models: exactness, permutation recovery, accounting."""
+
+import numpy as np
+import pytest
+
+from mtz_mobile.joint_model import JointModel
+from mtz_mobile.keras_io import load_keras_model, read_dense_chain
+from mtz_mobile.retrain import RetrainSettings
+from mtz_mobile.zipper import ZipConfig, zip_networks
+
+NO_RETRAIN = RetrainSettings(iterations=0)
+
+
+def chains_of(paths, names=("a", "b")):
+    return {n: read_dense_chain(p) for n, p in zip(names, paths)}
+
+
+def keras_outputs(path, x):
+    return load_keras_model(path).predict(x, verbose=0)
+
+
+def test_permuted_copy_zips_back_exactly(permuted_pair, fmnist):
+    orig, perm = permuted_pair
+    cfg = ZipConfig(compensation="none", retrain=NO_RETRAIN, calibration_samples=2000)
+    result = zip_networks(chains_of([orig, perm]), {"a": fmnist, "b": fmnist}, cfg, progress=False)
+    x = fmnist.x_test
+    expected = keras_outputs(orig, x)
+    for task in ("a", "b"):
+        np.testing.assert_allclose(result.network.predict(task, x), expected, atol=1e-5)
+    # the pairs undo the permutation the copy was made with (same generator as the fixture)
+    rng = np.random.default_rng(5)
+    perms = [rng.permutation(48), rng.permutation(24)]
+    for record, p in zip(result.plan.layers, perms):
+        assert record.n_shared == len(p)
+        assert all(p[j] == i for i, j, _ in record.pairs)
+        assert max(d for _, _, d in record.pairs) < 1e-9
+
+
+def test_permuted_copy_stays_exact_with_compensation(permuted_pair, fmnist):
+    orig, perm = permuted_pair
+    cfg = ZipConfig(compensation="next-layer", retrain=NO_RETRAIN, calibration_samples=2000)
+    result = zip_networks(chains_of([orig, perm]), {"a": fmnist, "b": fmnist}, cfg, progress=False)
+    expected = keras_outputs(orig, fmnist.x_test)
+    for task in ("a", "b"):
+        np.testing.assert_allclose(result.network.predict(task, fmnist.x_test), expected, atol=1e-5)
+
+
+def test_nothing_shared_reproduces_both_originals(small_models, fmnist):
+    cfg = ZipConfig(shared=[0], retrain=NO_RETRAIN, calibration_samples=1000)
+    result = zip_networks(chains_of(small_models), {"a": fmnist, "b": fmnist}, cfg, progress=False)
+    for task, path in zip(("a", "b"), small_models):
+        np.testing.assert_allclose(result.network.predict(task, fmnist.x_test), keras_outputs(path, fmnist.x_test),
+                                   atol=1e-5)
+    assert result.plan.params["shared"] == 0
+    assert result.plan.params["zipped"] == result.plan.params["separate_total"]
+
+
+@pytest.mark.parametrize("shared", [[0.5], [16, 24], ["all"]])
+def test_blocks_compute_what_the_joint_tf_model_computes(small_models, fmnist, shared):
+    cfg = ZipConfig(shared=shared, retrain=NO_RETRAIN, calibration_samples=1000)
+    result = zip_networks(chains_of(small_models), {"a": fmnist, "b": fmnist}, cfg, progress=False)
+    joint = JointModel(result.network)
+    x = fmnist.x_test[:500]
+    for task in ("a", "b"):
+        np.testing.assert_allclose(result.network.predict(task, x), joint(task, x).numpy(), atol=1e-5)
+
+
+def test_parameter_accounting_matches_the_papers_formula(small_models, fmnist):
+    # hidden layers of 48 and 24 units on 784 inputs; share 20 then 10
+    cfg = ZipConfig(shared=[20, 10], retrain=NO_RETRAIN, calibration_samples=500)
+    result = zip_networks(chains_of(small_models), {"a": fmnist, "b": fmnist}, cfg, progress=False)
+    per_model = 785 * 48 + 49 * 24 + 25 * 10
+    saved = (784 + 1) * 20 + (20 + 1) * 10    # Σ (Ñ_{l−1} + 1)·Ñ_l, Ñ_0 = 784 inputs
+    p = result.plan.params
+    assert p["per_task"] == {"a": per_model, "b": per_model}
+    assert p["saved"] == p["shared"] == saved
+    assert p["zipped"] == 2 * per_model - saved
+    assert [l.shared_params for l in result.plan.layers] == [785 * 20, 21 * 10]
+
+
+def test_mtz_beats_random_sharing(small_models, fmnist):
+    chains = chains_of(small_models)
+    data = {"a": fmnist, "b": fmnist}
+
+    def errors(**kw):
+        cfg = ZipConfig(shared=["all", 0], compensation="none", retrain=NO_RETRAIN, calibration_samples=2000, **kw)
+        net = zip_networks(chains, data, cfg, progress=False).network
+        return np.mean([np.mean(np.argmax(net.predict(t, fmnist.x_test), 1) != fmnist.y_test) for t in data])
+
+    base = np.mean([np.mean(np.argmax(keras_outputs(p, fmnist.x_test), 1) != fmnist.y_test) for p in small_models])
+    mtz, rand = errors(method="mtz") - base, errors(method="random") - base
+    assert rand > 0.05           # random sharing of a whole layer breaks the networks
+    assert mtz < rand / 3        # MTZ's pairing and merge keep most of their accuracy
+
+
+def test_same_seed_same_result(small_models, fmnist):
+    cfg = ZipConfig(shared=["all"], retrain=RetrainSettings(iterations=5, batch_size=32), calibration_samples=500)
+    runs = [zip_networks(chains_of(small_models), {"a": fmnist, "b": fmnist}, cfg, progress=False).network.arrays()
+            for _ in range(2)]
+    assert runs[0].keys() == runs[1].keys()
+    for key in runs[0]:
+        np.testing.assert_array_equal(runs[0][key], runs[1][key])
+
+
+def test_interrupted_zip_resumes_to_the_same_result(small_models, fmnist, tmp_path):
+    cfg = ZipConfig(shared=["all"], retrain=RetrainSettings(iterations=5, batch_size=32), calibration_samples=500)
+    data = {"a": fmnist, "b": fmnist}
+    whole = zip_networks(chains_of(small_models), data, cfg, tmp_path / "whole", progress=False)
+
+    def stop_after_first(layer, _net):
+        if layer == 0:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        zip_networks(chains_of(small_models), data, cfg, out, progress=False, on_layer_done=stop_after_first)
+    assert not out.exists() and (tmp_path / "resumed.partial" / "checkpoint.json").exists()
+    resumed = zip_networks(chains_of(small_models), data, cfg, out, resume=True, progress=False)
+    assert out.exists() and not (tmp_path / "resumed.partial").exists()
+    a, b = whole.network.arrays(), resumed.network.arrays()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    assert [l.pairs for l in whole.plan.layers] == [l.pairs for l in resumed.plan.layers]
+
+
+def test_retraining_moves_shared_blocks_and_lowers_the_loss(small_models, fmnist):
+    cfg0 = ZipConfig(shared=["all"], compensation="none", retrain=NO_RETRAIN, calibration_samples=1000)
+    cfg = ZipConfig(shared=["all"], compensation="none", calibration_samples=1000,
+                    retrain=RetrainSettings(iterations=40, batch_size=64, learning_rate=1e-3))
+    data = {"a": fmnist, "b": fmnist}
+    before = zip_networks(chains_of(small_models), data, cfg0, progress=False)
+    after = zip_networks(chains_of(small_models), data, cfg, progress=False)
+    layer = after.plan.layers[-1]
+    assert layer.retrain["iterations"] == 40
+    assert sum(layer.retrain["loss_last"].values()) < sum(layer.retrain["loss_first"].values())
+    shared_key = "hidden1/kernel/0-0"
+    assert not np.allclose(before.network.arrays()[shared_key], after.network.arrays()[shared_key])
