@@ -78,6 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
+    p = sub.add_parser("convert", help="convert a zip directory to one .tflite: a signature per task, shared "
+                                       "blocks stored once, manifest embedded")
+    p.add_argument("zipdir")
+    p.add_argument("--out", required=True, help="output .tflite")
+    p.add_argument("--quantize", choices=["none", "fp16", "dynamic-int8", "int8"], default="none")
+    p.add_argument("--joint", action="store_true", help="also an 'all' signature returning every task's output")
+    p.add_argument("--baselines", action="store_true",
+                   help="also export each original model as OUT_STEM.baseline_TASK.tflite")
+    p.add_argument("--data-dir", help="Fashion-MNIST location (int8 calibration data)")
+
+    p = sub.add_parser("inspect", help="list a .tflite's signatures, buffers and who uses them, and its manifest")
+    p.add_argument("model")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("evaluate", help="per-task test error of the originals and of the zipped network")
     p.add_argument("zipdir")
     p.add_argument("--data-dir")
@@ -124,7 +138,29 @@ def _evaluate(args) -> int:
     return 0
 
 
-COMMANDS = {"zip": _zip, "train-reference": _train_reference, "evaluate": _evaluate}
+def _convert(args) -> int:
+    from converters import convert_zip
+
+    result = convert_zip(args.zipdir, args.out, quantize=args.quantize, joint=args.joint, baselines=args.baselines,
+                         data_dir=args.data_dir)
+    lay = result.layout
+    print(f"wrote {result.path}: {lay.file_bytes:,} bytes, weights {lay.weight_bytes:,} bytes of which "
+          f"{lay.shared_weight_bytes:,} shared by the task signatures; every shared block is one buffer")
+    for task, path in result.baselines.items():
+        print(f"baseline {task}: {path} ({path.stat().st_size:,} bytes)")
+    return 0
+
+
+def _inspect(args) -> int:
+    from converters.inspect import format_inspection, inspect_model
+
+    info = inspect_model(args.model)
+    print(json.dumps(info, indent=1) if args.json else format_inspection(info))
+    return 0
+
+
+COMMANDS = {"zip": _zip, "train-reference": _train_reference, "evaluate": _evaluate, "convert": _convert,
+            "inspect": _inspect}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,22 @@
+"""Zipped network → one LiteRT/TFLite file: a signature per task, each shared block stored once.
+
+    from converters import convert_zip, inspect_model
+    result = convert_zip("zipped/", "zipped.tflite", quantize="none", joint=True)
+    print(result.layout.shared_weight_bytes)
+
+Names resolve lazily so that reading a file (inspect) does not start TensorFlow.
+"""
+
+QUANTIZATIONS = ("none", "fp16", "dynamic-int8", "int8")
+
+
+def __getattr__(name):
+    if name in ("convert_zip", "Conversion"):
+        from . import convert
+
+        return getattr(convert, name)
+    if name in ("inspect_model", "format_inspection"):
+        from . import inspect
+
+        return getattr(inspect, name)
+    raise AttributeError(name)

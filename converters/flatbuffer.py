@@ -1,0 +1,220 @@
+"""Reading and rewriting a .tflite flatbuffer through LiteRT's generated object API.
+
+What we need of the file: its buffers (who references them, from which signature), dedupe of
+identical buffers, and a metadata entry holding our manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import flatbuffers
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from mtz_mobile.errors import MTZError
+
+FILE_IDENTIFIER = b"TFL3"
+
+NUMPY_OF_TENSOR_TYPE = {
+    schema.TensorType.FLOAT32: np.float32, schema.TensorType.FLOAT16: np.float16,
+    schema.TensorType.INT32: np.int32, schema.TensorType.INT8: np.int8, schema.TensorType.UINT8: np.uint8,
+    schema.TensorType.INT64: np.int64, schema.TensorType.INT16: np.int16, schema.TensorType.BOOL: np.bool_,
+}
+TYPE_NAMES = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+
+
+def load_model(path: str | os.PathLike) -> "schema.ModelT":
+    """Parse a .tflite file; a file that is not one fails with one line that says so."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise MTZError(f"cannot read {path}: {exc.strerror}") from exc
+    return parse_model(data, str(path))
+
+
+def parse_model(data: bytes, name: str = "<bytes>") -> "schema.ModelT":
+    if len(data) < 8 or data[4:8] != FILE_IDENTIFIER:
+        raise MTZError(f"{name} is not a TFLite flatbuffer (no TFL3 identifier): give a .tflite file")
+    try:
+        root = int.from_bytes(data[:4], "little")
+        if root >= len(data):
+            raise ValueError("root offset beyond the end")
+        model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+        _check_offsets(model, len(data))
+    except MTZError:
+        raise
+    except Exception as exc:  # any parse failure of a damaged file: report it as one line
+        raise MTZError(f"{name} is damaged or truncated ({type(exc).__name__}): convert it again") from exc
+    if not model.subgraphs:
+        raise MTZError(f"{name} has no subgraphs: convert it again")
+    return model
+
+
+def _check_offsets(model, size: int) -> None:
+    for buf in model.buffers or []:
+        if buf.offset and buf.offset + buf.size > size:
+            raise ValueError("buffer outside the file")
+    for sg in model.subgraphs or []:
+        for t in sg.tensors or []:
+            if not 0 <= t.buffer < len(model.buffers or []):
+                raise ValueError("tensor names a missing buffer")
+
+
+class _AlignedBufferT(schema.BufferT):
+    """A buffer whose bytes start on a 16-byte boundary (the schema's force_align: 16, which the
+    generated Python object API does not honour), so kernels can use the mmapped weights in place."""
+
+    def Pack(self, builder):  # noqa: N802 — the generated API's name
+        data = None
+        if self.data is not None:
+            payload = np.asarray(self.data, dtype=np.uint8).tobytes()
+            builder.StartVector(1, len(payload), 16)
+            builder.head = builder.head - len(payload)
+            builder.Bytes[builder.head:builder.head + len(payload)] = payload
+            builder.vectorNumElems = len(payload)
+            data = builder.EndVector()
+        schema.BufferStart(builder)
+        if data is not None:
+            schema.BufferAddData(builder, data)
+        schema.BufferAddOffset(builder, self.offset)
+        schema.BufferAddSize(builder, self.size)
+        return schema.BufferEnd(builder)
+
+
+def serialize(model) -> bytes:
+    for i, buf in enumerate(model.buffers):
+        if type(buf) is not _AlignedBufferT:
+            aligned = _AlignedBufferT()
+            aligned.data, aligned.offset, aligned.size = buf.data, buf.offset, buf.size
+            model.buffers[i] = aligned
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def buffer_bytes(model, index: int) -> bytes:
+    buf = model.buffers[index]
+    return b"" if buf.data is None else bytes(np.asarray(buf.data, dtype=np.uint8).tobytes())
+
+
+def signature_subgraphs(model) -> dict[str, int]:
+    return {sig.signatureKey.decode() if isinstance(sig.signatureKey, bytes) else sig.signatureKey: sig.subgraphIndex
+            for sig in model.signatureDefs or []}
+
+
+def _decode(name) -> str:
+    return name.decode() if isinstance(name, bytes) else (name or "")
+
+
+@dataclass
+class BufferUse:
+    index: int
+    nbytes: int
+    sha256: str
+    signatures: set[str] = field(default_factory=set)
+    tensors: list[tuple[str, str, str, tuple[int, ...]]] = field(default_factory=list)  # (signature, name, type, shape)
+
+
+def buffer_uses(model) -> dict[int, BufferUse]:
+    """Every non-empty buffer, with the signatures and tensors that reference it."""
+    key_of = {v: k for k, v in signature_subgraphs(model).items()}
+    uses: dict[int, BufferUse] = {}
+    metadata_buffers = {m.buffer for m in model.metadata or []}
+    for sgi, sg in enumerate(model.subgraphs):
+        sig = key_of.get(sgi, f"subgraph{sgi}")
+        for t in sg.tensors or []:
+            data = buffer_bytes(model, t.buffer)
+            if not data:
+                continue
+            use = uses.setdefault(t.buffer, BufferUse(t.buffer, len(data), hashlib.sha256(data).hexdigest()))
+            use.signatures.add(sig)
+            use.tensors.append((sig, _decode(t.name), TYPE_NAMES.get(t.type, str(t.type)),
+                                tuple(int(d) for d in (t.shape if t.shape is not None else []))))
+    for i in metadata_buffers:
+        uses.pop(i, None)
+    return uses
+
+
+def dedupe_buffers(model) -> int:
+    """Point every tensor at the first buffer with its bytes, drop orphans; returns bytes saved."""
+    first_with: dict[bytes, int] = {}
+    remap = {}
+    for i, buf in enumerate(model.buffers):
+        data = buffer_bytes(model, i)
+        if not data:
+            continue
+        digest = hashlib.sha256(data).digest()
+        remap[i] = first_with.setdefault(digest, i)
+    saved = sum(len(buffer_bytes(model, i)) for i, j in remap.items() if i != j)
+    if saved == 0:
+        return 0
+    for sg in model.subgraphs:
+        for t in sg.tensors or []:
+            t.buffer = remap.get(t.buffer, t.buffer)
+    _drop_orphans(model)
+    return saved
+
+
+def _drop_orphans(model) -> None:
+    used = {0}
+    for sg in model.subgraphs:
+        used.update(t.buffer for t in sg.tensors or [])
+    used.update(m.buffer for m in model.metadata or [])
+    used.update(model.metadataBuffer or [])
+    keep = sorted(used)
+    new_index = {old: new for new, old in enumerate(keep)}
+    model.buffers = [model.buffers[i] for i in keep]
+    for sg in model.subgraphs:
+        for t in sg.tensors or []:
+            t.buffer = new_index[t.buffer]
+    for m in model.metadata or []:
+        m.buffer = new_index[m.buffer]
+    if model.metadataBuffer is not None:
+        model.metadataBuffer = [new_index[i] for i in model.metadataBuffer]
+
+
+def set_metadata(model, name: str, payload: bytes) -> None:
+    """Add (or replace) a named metadata entry whose buffer holds ``payload``."""
+    buf = schema.BufferT()
+    buf.data = np.frombuffer(payload, dtype=np.uint8).copy()
+    for m in model.metadata or []:
+        if _decode(m.name) == name:
+            model.buffers[m.buffer] = buf
+            return
+    model.buffers.append(buf)
+    entry = schema.MetadataT()
+    entry.name = name
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = (model.metadata or []) + [entry]
+
+
+def get_metadata(model, name: str) -> bytes | None:
+    for m in model.metadata or []:
+        if _decode(m.name) == name:
+            return buffer_bytes(model, m.buffer)
+    return None
+
+
+def tensor_values(model, sg_index: int, tensor_index: int) -> np.ndarray | None:
+    """A constant tensor's values, dequantised to float when it carries quantisation."""
+    t = model.subgraphs[sg_index].tensors[tensor_index]
+    data = buffer_bytes(model, t.buffer)
+    if not data or t.type not in NUMPY_OF_TENSOR_TYPE:
+        return None
+    values = np.frombuffer(data, dtype=NUMPY_OF_TENSOR_TYPE[t.type]).reshape(
+        [int(d) for d in t.shape] if t.shape is not None else [-1])
+    q = t.quantization
+    if q is not None and q.scale is not None and len(q.scale) > 0 and t.type != schema.TensorType.FLOAT16:
+        scale = np.asarray(q.scale, np.float64)
+        zero = np.asarray(q.zeroPoint if q.zeroPoint is not None else np.zeros_like(scale), np.float64)
+        if len(scale) > 1:
+            shape = [1] * values.ndim
+            shape[q.quantizedDimension] = -1
+            scale, zero = scale.reshape(shape), zero.reshape(shape)
+        return (values.astype(np.float64) - zero) * scale
+    return values.astype(np.float64)

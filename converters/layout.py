@@ -1,0 +1,184 @@
+"""Proving, from the file alone, that every shared weight block is stored once.
+
+Each buffer is classified by how operators use it (weights, bias, other constant) and by the
+task signatures whose subgraphs reference it. Each constant operand of the converter's graph
+(a block, or several blocks of the same owners) is then looked up by content — exact bytes for
+float32/float16, dequantised values within half a quantisation step for int8 — and must be
+exactly one buffer that tensors of every owner task's subgraph reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from mtz_mobile.errors import MTZError
+
+from .flatbuffer import buffer_uses, signature_subgraphs, tensor_values
+
+WEIGHT_OPS = {schema.BuiltinOperator.FULLY_CONNECTED, schema.BuiltinOperator.CONV_2D,
+              schema.BuiltinOperator.DEPTHWISE_CONV_2D}
+BIAS_OPS = {schema.BuiltinOperator.ADD}
+
+
+def _opcode(model, op) -> int:
+    code = model.operatorCodes[op.opcodeIndex]
+    return max(code.builtinCode, code.deprecatedBuiltinCode)
+
+
+def buffer_roles(model) -> dict[int, str]:
+    """buffer index → "weights" | "bias" | "constant", following DEQUANTIZE back to its source."""
+    roles: dict[int, str] = {}
+    for sg in model.subgraphs:
+        produced_by_dequantize = {}
+        for op in sg.operators or []:
+            if _opcode(model, op) == schema.BuiltinOperator.DEQUANTIZE:
+                src = sg.tensors[op.inputs[0]]
+                if model.buffers[src.buffer].data is not None:
+                    produced_by_dequantize[op.outputs[0]] = src.buffer
+        for op in sg.operators or []:
+            code = _opcode(model, op)
+            for pos, ti in enumerate(op.inputs if op.inputs is not None else []):
+                if ti < 0:
+                    continue
+                buf = sg.tensors[ti].buffer
+                if model.buffers[buf].data is None:  # not a constant: maybe dequantised from one
+                    buf = produced_by_dequantize.get(ti, 0)
+                if not buf:
+                    continue
+                if code in WEIGHT_OPS:
+                    role = "weights" if pos == 1 else "bias" if pos == 2 else "constant"
+                elif code in BIAS_OPS:
+                    role = "bias"
+                else:
+                    role = "constant"
+                if roles.get(buf) in ("weights", "bias") and role == "constant":
+                    continue
+                roles[buf] = role
+    return roles
+
+
+@dataclass
+class OperandPlacement:
+    name: str
+    kind: str                 # "kernel" | "bias"
+    owners: list[str]
+    nbytes: int
+    buffers: list[int]
+    signatures: list[str]
+
+
+@dataclass
+class LayoutReport:
+    file_bytes: int
+    weight_bytes: int                 # weights and biases, each buffer counted once
+    shared_weight_bytes: int          # … referenced by two or more task signatures
+    task_weight_bytes: dict[str, int]  # … referenced by one task only
+    duplicated_bytes: int             # bytes of shared blocks that could not be kept single
+    duplicates: list[str] = field(default_factory=list)
+    placements: list[OperandPlacement] = field(default_factory=list)
+    buffers: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _candidates(model, shape: tuple[int, ...]):
+    for sgi, sg in enumerate(model.subgraphs):
+        for ti, t in enumerate(sg.tensors or []):
+            if t.buffer and tuple(int(d) for d in (t.shape if t.shape is not None else [])) == shape:
+                yield sgi, ti, t
+
+
+def _matches(model, sgi: int, ti: int, expected: np.ndarray) -> bool:
+    t = model.subgraphs[sgi].tensors[ti]
+    values = tensor_values(model, sgi, ti)
+    if values is None:
+        return False
+    if t.type == schema.TensorType.FLOAT32:
+        return np.array_equal(values.astype(np.float32), expected.astype(np.float32))
+    if t.type == schema.TensorType.FLOAT16:
+        return np.array_equal(values.astype(np.float16), expected.astype(np.float16))
+    q = t.quantization
+    if q is None or q.scale is None or len(q.scale) == 0:
+        return False
+    scale = np.asarray(q.scale, np.float64)
+    if len(scale) > 1:
+        shape = [1] * values.ndim
+        shape[q.quantizedDimension] = -1
+        scale = scale.reshape(shape)
+    return bool(np.all(np.abs(values - expected) <= 0.51 * scale + 1e-12))
+
+
+def locate(model, expected: np.ndarray) -> list[tuple[int, int]]:
+    """(subgraph, tensor) pairs whose constant equals ``expected`` (see module docstring)."""
+    return [(sgi, ti) for sgi, ti, _ in _candidates(model, tuple(expected.shape)) if _matches(model, sgi, ti, expected)]
+
+
+def prove_layout(model, file_bytes: int, operands: list[tuple[str, str, tuple[str, ...], np.ndarray]],
+                 tasks: list[str], allow_split_bias: bool = False) -> LayoutReport:
+    """Check every shared operand (name, kind, owners, values) is one buffer used by all owners.
+
+    ``allow_split_bias``: full-integer files keep a shared float bias as one int32 copy per task
+    (its scale is input scale × weight scale, and inputs differ by task); such copies are
+    reported as duplicated bytes instead of failing.
+    """
+    sig_of_subgraph = {v: k for k, v in signature_subgraphs(model).items()}
+    uses = buffer_uses(model)
+    roles = buffer_roles(model)
+    placements, duplicates = [], []
+    for name, kind, owners, values in operands:
+        if len(owners) < 2:
+            continue
+        found = locate(model, values)
+        buffers = sorted({model.subgraphs[sgi].tensors[ti].buffer for sgi, ti in found})
+        sigs = sorted({sig_of_subgraph.get(sgi, f"subgraph{sgi}") for sgi, _ in found})
+        placement = OperandPlacement(name, kind, list(owners), int(sum(uses[b].nbytes for b in buffers if b in uses)),
+                                     buffers, sigs)
+        placements.append(placement)
+        if not buffers:
+            if kind == "bias" and allow_split_bias:
+                duplicates.append(f"{name}: stored as one int32 copy per task (scale depends on each task's input)")
+                continue
+            raise MTZError(f"shared block {name} was not found in the converted file: the converter folded it "
+                           "into another constant; report this with the zip directory")
+        missing = [t for t in owners if t not in {s for b in buffers for s in uses[b].signatures}]
+        if missing:
+            raise MTZError(f"shared block {name} is not referenced by the signature(s) of {', '.join(missing)}")
+        if len(buffers) > 1:
+            raise MTZError(f"shared block {name} is stored {len(buffers)} times after deduplication: "
+                           "the copies differ in bytes; report this with the zip directory")
+    weight_buffers = {b: u for b, u in uses.items() if roles.get(b) in ("weights", "bias")}
+    task_sigs = set(tasks)
+    shared = task_only = 0
+    per_task = {t: 0 for t in tasks}
+    for b, u in weight_buffers.items():
+        users = u.signatures & task_sigs
+        if len(users) >= 2:
+            shared += u.nbytes
+        elif len(users) == 1:
+            per_task[next(iter(users))] += u.nbytes
+    # a full-integer file's per-task int32 copies of a shared bias count as duplicated bytes
+    duplicated = _split_bias_bytes(model, operands, uses) if allow_split_bias else 0
+    table = [{"index": b, "bytes": u.nbytes, "role": roles.get(b, "constant"),
+              "signatures": sorted(u.signatures), "tensors": [t[1] for t in u.tensors][:3]}
+             for b, u in sorted(uses.items())]
+    return LayoutReport(file_bytes, sum(u.nbytes for u in weight_buffers.values()), shared, per_task,
+                        duplicated, duplicates, placements, table)
+
+
+def _split_bias_bytes(model, operands, uses) -> int:
+    """Bytes of int32 bias buffers whose dequantised values equal a shared bias (one per task)."""
+    total = 0
+    for name, kind, owners, values in operands:
+        if kind != "bias" or len(owners) < 2:
+            continue
+        buffers = set()
+        for sgi, ti, t in _candidates(model, tuple(values.shape)):
+            if t.type == schema.TensorType.INT32 and _matches(model, sgi, ti, values):
+                buffers.add(t.buffer)
+        if len(buffers) > 1:
+            total += sum(uses[b].nbytes for b in sorted(buffers)[1:])
+    return total

@@ -1,0 +1,101 @@
+"""The manifest embedded in every zipped .tflite: the one source of truth for app and bench."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mtz_mobile import __version__
+from mtz_mobile.errors import MTZError
+from mtz_mobile.plan import Plan
+
+from .flatbuffer import TYPE_NAMES, get_metadata, signature_subgraphs
+from .names import JOINT_KEY, MANIFEST_METADATA
+from .layout import LayoutReport
+
+SCHEMA_PATH = Path(__file__).with_name("manifest.schema.json")
+MANIFEST_FORMAT = "mtz-mobile/manifest"
+
+
+def load_schema() -> dict:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def _decode(s) -> str:
+    return s.decode() if isinstance(s, bytes) else s
+
+
+def signature_tensors(model, key: str) -> tuple[list[dict], list[dict]]:
+    """(inputs, outputs) of a signature as {name, shape, dtype}, read from the flatbuffer."""
+    for sig in model.signatureDefs or []:
+        if _decode(sig.signatureKey) == key:
+            sg = model.subgraphs[sig.subgraphIndex]
+
+            def describe(tmap):
+                t = sg.tensors[tmap.tensorIndex]
+                return {"name": _decode(tmap.name), "shape": [int(d) for d in t.shape],
+                        "dtype": TYPE_NAMES.get(t.type, str(t.type))}
+
+            return [describe(m) for m in sig.inputs or []], [describe(m) for m in sig.outputs or []]
+    raise MTZError(f"the converted file has no signature {key!r}")
+
+
+def _layout(shape: list[int]) -> str:
+    return {1: "N", 2: "HW", 3: "HWC"}.get(len(shape) - 1, "N")
+
+
+def build_manifest(plan: Plan, model, report: LayoutReport, quantization: str) -> dict:
+    tasks = []
+    for task in plan.tasks:
+        inputs, outputs = signature_tensors(model, task.name)
+        (inp,), (out,) = inputs, outputs
+        inp["layout"] = _layout(inp["shape"])
+        out["activation"] = task.output_activation
+        tasks.append({"name": task.name, "signature_key": task.name, "input": inp, "output": out,
+                      "labels": list(task.labels),
+                      "preprocessing": {"scale": float(task.preprocessing.get("scale", 1.0)),
+                                        "mean": float(task.preprocessing.get("mean", 0.0))},
+                      "source": {"file": task.source, "sha256": task.sha256}})
+    joint = None
+    if JOINT_KEY in signature_subgraphs(model):
+        inputs, outputs = signature_tensors(model, JOINT_KEY)
+        (inp,) = inputs
+        inp["layout"] = _layout(inp["shape"])
+        joint = {"signature_key": JOINT_KEY, "input": inp,
+                 "outputs": [dict(o, task=o["name"]) for o in outputs]}
+    params = plan.params
+    layers = [{"name": l.name, "kind": l.kind, "n_shared": l.n_shared,
+               "units": {plan.tasks[0].name: l.n_a, plan.tasks[1].name: l.n_b}} for l in plan.layers]
+    return {
+        "format": MANIFEST_FORMAT, "version": 1, "tool_version": __version__, "quantization": quantization,
+        "tasks": tasks, "joint": joint,
+        "sharing": {"separate_params": params["separate_total"], "zipped_params": params["zipped"],
+                    "shared_params": params["shared"], "shared_fraction": params["shared_fraction"],
+                    "shared_fraction_definition": params["shared_fraction_definition"], "layers": layers,
+                    "file": {"weight_bytes": report.weight_bytes, "shared_weight_bytes": report.shared_weight_bytes,
+                             "task_weight_bytes": dict(report.task_weight_bytes),
+                             "duplicated_bytes": report.duplicated_bytes}},
+    }
+
+
+def validate_manifest(manifest: dict) -> None:
+    import jsonschema
+
+    try:
+        jsonschema.validate(manifest, load_schema())
+    except jsonschema.ValidationError as exc:
+        path = "/".join(map(str, exc.absolute_path)) or "(root)"
+        raise MTZError(f"manifest field {path} is invalid: {exc.message}") from None
+
+
+def read_manifest(model) -> dict | None:
+    raw = get_metadata(model, MANIFEST_METADATA)
+    if raw is None:
+        return None
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MTZError(f"the embedded manifest is not JSON ({type(exc).__name__}): convert the model again") from exc
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise MTZError("the embedded mtz_manifest has an unknown format: convert the model again")
+    return manifest

@@ -1,0 +1,6 @@
+"""Names the file, the app and the benchmark agree on (no TensorFlow import needed to read them)."""
+
+INPUT_NAME = "input"      # every task signature's one input
+OUTPUT_NAME = "output"    # every task signature's one output
+JOINT_KEY = "all"         # the optional signature that runs every task (outputs named by task)
+MANIFEST_METADATA = "mtz_manifest"  # the model metadata entry holding the manifest JSON

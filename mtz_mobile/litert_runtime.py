@@ -1,0 +1,30 @@
+"""The LiteRT runtime on the host: ai-edge-litert, or the older tflite-runtime as a fallback."""
+
+from __future__ import annotations
+
+from .errors import MTZError
+
+try:  # the current package
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    RUNTIME = "ai-edge-litert"
+except ImportError:  # pragma: no cover - only where ai-edge-litert is not installed
+    try:
+        from tflite_runtime.interpreter import Interpreter, OpResolverType  # type: ignore
+        RUNTIME = "tflite-runtime"
+    except ImportError:
+        Interpreter = OpResolverType = None  # type: ignore
+        RUNTIME = None
+
+
+def make_interpreter(model_path=None, model_content=None, num_threads: int | None = None, xnnpack: bool = True):
+    """A LiteRT interpreter, with XNNPACK (the default delegate) or plain builtin kernels."""
+    if Interpreter is None:
+        raise MTZError("no LiteRT runtime: pip install ai-edge-litert (or tflite-runtime)")
+    resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    try:
+        interpreter = Interpreter(model_path=None if model_path is None else str(model_path),
+                                  model_content=model_content, num_threads=num_threads,
+                                  experimental_op_resolver_type=resolver)
+    except ValueError as exc:
+        raise MTZError(f"LiteRT cannot load the model ({str(exc).splitlines()[0]}): convert it again") from exc
+    return interpreter
