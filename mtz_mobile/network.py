@@ -220,8 +220,24 @@ class ZippedNetwork:
             for go in entry["biases"]:
                 layer.biases[go] = np.asarray(arrays[bias_key(layer.name, go)], np.float64)
             layers.append(layer)
-        return cls(list(structure["tasks"]), tuple(structure["input_shape"]),
-                   [Group.from_json(g) for g in structure["input_groups"]], layers)
+        net = cls(list(structure["tasks"]), tuple(structure["input_shape"]),
+                  [Group.from_json(g) for g in structure["input_groups"]], layers)
+        net.check_shapes()
+        return net
+
+    def check_shapes(self) -> None:
+        """Every block's shape must follow from the group sizes it connects."""
+        for l, layer in enumerate(self.layers):
+            ins = self.input_groups_of_layer(l)
+            for (gi, go), k in layer.kernels.items():
+                expected = (ins[gi].size, layer.groups[go].size)
+                if k.shape[-2:] != expected:
+                    raise MTZError(f"block {kernel_key(layer.name, gi, go)} has shape {k.shape} but its groups "
+                                   f"imply {expected}: the weights and the plan disagree, zip again")
+            for go, b in layer.biases.items():
+                if b.shape != (layer.groups[go].size,):
+                    raise MTZError(f"bias {bias_key(layer.name, go)} has shape {b.shape}, expected "
+                                   f"({layer.groups[go].size},): the weights and the plan disagree, zip again")
 
 
 def kernel_key(layer: str, gi: int, go: int) -> str:
