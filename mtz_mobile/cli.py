@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--json", action="store_true")
 
+    from .cli_device import add_device_commands
+
+    COMMANDS.update(add_device_commands(sub))
+
     p = sub.add_parser("evaluate", help="per-task test error of the originals and of the zipped network")
     p.add_argument("zipdir")
     p.add_argument("--data-dir")
