@@ -34,9 +34,9 @@ class Conversion:
 def graph_operands(graph: TaskGraph) -> list[tuple[str, str, tuple[str, ...], np.ndarray]]:
     """(name, kind, owners, values as stored) of every constant operand the graph uses."""
     out = [(op.name, "kernel", op.owners, graph.kernels[op.name].numpy()) for op in graph.operands]
-    for l, layer in enumerate(graph.net.layers):
-        for go, grp in enumerate(layer.groups):
-            out.append((bias_name(l, go), "bias", grp.owners, graph.biases[bias_name(l, go)].numpy()))
+    for i, node in enumerate(graph.net.nodes):
+        for go, owners in node.biases:
+            out.append((bias_name(i, go, owners), "bias", owners, graph.biases[bias_name(i, go, owners)].numpy()))
     return out
 
 
@@ -155,10 +155,9 @@ def convert_baseline(keras_path: Path, key: str, quantize: str, representative: 
     """One original model as its own .tflite, built by the same graph code as the zipped file
     (same op pattern, signature key, input name and quantization), so benchmarks compare like
     with like."""
-    from mtz_mobile.keras_io import read_dense_chain
+    from mtz_mobile.keras_io import read_model
     from mtz_mobile.network import ZippedNetwork
 
-    chain = read_dense_chain(keras_path)
-    graph = TaskGraph(ZippedNetwork.from_dense_chains({key: chain.layers}, chain.input_shape))
+    graph = TaskGraph(ZippedNetwork.from_models({key: read_model(keras_path)}))
     reps = None if representative is None else {key: representative}
     return _convert_saved_model(graph, {key: graph.functions[key].get_concrete_function()}, quantize, reps)

@@ -19,17 +19,17 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from mtz_mobile.joint_model import TF_ACTIVATIONS
-from mtz_mobile.network import ZippedNetwork, block_owners
+from mtz_mobile.network import ZippedNetwork
+from mtz_mobile.ops import TFOps
 
 from .names import INPUT_NAME, JOINT_KEY, OUTPUT_NAME
 
 
 @dataclass(frozen=True)
 class Operand:
-    """One constant operand: the blocks from ``in_groups`` into ``out_group`` of layer ``layer``."""
+    """The blocks from ``in_groups`` into group ``out_group`` of node ``node`` owned by ``owners``."""
 
-    layer: int
+    node: int
     out_group: int
     in_groups: tuple[int, ...]
     owners: tuple[str, ...]
@@ -37,24 +37,25 @@ class Operand:
 
     @property
     def name(self) -> str:
-        ins = "_".join(map(str, self.in_groups))
-        return f"l{self.layer}_g{self.out_group}_from{ins}_{'_'.join(self.owners)}"
+        return f"n{self.node}_g{self.out_group}_from{'_'.join(map(str, self.in_groups))}_{'_'.join(self.owners)}"
 
 
-def layer_operands(net: ZippedNetwork, l: int, task: str, go: int) -> list[Operand]:
-    """The operands task ``task`` uses to compute output group ``go`` of layer ``l``."""
-    layer = net.layers[l]
-    ins = net.input_groups_of_layer(l)
+def bias_name(node: int, go: int, owners: tuple[str, ...]) -> str:
+    return f"n{node}_g{go}_bias_{'_'.join(owners)}"
+
+
+def node_operands(net: ZippedNetwork, i: int, task: str, go: int) -> tuple[list[Operand], list[tuple]]:
+    """The operands and the loose biases (those no operand of the same owners carries) that
+    task ``task`` uses to compute group ``go`` of node ``i``."""
+    node = net.nodes[i]
     by_owner: dict[tuple[str, ...], list[int]] = {}
-    for gi, grp in enumerate(ins):
-        if task in grp.owners and (gi, go) in layer.kernels:
-            by_owner.setdefault(block_owners(grp, layer.groups[go]), []).append(gi)
-    bias_owners = layer.groups[go].owners
-    return [Operand(l, go, tuple(gis), owners, owners == bias_owners) for owners, gis in sorted(by_owner.items())]
-
-
-def bias_name(l: int, go: int) -> str:
-    return f"l{l}_g{go}_bias"
+    for gi, g2, owners in sorted(node.kernels):
+        if g2 == go and task in owners:
+            by_owner.setdefault(owners, []).append(gi)
+    bias_owners = [o for g2, o in node.biases if g2 == go and task in o]
+    operands = [Operand(i, go, tuple(gis), owners, owners in bias_owners) for owners, gis in sorted(by_owner.items())]
+    loose = [(i, go, o) for o in sorted(bias_owners) if o not in by_owner]
+    return operands, loose
 
 
 class TaskGraph(tf.Module):
@@ -63,74 +64,66 @@ class TaskGraph(tf.Module):
     def __init__(self, net: ZippedNetwork, joint: bool = False):
         super().__init__(name="mtz")
         self.net = net
-        # variables live in dicts with string keys (what tf.Module can track); the operand
-        # descriptions in a tuple beside them
-        operands = []
+        self.ops = TFOps()
+        # variables in dicts with string keys (what tf.Module can track); operand descriptions beside
+        operands = {}
         self.kernels: dict[str, tf.Variable] = {}
         self.biases: dict[str, tf.Variable] = {}
-        for l, layer in enumerate(net.layers):
-            for go, grp in enumerate(layer.groups):
-                ops = sorted({op for t in grp.owners for op in layer_operands(net, l, t, go)}, key=lambda o: o.name)
-                for op in ops:
-                    kernel = np.concatenate([layer.kernels[(gi, go)] for gi in op.in_groups], axis=0)
-                    self.kernels[op.name] = tf.Variable(kernel.T.astype(np.float32), name=op.name)
-                    operands.append(op)
-                # the bias rides on the operand of the same owners, else it is added on its own
-                self.biases[bias_name(l, go)] = tf.Variable(layer.biases[go].astype(np.float32),
-                                                            name=bias_name(l, go))
-        self.operands = tuple(operands)
-        self.functions = {}
-        for task in net.tasks:
-            self.functions[task] = self._task_function(task)
+        for i, node in enumerate(net.nodes):
+            for go, grp in enumerate(node.groups if node.is_weight else []):
+                for t in grp.owners:
+                    ops, _ = node_operands(net, i, t, go)
+                    for op in ops:
+                        operands[op.name] = op
+        for name in sorted(operands):
+            op = operands[name]
+            node = net.nodes[op.node]
+            blocks = [node.kernels[(gi, op.out_group, op.owners)] for gi in op.in_groups]
+            if node.op == "dense":
+                stored = np.concatenate(blocks, axis=0).T
+            else:
+                stored = np.concatenate(blocks, axis=2)
+            self.kernels[name] = tf.Variable(stored.astype(np.float32), name=name)
+        for i, node in enumerate(net.nodes):
+            for (go, owners), b in node.biases.items():
+                self.biases[bias_name(i, go, owners)] = tf.Variable(b.astype(np.float32), name=bias_name(i, go, owners))
+        self.operands = tuple(operands[n] for n in sorted(operands))
+        self.functions = {task: self._task_function(task) for task in net.tasks}
         if joint:
             self.functions[JOINT_KEY] = self._joint_function()
         for key, fn in self.functions.items():
             setattr(self, f"serve_{key}", fn)
 
-    # one input per signature; tasks of one input domain share the joint signature's input
+    def _weighted(self, i: int, go: int, task: str, src: dict):
+        node = self.net.nodes[i]
+        operands, loose = node_operands(self.net, i, task, go)
+        z = None
+        for op in operands:
+            x = src[op.in_groups[0]] if len(op.in_groups) == 1 else tf.concat([src[g] for g in op.in_groups], -1)
+            w = self.kernels[op.name]
+            if node.op == "dense":
+                y = tf.matmul(x, w, transpose_b=True)
+            else:
+                y = self.ops.conv(x, w, node.attrs)
+            if op.carries_bias:
+                y = tf.nn.bias_add(y, self.biases[bias_name(i, go, op.owners)])
+            z = y if z is None else z + y
+        for _, _, owners in loose:
+            b = self.biases[bias_name(i, go, owners)]
+            z = b if z is None else z + b
+        return z
+
+    def _task_output(self, task: str, x, memo: dict | None):
+        values = self.net.forward(task, x, ops=self.ops, weighted=self._weighted, memo=memo)
+        return self.net.task_view(self.net.output, values[-1], task, ops=self.ops)
+
     def input_spec(self, task: str) -> tf.TensorSpec:
-        return tf.TensorSpec([1, *self.net.input_shape], tf.float32, name=INPUT_NAME)
-
-    def _group_value(self, task: str, l: int, go: int, acts: dict, memo: dict, keys: dict):
-        """Output group ``go`` of layer ``l`` for ``task``; computed once per distinct key."""
-        operands = layer_operands(self.net, l, task, go)
-        key = ("L", l, go, tuple((op, tuple(keys[gi] for gi in op.in_groups)) for op in operands))
-        if key not in memo:
-            z = None
-            for op in operands:
-                x = acts[op.in_groups[0]] if len(op.in_groups) == 1 else tf.concat(
-                    [acts[gi] for gi in op.in_groups], axis=-1)
-                y = tf.matmul(x, self.kernels[op.name], transpose_b=True)
-                if op.carries_bias:
-                    y = tf.nn.bias_add(y, self.biases[bias_name(l, go)])
-                z = y if z is None else z + y
-            if not any(op.carries_bias for op in operands):
-                bias = self.biases[bias_name(l, go)]
-                z = bias if z is None else z + bias
-            memo[key] = (z, key)
-        return memo[key]
-
-    def _task_output(self, task: str, x, memo: dict):
-        net = self.net
-        acts = {g: tf.reshape(x, [1, -1]) for g, grp in enumerate(net.input_groups) if task in grp.owners}
-        keys = {g: ("input", g) for g in acts}
-        last = len(net.layers) - 1
-        for l, layer in enumerate(net.layers):
-            new_acts, new_keys = {}, {}
-            for go in layer.groups_of(task):
-                z, key = self._group_value(task, l, go, acts, memo, keys)
-                act_key = ("act", key, layer.activations[task])
-                if act_key not in memo:
-                    memo[act_key] = TF_ACTIVATIONS[layer.activations[task]](z)
-                new_acts[go], new_keys[go] = memo[act_key], act_key
-            acts, keys = new_acts, new_keys
-        outs = [acts[g] for g in sorted(acts)]
-        return outs[0] if len(outs) == 1 else tf.concat(outs, axis=-1)
+        return tf.TensorSpec([1, *self.net.task_input_shapes[task]], tf.float32, name=INPUT_NAME)
 
     def _task_function(self, task: str):
         @tf.function(input_signature=[self.input_spec(task)])
         def serve(input):  # noqa: A002 — the signature's input name
-            return {OUTPUT_NAME: self._task_output(task, input, {})}
+            return {OUTPUT_NAME: self._task_output(task, input, None)}
 
         return serve
 

@@ -64,8 +64,8 @@ def build_manifest(plan: Plan, model, report: LayoutReport, quantization: str) -
         joint = {"signature_key": JOINT_KEY, "input": inp,
                  "outputs": [dict(o, task=o["name"]) for o in outputs]}
     params = plan.params
-    layers = [{"name": l.name, "kind": l.kind, "n_shared": l.n_shared,
-               "units": {plan.tasks[0].name: l.n_a, plan.tasks[1].name: l.n_b}} for l in plan.layers]
+    layers = [{"name": l.name, "kind": l.kind, "n_shared": l.n_shared, "units": dict(l.units)}
+              for l in plan.layers]
     return {
         "format": MANIFEST_FORMAT, "version": 1, "tool_version": __version__, "quantization": quantization,
         "tasks": tasks, "joint": joint,

@@ -17,7 +17,7 @@ from pathlib import Path
 from .data import TaskData, load_task_data
 from .errors import MTZError
 from .evaluate import evaluate_dir as evaluate, evaluation_json, evaluation_table  # noqa: F401 (re-export)
-from .keras_io import read_dense_chain
+from .keras_io import read_model
 from .reference import train_reference_pair
 from .retrain import RetrainSettings
 from .zipper import ZipConfig, ZipResult, zip_networks
@@ -66,7 +66,7 @@ def zip_models(model_paths: list[str | os.PathLike], out_dir: str | os.PathLike 
         config = make_config(**options)
     elif options:
         raise MTZError("give either a config or keyword options, not both")
-    chains = {t: read_dense_chain(p) for t, p in zip(tasks, paths)}
+    models = {t: read_model(p) for t, p in zip(tasks, paths)}
     if isinstance(data, dict):
         datas = data
     else:
@@ -80,7 +80,7 @@ def zip_models(model_paths: list[str | os.PathLike], out_dir: str | os.PathLike 
             if spec not in loaded:
                 loaded[spec] = load_task_data(spec, data_dir)
         datas = {t: loaded[s] for t, s in zip(tasks, specs)}
-    return zip_networks(chains, datas, config, out_dir, resume=resume, overwrite=overwrite, progress=progress)
+    return zip_networks(models, datas, config, out_dir, resume=resume, overwrite=overwrite, progress=progress)
 
 
 def train_reference(out_dir: str | os.PathLike, data: str | list[str] = "fashion-mnist", seeds=(1, 2),

@@ -115,7 +115,8 @@ def _zip(args) -> int:
         retrain_learning_rate=args.learning_rate, retrain_strategy=args.strategy)
     p = result.plan.params
     for layer in result.plan.layers:
-        print(f"{layer.name}: shared {layer.n_shared} of {layer.n_a}/{layer.n_b} units, "
+        print(f"{layer.name}: {layer.newcomer}'s {layer.n_new} units, {layer.n_shared} shared with the "
+              f"{layer.n_existing} of the joint network, "
               f"{layer.retrain.get('iterations', 0)} retraining iterations, {layer.seconds:.1f} s")
     print(f"parameters: {p['per_task']} separately, {p['zipped']} zipped; shared fraction "
           f"{100 * p['shared_fraction']:.2f} % ({p['shared_fraction_definition']})")

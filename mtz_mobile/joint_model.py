@@ -8,19 +8,11 @@ import numpy as np
 import tensorflow as tf
 
 from .network import ZippedNetwork, bias_key, kernel_key
-
-TF_ACTIVATIONS = {
-    "linear": tf.identity,
-    "relu": tf.nn.relu,
-    "relu6": tf.nn.relu6,
-    "tanh": tf.tanh,
-    "sigmoid": tf.sigmoid,
-    "softmax": tf.nn.softmax,
-}
+from .ops import TFOps
 
 
 def _var_name(key: str) -> str:
-    return key.replace("/", "_").replace("-", "_")
+    return "".join(ch if ch.isalnum() else "_" for ch in key)
 
 
 class JointModel(tf.Module):
@@ -30,34 +22,28 @@ class JointModel(tf.Module):
     def __init__(self, net: ZippedNetwork, name: str = "mtz_joint"):
         super().__init__(name=name)
         self.net = net
-        self.blocks: dict[str, tf.Variable] = {}
-        for key, arr in net.arrays(np.float32).items():
-            self.blocks[key] = tf.Variable(arr, name=_var_name(key))
+        self.ops = TFOps()
+        self.blocks: dict[str, tf.Variable] = {
+            key: tf.Variable(arr, name=_var_name(key)) for key, arr in net.arrays(np.float32).items()}
 
-    def logits(self, task: str, x: tf.Tensor) -> tf.Tensor:
+    def _params(self, kind: str, i: int, key):
+        node = self.net.nodes[i]
+        name = kernel_key(node.name, *key) if kind == "kernel" else bias_key(node.name, *key)
+        return self.blocks[name]
+
+    def logits(self, task: str, x) -> tf.Tensor:
         """Task ``task``'s output before its final activation, in the task's own unit order."""
-        net = self.net
-        x = tf.reshape(tf.cast(x, tf.float32), [tf.shape(x)[0], -1])
-        acts = {g: x for g, grp in enumerate(net.input_groups) if task in grp.owners}
-        last = len(net.layers) - 1
-        for l, layer in enumerate(net.layers):
-            new = {}
-            for go in layer.groups_of(task):
-                z = self.blocks[bias_key(layer.name, go)]
-                for (gi, g2) in sorted(layer.kernels):
-                    if g2 == go and gi in acts:
-                        z = z + tf.matmul(acts[gi], self.blocks[kernel_key(layer.name, gi, go)])
-                new[go] = z if l == last else TF_ACTIVATIONS[layer.activations[task]](z)
-            acts = new
-        return tf.concat([acts[g] for g in sorted(acts)], axis=1) if len(acts) > 1 else acts[next(iter(acts))]
+        values = self.net.forward(task, x, ops=self.ops, params=self._params, preactivation=True)
+        return self.net.task_view(self.net.output, values[-1], task, ops=self.ops)
 
-    def __call__(self, task: str, x: tf.Tensor) -> tf.Tensor:
-        return TF_ACTIVATIONS[self.net.layers[-1].activations[task]](self.logits(task, x))
+    def __call__(self, task: str, x) -> tf.Tensor:
+        act = self.net.nodes[self.net.output].activations[task]
+        return self.ops.activation(act, self.logits(task, x))
 
     def write_back(self) -> None:
         """Copy the variables' values into the plain network's arrays."""
-        for layer in self.net.layers:
-            for gi, go in layer.kernels:
-                layer.kernels[(gi, go)] = self.blocks[kernel_key(layer.name, gi, go)].numpy().astype(np.float64)
-            for go in layer.biases:
-                layer.biases[go] = self.blocks[bias_key(layer.name, go)].numpy().astype(np.float64)
+        for node in self.net.nodes:
+            for key in node.kernels:
+                node.kernels[key] = self.blocks[kernel_key(node.name, *key)].numpy().astype(np.float64)
+            for key in node.biases:
+                node.biases[key] = self.blocks[bias_key(node.name, *key)].numpy().astype(np.float64)

@@ -1,29 +1,52 @@
-"""Reading trained Keras models (safe mode) into the plain layer lists the zipper works on."""
+"""Reading trained Keras models (safe mode) into a plain graph the zipper works on.
+
+A model becomes a list of nodes in topological order. Weight nodes (Dense, Conv2D) carry their
+kernel and bias; BatchNormalization is folded into the weight node it follows (equal at
+inference); an Activation right after a linear weight node is fused into it; Dropout vanishes.
+Pooling, Flatten, GlobalAveragePooling2D, Add and stand-alone activations stay as nodes.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import MTZError
-from .network import ACTIVATIONS
 
-SUPPORTED = "Dense, Dropout, Flatten, Activation, InputLayer"
+ACTIVATION_NAMES = ("linear", "relu", "relu6", "tanh", "sigmoid", "softmax")
+SUPPORTED = ("Dense, Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, Flatten, Add, "
+             "BatchNormalization, Activation, ReLU, Dropout, InputLayer")
 
 
 @dataclass
-class DenseChain:
-    """A model reduced to its input shape and its Dense layers, in order."""
+class ParsedNode:
+    name: str
+    op: str                      # input | dense | conv2d | maxpool | avgpool | gap | flatten | add | activation
+    inputs: list[int]
+    attrs: dict = field(default_factory=dict)
+    kernel: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    activation: str = "linear"   # fused activation of a weight node
+    out_shape: tuple[int, ...] = ()   # per-sample output shape in this model
 
+
+@dataclass
+class ParsedModel:
     path: str
     sha256: str
     input_shape: tuple[int, ...]
-    layers: list[tuple[np.ndarray, np.ndarray, str]]  # (kernel, bias, activation)
-    layer_names: list[str]
+    nodes: list[ParsedNode]
+
+    @property
+    def output(self) -> int:
+        return len(self.nodes) - 1
+
+    def weight_nodes(self) -> list[int]:
+        return [i for i, n in enumerate(self.nodes) if n.op in ("dense", "conv2d")]
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -46,55 +69,150 @@ def load_keras_model(path: str | os.PathLike):
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:
-        raise MTZError(f"cannot load {path} as a Keras model ({type(exc).__name__}: "
-                       f"{str(exc).splitlines()[0] if str(exc) else ''}): re-save it with Keras 3") from exc
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise MTZError(f"cannot load {path} as a Keras model ({type(exc).__name__}: {first}): "
+                       "re-save it with Keras 3") from exc
 
 
-def _activation_name(layer) -> str:
+def _activation_name(layer, path) -> str:
     act = layer.get_config().get("activation", "linear")
     if isinstance(act, dict):
         act = act.get("config", {}).get("name", act.get("class_name", "?"))
-    return str(act)
+    if type(layer).__name__ == "ReLU":
+        cfg = layer.get_config()
+        if cfg.get("max_value") == 6.0 and not cfg.get("negative_slope") and not cfg.get("threshold"):
+            return "relu6"
+        if cfg.get("max_value") is None and not cfg.get("negative_slope") and not cfg.get("threshold"):
+            return "relu"
+        raise MTZError(f"{path}: ReLU layer {layer.name} with a slope, threshold or cap other than 6 is not supported")
+    act = str(act)
+    if act not in ACTIVATION_NAMES:
+        raise MTZError(f"{path}: activation {act!r} of layer {layer.name} is not supported; "
+                       f"use one of {', '.join(ACTIVATION_NAMES)}")
+    return act
 
 
-def dense_chain(model, path: str = "<memory>", sha256: str = "") -> DenseChain:
-    """Reduce a Sequential/functional chain of Dense layers to kernels, biases and activations."""
-    layers: list[tuple[np.ndarray, np.ndarray, str]] = []
-    names: list[str] = []
-    for layer in model.layers:
-        kind = type(layer).__name__
-        if kind in ("InputLayer", "Dropout"):
-            continue
-        if kind == "Flatten":
-            if layers:
-                raise MTZError(f"{path}: Flatten after a Dense layer ({layer.name}) is not a chain the zipper reads")
-            continue
-        if kind == "Activation":
-            act = _activation_name(layer)
-            if not layers or layers[-1][2] != "linear":
-                raise MTZError(f"{path}: Activation layer {layer.name} must follow a Dense layer without activation")
-            k, b, _ = layers[-1]
-            layers[-1] = (k, b, act)
-            continue
-        if kind != "Dense":
-            raise MTZError(f"{path}: unsupported layer {layer.name!r} ({kind}); the dense zipper handles {SUPPORTED}")
+def _check_finite(path, layer, *arrays) -> None:
+    for a in arrays:
+        if not np.all(np.isfinite(a)):
+            raise MTZError(f"{path}: layer {layer.name} has NaN or infinite weights: retrain or repair the model")
+
+
+def _layer_node(layer, inputs: list[int], path: str) -> ParsedNode:
+    kind = type(layer).__name__
+    shape = tuple(int(d) for d in layer.output.shape[1:])
+    if kind == "Dense":
         kernel = np.asarray(layer.kernel.numpy())
         bias = np.asarray(layer.bias.numpy()) if layer.use_bias else np.zeros(kernel.shape[1], kernel.dtype)
-        act = _activation_name(layer)
-        if act not in ACTIVATIONS:
-            raise MTZError(f"{path}: activation {act!r} of layer {layer.name} is not supported; "
-                           f"use one of {', '.join(ACTIVATIONS)}")
-        if not (np.all(np.isfinite(kernel)) and np.all(np.isfinite(bias))):
-            raise MTZError(f"{path}: layer {layer.name} has NaN or infinite weights: retrain or repair the model")
-        layers.append((kernel, bias, act))
-        names.append(layer.name)
-    if len(layers) < 2:
-        raise MTZError(f"{path}: needs at least one hidden Dense layer and an output layer, found {len(layers)}")
+        _check_finite(path, layer, kernel, bias)
+        return ParsedNode(layer.name, "dense", inputs, {}, kernel, bias, _activation_name(layer, path), shape)
+    if kind == "Conv2D":
+        cfg = layer.get_config()
+        if cfg.get("groups", 1) != 1:
+            raise MTZError(f"{path}: grouped convolution {layer.name} is not supported: use groups=1")
+        if cfg.get("data_format", "channels_last") != "channels_last":
+            raise MTZError(f"{path}: {layer.name} is channels_first: re-save the model channels_last")
+        kernel = np.asarray(layer.kernel.numpy())
+        bias = np.asarray(layer.bias.numpy()) if layer.use_bias else np.zeros(kernel.shape[-1], kernel.dtype)
+        _check_finite(path, layer, kernel, bias)
+        attrs = {"kernel_size": list(kernel.shape[:2]), "strides": list(cfg["strides"]), "padding": cfg["padding"],
+                 "dilation": list(cfg["dilation_rate"])}
+        return ParsedNode(layer.name, "conv2d", inputs, attrs, kernel, bias, _activation_name(layer, path), shape)
+    if kind in ("MaxPooling2D", "AveragePooling2D"):
+        cfg = layer.get_config()
+        attrs = {"pool_size": list(cfg["pool_size"]), "strides": list(cfg["strides"] or cfg["pool_size"]),
+                 "padding": cfg["padding"]}
+        return ParsedNode(layer.name, "maxpool" if kind.startswith("Max") else "avgpool", inputs, attrs,
+                          out_shape=shape)
+    if kind == "GlobalAveragePooling2D":
+        if layer.get_config().get("keepdims"):
+            raise MTZError(f"{path}: {layer.name} keeps dims: use keepdims=False")
+        return ParsedNode(layer.name, "gap", inputs, out_shape=shape)
+    if kind == "Flatten":
+        return ParsedNode(layer.name, "flatten", inputs, out_shape=shape)
+    if kind == "Add":
+        return ParsedNode(layer.name, "add", inputs, out_shape=shape)
+    if kind in ("Activation", "ReLU"):
+        return ParsedNode(layer.name, "activation", inputs, {"activation": _activation_name(layer, path)},
+                          out_shape=shape)
+    if kind == "DepthwiseConv2D":
+        raise MTZError(f"{path}: unsupported layer {layer.name!r} (DepthwiseConv2D): its channels would have to "
+                       "follow the input's pairing, which this zipper does not do; zip a model without it")
+    raise MTZError(f"{path}: unsupported layer {layer.name!r} ({kind}); the zipper handles {SUPPORTED}")
+
+
+def _fold_batchnorm(node: ParsedNode, layer, path: str) -> None:
+    """conv/dense → BN becomes one conv/dense: equal at inference."""
+    cfg = layer.get_config()
+    if cfg.get("axis") not in (-1, [-1], len(node.out_shape), [len(node.out_shape)]):
+        raise MTZError(f"{path}: BatchNormalization {layer.name} normalises another axis than channels")
+    gamma = np.asarray(layer.gamma.numpy()) if layer.scale else np.ones_like(node.bias)
+    beta = np.asarray(layer.beta.numpy()) if layer.center else np.zeros_like(node.bias)
+    mean, var = np.asarray(layer.moving_mean.numpy()), np.asarray(layer.moving_variance.numpy())
+    scale = gamma / np.sqrt(var + cfg["epsilon"])
+    node.kernel = node.kernel * scale
+    node.bias = (node.bias - mean) * scale + beta
+    _check_finite(path, layer, node.kernel, node.bias)
+
+
+def parse_model(model, path: str = "<memory>", sha256: str = "") -> ParsedModel:
+    """A Keras model as ParsedNodes in topological order (see the module docstring)."""
     input_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
-    if int(np.prod(input_shape)) != layers[0][0].shape[0]:
-        raise MTZError(f"{path}: input of {input_shape} does not feed the first Dense layer directly")
-    return DenseChain(path, sha256, input_shape, layers, names)
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise MTZError(f"{path}: the zipper takes models with one input and one output")
+    nodes = [ParsedNode("input", "input", [], out_shape=input_shape)]
+    index_of: dict[str, int] = {}
+    consumers: dict[int, int] = {}
+    sequential = type(model).__name__ == "Sequential"
+    previous = 0
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind == "InputLayer":
+            index_of[layer.name] = 0
+            continue
+        if sequential:  # a Sequential's layers record one call per build: the chain order is the graph
+            inputs = [previous]
+        else:
+            if len(layer._inbound_nodes) > 1:
+                raise MTZError(f"{path}: layer {layer.name} is called more than once: the zipper needs a plain graph")
+            parents = [p.operation.name for p in layer._inbound_nodes[0].parent_nodes]
+            inputs = [index_of.get(name, 0) for name in parents] or [0]
+        for i in inputs:
+            consumers[i] = consumers.get(i, 0) + 1
+        if kind == "Dropout":
+            index_of[layer.name] = previous = inputs[0]
+            continue
+        src = nodes[inputs[0]]
+        if kind == "BatchNormalization":
+            if src.op not in ("dense", "conv2d") or src.activation != "linear" or consumers[inputs[0]] > 1:
+                raise MTZError(f"{path}: BatchNormalization {layer.name} does not directly follow a linear Conv2D or "
+                               "Dense layer: fold it into one first")
+            _fold_batchnorm(src, layer, path)
+            index_of[layer.name] = previous = inputs[0]
+            continue
+        if kind in ("Activation", "ReLU") and src.op in ("dense", "conv2d") and src.activation == "linear" \
+                and consumers[inputs[0]] == 1:
+            src.activation = _activation_name(layer, path)
+            index_of[layer.name] = previous = inputs[0]
+            continue
+        nodes.append(_layer_node(layer, inputs, path))
+        index_of[layer.name] = len(nodes) - 1
+        previous = index_of[layer.name]
+    out_name = model.outputs[0]._keras_history.operation.name
+    if index_of.get(out_name) != len(nodes) - 1:
+        raise MTZError(f"{path}: the model's output is not its last layer")
+    if nodes[-1].op not in ("dense", "conv2d"):
+        raise MTZError(f"{path}: the last layer must be Dense (the task's output layer), found {nodes[-1].op}")
+    if len([n for n in nodes if n.op in ("dense", "conv2d")]) < 2:
+        raise MTZError(f"{path}: needs at least one hidden layer and an output layer")
+    for i, n in enumerate(nodes):
+        if n.op in ("dense", "conv2d", "maxpool", "avgpool", "gap", "flatten", "activation") and len(n.inputs) != 1:
+            raise MTZError(f"{path}: layer {n.name} has {len(n.inputs)} inputs")
+        if n.op == "dense" and len(nodes[n.inputs[0]].out_shape) != 1:
+            raise MTZError(f"{path}: Dense layer {n.name} gets a {len(nodes[n.inputs[0]].out_shape)}-d input: "
+                           "put a Flatten or GlobalAveragePooling2D before it")
+    return ParsedModel(path, sha256, input_shape, nodes)
 
 
-def read_dense_chain(path: str | os.PathLike) -> DenseChain:
-    return dense_chain(load_keras_model(path), str(path), sha256_of(path))
+def read_model(path: str | os.PathLike) -> ParsedModel:
+    return parse_model(load_keras_model(path), str(path), sha256_of(path))

@@ -1,14 +1,21 @@
-"""The zipped network as plain data: groups of units owned by sets of tasks, and weight blocks.
+"""The zipped network as plain data: a graph of nodes whose units are grouped by owning tasks.
 
-Every layer's units are split into *groups*. A group's ``owners`` are the tasks whose path
-contains its units; ``units[t]`` names, for each owner, which unit of task t's original layer
-each member came from. A task's view of a layer is the concatenation, in group order, of the
-groups it owns. A weight block connects an input group to an output group and belongs to the
-intersection of their owners (DESIGN.md §2, §7); a bias belongs to its output group.
+Every weight node's output units (Dense units, Conv2D channels) are split into *groups*. A
+group's ``owners`` are the tasks whose path contains its units; ``units[t]`` names, for each
+owner, which unit of task t's original node each member came from. Nodes without weights
+(pooling, Flatten, GlobalAveragePooling2D, Add, activations) carry their input's groups.
 
-For two tasks after zipping layer l the groups are [shared, A-only, B-only] and the blocks are
-the paper's W̃ (shared→shared), W̃_A (A-only→shared), Ŵ_A (shared and A-only→A-only), and B's.
-An unzipped network is the special case where every hidden layer has one group per task.
+A weight block connects an input group ``gi`` to an output group ``go`` and belongs to a set of
+tasks S (a subset of both groups' owners); biases belong to an output group and a task set.
+Task t computes output group go as  Σ_{(gi, go, S) ∋ t} x[gi]·W + Σ_{(go, S) ∋ t} b.
+After the paper's two-task zip of layer l the groups are [shared, A-only, B-only] and the
+blocks are W̃ (shared→shared, S = {A, B}), W̃_A (A-only→shared, {A}), Ŵ_A (→A-only, {A}) and
+B's (DESIGN.md §2). Blocks of one pair of groups with different task sets are what a unit
+shared by tasks whose inputs are not all shared needs: sequentially zipping a third task, or a
+residual stream regrouped before its blocks are merged.
+
+Dense blocks are (rows, units) with rows = P·|gi| when the input is a Flatten of P positions
+(position-major, as NHWC flattening orders them); Conv2D blocks are (kh, kw, |gi|, |go|).
 """
 
 from __future__ import annotations
@@ -20,24 +27,15 @@ import numpy as np
 
 from .errors import MTZError
 
-ACTIVATIONS = {
-    "linear": lambda z: z,
-    "relu": lambda z: np.maximum(z, 0.0),
-    "relu6": lambda z: np.clip(z, 0.0, 6.0),
-    "tanh": np.tanh,
-    "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)),
-    "softmax": lambda z: _softmax(z),
-}
+WEIGHT_OPS = ("dense", "conv2d")
+PASS_OPS = ("maxpool", "avgpool", "gap", "flatten", "add", "activation")
 
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+Owners = tuple[str, ...]
 
 
 @dataclass
 class Group:
-    owners: tuple[str, ...]
+    owners: Owners
     units: dict[str, list[int]]
 
     @property
@@ -53,282 +51,403 @@ class Group:
 
 
 @dataclass
-class Layer:
+class Node:
     name: str
-    kind: str
-    activations: dict[str, str]  # per task: hidden layers agree; output layers may differ
-    groups: list[Group]
-    kernels: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
-    biases: dict[int, np.ndarray] = field(default_factory=dict)
+    op: str
+    inputs: list[int]
+    attrs: dict = field(default_factory=dict)
+    shape: tuple[int, ...] = ()                 # per-sample output shape on the joint input
+    groups: list[Group] = field(default_factory=list)                      # input and weight nodes
+    kernels: dict[tuple[int, int, Owners], np.ndarray] = field(default_factory=dict)
+    biases: dict[tuple[int, Owners], np.ndarray] = field(default_factory=dict)
+    activations: dict[str, str] = field(default_factory=dict)              # weight nodes, per task
+
+    @property
+    def is_weight(self) -> bool:
+        return self.op in WEIGHT_OPS
 
     def groups_of(self, task: str) -> list[int]:
         return [g for g, grp in enumerate(self.groups) if task in grp.owners]
 
-    def width(self, task: str) -> int:
-        return sum(self.groups[g].size for g in self.groups_of(task))
+
+def kernel_key(node: str, gi: int, go: int, owners: Owners) -> str:
+    return f"{node}/kernel/{gi}-{go}/{'+'.join(owners)}"
 
 
-def block_owners(in_group: Group, out_group: Group) -> tuple[str, ...]:
-    return tuple(t for t in out_group.owners if t in in_group.owners)
+def bias_key(node: str, go: int, owners: Owners) -> str:
+    return f"{node}/bias/{go}/{'+'.join(owners)}"
 
 
 @dataclass
 class ZippedNetwork:
-    """Tasks, the input's groups, and the layers (hidden layers then each task's output layer)."""
-
     tasks: list[str]
-    input_shape: tuple[int, ...]
-    input_groups: list[Group]
-    layers: list[Layer]
+    task_input_shapes: dict[str, tuple[int, ...]]
+    nodes: list[Node]
 
-    # ----- construction -------------------------------------------------------------------
-    @classmethod
-    def from_dense_chains(cls, chains: dict[str, list[tuple[np.ndarray, np.ndarray, str]]],
-                          input_shape: tuple[int, ...]) -> "ZippedNetwork":
-        """An unzipped network: each task's chain of (kernel, bias, activation), one group per task."""
-        tasks = list(chains)
-        depth = len(next(iter(chains.values())))
-        n_in = int(np.prod(input_shape))
-        inputs = [Group(tuple(tasks), {t: list(range(n_in)) for t in tasks})]
-        layers = []
-        for l in range(depth):
-            groups = [Group((t,), {t: list(range(chains[t][l][0].shape[1]))}) for t in tasks]
-            name = f"hidden{l + 1}" if l < depth - 1 else "output"
-            layer = Layer(name, "dense", {t: chains[t][l][2] for t in tasks}, groups)
-            for g, t in enumerate(tasks):
-                kernel, bias, _ = chains[t][l]
-                gi = 0 if l == 0 else g
-                layer.kernels[(gi, g)] = np.asarray(kernel, np.float64)
-                layer.biases[g] = np.asarray(bias, np.float64)
-            layers.append(layer)
-        return cls(tasks, tuple(input_shape), inputs, layers)
+    # ----- structure ----------------------------------------------------------------------
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.nodes[0].shape
+
+    @property
+    def output(self) -> int:
+        return len(self.nodes) - 1
+
+    def weight_nodes(self) -> list[int]:
+        return [i for i, n in enumerate(self.nodes) if n.is_weight]
+
+    def zippable(self) -> list[int]:
+        """Weight nodes in topological order, the output layer excepted (it is never shared)."""
+        return [i for i in self.weight_nodes() if i != self.output]
+
+    def source(self, i: int) -> int:
+        """The input or weight node whose groups node i carries."""
+        while self.nodes[i].op in PASS_OPS:
+            i = self.nodes[i].inputs[0]
+        return i
+
+    def groups(self, i: int) -> list[Group]:
+        return self.nodes[self.source(i)].groups
+
+    def input_groups(self, i: int) -> list[Group]:
+        return self.groups(self.nodes[i].inputs[0])
+
+    def row_factor(self, i: int) -> int:
+        """Rows per input unit of weight node i: the positions a Flatten before it folds in."""
+        j = self.nodes[i].inputs[0]
+        while self.nodes[j].op == "activation":
+            j = self.nodes[j].inputs[0]
+        if self.nodes[j].op == "flatten":
+            return int(np.prod(self.nodes[self.nodes[j].inputs[0]].shape[:-1]))
+        return 1
+
+    def streams(self) -> list[set[int]]:
+        """Sets of input/weight nodes whose outputs Add joins: they must keep one grouping."""
+        parent = {i: i for i in range(len(self.nodes))}
+
+        def find(i):
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        for node in self.nodes:
+            if node.op == "add":
+                roots = [find(self.source(j)) for j in node.inputs]
+                for r in roots[1:]:
+                    parent[r] = roots[0]
+        out: dict[int, set[int]] = {}
+        for i, node in enumerate(self.nodes):
+            if node.is_weight or node.op == "input":
+                out.setdefault(find(i), set()).add(i)
+        return list(out.values())
+
+    def stream_of(self, i: int) -> set[int]:
+        return next(s for s in self.streams() if i in s)
+
+    def consumers(self, sources: set[int]) -> list[int]:
+        """Weight nodes whose input carries the groups of any node in ``sources``."""
+        return [j for j in self.weight_nodes() if self.source(self.nodes[j].inputs[0]) in sources]
 
     def copy(self) -> "ZippedNetwork":
         return copy.deepcopy(self)
 
-    # ----- structure ----------------------------------------------------------------------
-    def input_groups_of_layer(self, l: int) -> list[Group]:
-        return self.input_groups if l == 0 else self.layers[l - 1].groups
+    # ----- construction -------------------------------------------------------------------
+    @classmethod
+    def from_models(cls, models: dict) -> "ZippedNetwork":
+        """An unzipped network: one group per task in every weight node. ``models`` maps task →
+        keras_io.ParsedModel; their graphs must match node for node (widths may differ)."""
+        from .domains import joint_input_shape, pad_first_layers
 
+        tasks = list(models)
+        first = models[tasks[0]]
+        _check_same_structure(models)
+        joint = joint_input_shape({t: m.input_shape for t, m in models.items()})
+        nodes = []
+        for k, pn in enumerate(first.nodes):
+            node = Node(pn.name, pn.op, list(pn.inputs), copy.deepcopy(pn.attrs))
+            if pn.op == "input":
+                channels = joint[-1] if len(joint) != 2 else 1
+                node.groups = [Group(tuple(tasks), {t: list(range(channels)) for t in tasks})]
+            elif pn.op in WEIGHT_OPS:
+                for t in tasks:
+                    units = models[t].nodes[k].kernel.shape[-1]
+                    node.groups.append(Group((t,), {t: list(range(units))}))
+                    node.activations[t] = models[t].nodes[k].activation
+            nodes.append(node)
+        net = cls(tasks, {t: tuple(m.input_shape) for t, m in models.items()}, nodes)
+        net.infer_shapes(joint)
+        for k, node in enumerate(nodes):
+            if not node.is_weight:
+                continue
+            in_groups = net.input_groups(k)
+            for g, t in enumerate(tasks):
+                pn = models[t].nodes[k]
+                gi = 0 if net.source(node.inputs[0]) == 0 else next(
+                    i for i, grp in enumerate(in_groups) if grp.owners == (t,))
+                node.kernels[(gi, g, (t,))] = np.asarray(pn.kernel, np.float64)
+                node.biases[(g, (t,))] = np.asarray(pn.bias, np.float64)
+        pad_first_layers(net, models)
+        net.check_shapes()
+        return net
 
-    def block_owner_sets(self):
-        """Yield (layer index, key, owners, array) for every kernel block and bias."""
-        for l, layer in enumerate(self.layers):
-            ins = self.input_groups_of_layer(l)
-            for (gi, go), k in layer.kernels.items():
-                yield l, ("kernel", gi, go), block_owners(ins[gi], layer.groups[go]), k
-            for go, b in layer.biases.items():
-                yield l, ("bias", go), layer.groups[go].owners, b
+    def infer_shapes(self, input_shape: tuple[int, ...]) -> None:
+        """Per-sample output shapes of every node on the joint input (channels filled per node)."""
+        from .domains import conv_output_size
+
+        canonical = tuple(input_shape) + ((1,) if len(input_shape) == 2 else ())
+        for node in self.nodes:
+            if node.op == "input":
+                node.shape = canonical
+                continue
+            src = self.nodes[node.inputs[0]].shape
+            if node.op == "dense":
+                node.shape = (sum(g.size for g in node.groups),)
+            elif node.op == "conv2d":
+                kh, kw = _kernel_hw(node)
+                h, w = (conv_output_size(n, k, s, d, node.attrs["padding"])
+                        for n, k, s, d in zip(src[:2], (kh, kw), node.attrs["strides"], node.attrs["dilation"]))
+                node.shape = (h, w, sum(g.size for g in node.groups))
+            elif node.op in ("maxpool", "avgpool"):
+                h, w = (conv_output_size(n, k, s, 1, node.attrs["padding"])
+                        for n, k, s in zip(src[:2], node.attrs["pool_size"], node.attrs["strides"]))
+                node.shape = (h, w, src[-1])
+            elif node.op == "gap":
+                node.shape = (src[-1],)
+            elif node.op == "flatten":
+                node.shape = (int(np.prod(src)),)
+            else:
+                node.shape = src
+
+    # ----- accounting ---------------------------------------------------------------------
+    def blocks(self):
+        """Yield (node index, key, owners, array) for every kernel block and bias."""
+        for i, node in enumerate(self.nodes):
+            for (gi, go, owners), k in node.kernels.items():
+                yield i, kernel_key(node.name, gi, go, owners), owners, k
+            for (go, owners), b in node.biases.items():
+                yield i, bias_key(node.name, go, owners), owners, b
 
     def param_counts(self) -> dict:
         """Parameters per task (what its own path uses), stored in all, and stored once for several tasks."""
         per_task = {t: 0 for t in self.tasks}
-        stored = shared = saved = 0
-        for _, _, owners, arr in self.block_owner_sets():
+        nnz_task = {t: 0 for t in self.tasks}
+        stored = shared = saved = nnz = 0
+        for _, _, owners, arr in self.blocks():
             stored += arr.size
+            nz = int(np.count_nonzero(arr))
+            nnz += nz
             for t in owners:
                 per_task[t] += arr.size
+                nnz_task[t] += nz
             if len(owners) > 1:
                 shared += arr.size
                 saved += (len(owners) - 1) * arr.size
         total = sum(per_task.values())
         return {
-            "per_task": per_task,
-            "separate_total": total,
-            "zipped": stored,
-            "shared": shared,
-            "saved": saved,
+            "per_task": per_task, "separate_total": total, "zipped": stored, "shared": shared, "saved": saved,
             "shared_fraction": shared / total if total else 0.0,
             "shared_fraction_definition": "parameters stored once and used by two or more tasks / "
                                           "sum of the separate models' parameters",
+            "nonzero_per_task": nnz_task, "nonzero_zipped": nnz,
         }
-
-    # ----- evaluation ---------------------------------------------------------------------
-    def forward(self, task: str, x: np.ndarray, upto: int | None = None, preactivation: bool = False,
-                dtype=np.float32) -> list[dict[int, np.ndarray]]:
-        """Task ``task``'s activations, group by group, for layers 0..upto (inclusive).
-
-        Returns one dict per layer (index -1 = input) mapping group index to activations.
-        With ``preactivation`` the last layer's values are before its activation.
-        """
-        if task not in self.tasks:
-            raise MTZError(f"unknown task {task!r}: this network has {', '.join(self.tasks)}")
-        last = len(self.layers) - 1 if upto is None else upto
-        x = np.asarray(x, dtype).reshape(len(x), -1)
-        acts = {g: x for g, grp in enumerate(self.input_groups) if task in grp.owners}
-        out = [acts]
-        for l in range(last + 1):
-            layer = self.layers[l]
-            new = {}
-            for go in layer.groups_of(task):
-                z = np.broadcast_to(layer.biases[go].astype(dtype), (len(x), layer.groups[go].size)).copy()
-                for (gi, g2), k in layer.kernels.items():
-                    if g2 == go and gi in acts:
-                        z += acts[gi] @ k.astype(dtype)
-                if not (preactivation and l == last):
-                    z = ACTIVATIONS[layer.activations[task]](z)
-                new[go] = z
-            acts = new
-            out.append(acts)
-        return out
-
-    def task_view(self, l: int, acts: dict[int, np.ndarray], task: str) -> np.ndarray:
-        """Concatenate a layer's group activations in the task's unit order (group order)."""
-        groups = self.input_groups if l < 0 else self.layers[l].groups
-        return np.concatenate([acts[g] for g, grp in enumerate(groups) if task in grp.owners], axis=1)
-
-    def predict(self, task: str, x: np.ndarray, batch: int = 8192) -> np.ndarray:
-        outs = []
-        for s in range(0, len(x), batch):
-            acts = self.forward(task, x[s:s + batch])[-1]
-            outs.append(self.task_view(len(self.layers) - 1, acts, task))
-        return np.concatenate(outs)
-
-    def original_unit_order(self, l: int, task: str) -> np.ndarray:
-        """For task t's view of layer l: which original unit sits at each position."""
-        groups = self.input_groups if l < 0 else self.layers[l].groups
-        return np.array([u for grp in groups if task in grp.owners for u in grp.units[task]], np.int64)
-
-    # ----- serialisation ------------------------------------------------------------------
-    def structure(self) -> dict:
-        layers = []
-        for layer in self.layers:
-            layers.append({"name": layer.name, "kind": layer.kind, "activations": dict(layer.activations),
-                           "groups": [g.to_json() for g in layer.groups],
-                           "kernels": [[gi, go] for gi, go in sorted(layer.kernels)],
-                           "biases": sorted(layer.biases)})
-        return {"tasks": list(self.tasks), "input_shape": list(self.input_shape),
-                "input_groups": [g.to_json() for g in self.input_groups], "layers": layers}
-
-    def arrays(self, dtype=np.float32) -> dict[str, np.ndarray]:
-        out = {}
-        for layer in self.layers:
-            for (gi, go), k in layer.kernels.items():
-                out[kernel_key(layer.name, gi, go)] = k.astype(dtype)
-            for go, b in layer.biases.items():
-                out[bias_key(layer.name, go)] = b.astype(dtype)
-        return out
-
-    @classmethod
-    def from_structure(cls, structure: dict, arrays) -> "ZippedNetwork":
-        layers = []
-        for entry in structure["layers"]:
-            layer = Layer(entry["name"], entry["kind"], dict(entry["activations"]),
-                          [Group.from_json(g) for g in entry["groups"]])
-            for gi, go in entry["kernels"]:
-                layer.kernels[(gi, go)] = np.asarray(arrays[kernel_key(layer.name, gi, go)], np.float64)
-            for go in entry["biases"]:
-                layer.biases[go] = np.asarray(arrays[bias_key(layer.name, go)], np.float64)
-            layers.append(layer)
-        net = cls(list(structure["tasks"]), tuple(structure["input_shape"]),
-                  [Group.from_json(g) for g in structure["input_groups"]], layers)
-        net.check_shapes()
-        return net
 
     def check_shapes(self) -> None:
         """Every block's shape must follow from the group sizes it connects."""
-        for l, layer in enumerate(self.layers):
-            ins = self.input_groups_of_layer(l)
-            for (gi, go), k in layer.kernels.items():
-                expected = (ins[gi].size, layer.groups[go].size)
-                if k.shape[-2:] != expected:
-                    raise MTZError(f"block {kernel_key(layer.name, gi, go)} has shape {k.shape} but its groups "
+        for i, node in enumerate(self.nodes):
+            if not node.is_weight:
+                continue
+            ins = self.input_groups(i)
+            factor = self.row_factor(i)
+            for (gi, go, owners), k in node.kernels.items():
+                if node.op == "dense":
+                    expected = (factor * ins[gi].size, node.groups[go].size)
+                    got = k.shape
+                else:
+                    expected = (ins[gi].size, node.groups[go].size)
+                    got = k.shape[-2:]
+                if tuple(got) != expected or not set(owners) <= set(ins[gi].owners) & set(node.groups[go].owners):
+                    raise MTZError(f"block {kernel_key(node.name, gi, go, owners)} has shape {k.shape}, its groups "
                                    f"imply {expected}: the weights and the plan disagree, zip again")
-            for go, b in layer.biases.items():
-                if b.shape != (layer.groups[go].size,):
-                    raise MTZError(f"bias {bias_key(layer.name, go)} has shape {b.shape}, expected "
-                                   f"({layer.groups[go].size},): the weights and the plan disagree, zip again")
+            for (go, owners), b in node.biases.items():
+                if b.shape != (node.groups[go].size,):
+                    raise MTZError(f"bias {bias_key(node.name, go, owners)} has shape {b.shape}, expected "
+                                   f"({node.groups[go].size},): the weights and the plan disagree, zip again")
 
+    # ----- evaluation ---------------------------------------------------------------------
+    def forward(self, task: str, x, ops=None, params=None, upto: int | None = None, preactivation: bool = False,
+                weighted=None, memo: dict | None = None):
+        """Task ``task``'s values of every node up to ``upto``: a list of {group: tensor} dicts.
 
-def kernel_key(layer: str, gi: int, go: int) -> str:
-    return f"{layer}/kernel/{gi}-{go}"
+        ``ops`` computes (numpy by default, see ops.py); ``params(kind, node, key)`` returns a
+        block (default: this network's arrays); ``weighted(i, go, task, inputs)`` may replace
+        the per-block sum that gives a weight node's pre-activation. With ``preactivation`` the
+        last node's values are before its activation. A shared ``memo`` across calls computes
+        each value once when several tasks compute the same thing (a fully shared prefix).
+        """
+        from .ops import NUMPY_OPS
 
+        if task not in self.tasks:
+            raise MTZError(f"unknown task {task!r}: this network has {', '.join(self.tasks)}")
+        ops = ops or NUMPY_OPS
+        params = params or self._array_params
+        weighted = weighted or (lambda i, go, t, src: self._block_sum(i, go, t, src, ops, params))
+        last = self.output if upto is None else upto
 
-def bias_key(layer: str, go: int) -> str:
-    return f"{layer}/bias/{go}"
+        def get(key, compute):
+            if memo is None:
+                return compute()
+            if key not in memo:
+                memo[key] = compute()
+            return memo[key]
 
-
-def share_units(net: ZippedNetwork, l: int, task_a: str, task_b: str, pairs: list[tuple[int, int]],
-                merged: np.ndarray) -> None:
-    """Zip layer ``l`` in place: unit i of A's group and unit j of B's become one shared unit.
-
-    ``pairs`` index positions inside the layer's A-only and B-only groups. ``merged`` holds the
-    shared units' new incoming weights over the input groups both tasks own (concatenated in
-    group order) with the bias as the last row. Incoming weights from task-specific inputs stay
-    (W̃_A, W̃_B); the unpaired units keep theirs (Ŵ_A, Ŵ_B); the next layer's rows follow the
-    new unit order, so each task computes the same function up to the merge itself.
-    """
-    layer = net.layers[l]
-    ins = net.input_groups_of_layer(l)
-    ga = _only_group(layer, task_a)
-    gb = _only_group(layer, task_b)
-    idx_a = np.array([i for i, _ in pairs], np.int64)
-    idx_b = np.array([j for _, j in pairs], np.int64)
-    rest_a = np.setdiff1d(np.arange(layer.groups[ga].size), idx_a)
-    rest_b = np.setdiff1d(np.arange(layer.groups[gb].size), idx_b)
-    units_a = np.array(layer.groups[ga].units[task_a])
-    units_b = np.array(layer.groups[gb].units[task_b])
-
-    # new groups: shared, A-only, B-only, then any other group untouched; empty ones dropped
-    shared = Group((task_a, task_b), {task_a: units_a[idx_a].tolist(), task_b: units_b[idx_b].tolist()})
-    only_a = Group((task_a,), {task_a: units_a[rest_a].tolist()})
-    only_b = Group((task_b,), {task_b: units_b[rest_b].tolist()})
-    others = [g for g in range(len(layer.groups)) if g not in (ga, gb)]
-    candidates = [("shared", shared), ("a", only_a), ("b", only_b)] + [(g, layer.groups[g]) for g in others]
-    kept = [(tag, grp) for tag, grp in candidates if grp.size > 0]
-    new_index = {tag: n for n, (tag, _) in enumerate(kept)}
-
-    # layer l: incoming blocks of the new groups
-    both = [gi for gi, grp in enumerate(ins) if task_a in grp.owners and task_b in grp.owners]
-    offsets = np.cumsum([0] + [ins[gi].size for gi in both])
-    kernels, biases = {}, {}
-    for gi, grp in enumerate(ins):
-        if "shared" in new_index:
-            if gi in both:
-                pos = both.index(gi)
-                kernels[(gi, new_index["shared"])] = merged[offsets[pos]:offsets[pos + 1]]
-            elif task_a in grp.owners:
-                kernels[(gi, new_index["shared"])] = np.take(layer.kernels[(gi, ga)], idx_a, axis=-1)
-            elif task_b in grp.owners:
-                kernels[(gi, new_index["shared"])] = np.take(layer.kernels[(gi, gb)], idx_b, axis=-1)
-        if "a" in new_index and (gi, ga) in layer.kernels:
-            kernels[(gi, new_index["a"])] = np.take(layer.kernels[(gi, ga)], rest_a, axis=-1)
-        if "b" in new_index and (gi, gb) in layer.kernels:
-            kernels[(gi, new_index["b"])] = np.take(layer.kernels[(gi, gb)], rest_b, axis=-1)
-    for g in others:
-        for (gi, go), k in layer.kernels.items():
-            if go == g:
-                kernels[(gi, new_index[g])] = k
-        biases[new_index[g]] = layer.biases[g]
-    if "shared" in new_index:
-        biases[new_index["shared"]] = merged[-1]
-    if "a" in new_index:
-        biases[new_index["a"]] = layer.biases[ga][rest_a]
-    if "b" in new_index:
-        biases[new_index["b"]] = layer.biases[gb][rest_b]
-    layer.groups = [grp for _, grp in kept]
-    layer.kernels, layer.biases = kernels, biases
-
-    # layer l+1: rows follow the units they read
-    if l + 1 < len(net.layers):
-        nxt = net.layers[l + 1]
-        rows_of = {"shared": {ga: idx_a, gb: idx_b}, "a": {ga: rest_a}, "b": {gb: rest_b}}
-        new_kernels = {}
-        for (gi, go), k in nxt.kernels.items():
-            if gi in (ga, gb):
-                if task_a in nxt.groups[go].owners and task_b in nxt.groups[go].owners:
-                    raise MTZError(f"cannot zip layer {layer.name} after the layer it feeds was zipped: "
-                                   "zip layers in order")
-                for tag, sources in rows_of.items():
-                    if tag in new_index and gi in sources:
-                        new_kernels[(new_index[tag], go)] = np.take(k, sources[gi], axis=-2)
+        values, keys = [], []
+        for i, node in enumerate(self.nodes[:last + 1]):
+            if node.op == "input":
+                key = ("input", self.task_input_shapes[task])
+                values.append({0: get(key, lambda: ops.prepare_input(x, self.task_input_shapes[task], node.shape))})
+                keys.append({0: key})
+                continue
+            src, src_keys = values[node.inputs[0]], keys[node.inputs[0]]
+            out, out_keys = {}, {}
+            if node.is_weight:
+                pre = preactivation and i == last
+                for go in node.groups_of(task):
+                    used = tuple(sorted((gi, o, src_keys[gi]) for gi, g2, o in node.kernels if g2 == go and task in o)
+                                 + sorted((-1, o, None) for g2, o in node.biases if g2 == go and task in o))
+                    act = "linear" if pre else node.activations[task]
+                    key = (i, go, used, act)
+                    out[go] = get(key, lambda: ops.activation(act, weighted(i, go, task, src)))
+                    out_keys[go] = key
             else:
-                new_kernels[(new_index[gi], go)] = k
-        nxt.kernels = new_kernels
+                for g, v in src.items():
+                    key = (i, g, tuple(keys[j][g] for j in node.inputs))
+                    if node.op == "add":
+                        fn = lambda g=g: _sum([values[j][g] for j in node.inputs])  # noqa: E731
+                    elif node.op == "activation":
+                        fn = lambda v=v: ops.activation(node.attrs["activation"], v)  # noqa: E731
+                    elif node.op in ("maxpool", "avgpool"):
+                        fn = lambda v=v: ops.pool(node.op, v, node.attrs)  # noqa: E731
+                    elif node.op == "gap":
+                        fn = lambda v=v: ops.gap(v)  # noqa: E731
+                    elif node.op == "flatten":
+                        fn = lambda v=v: ops.flatten(v)  # noqa: E731
+                    else:
+                        raise MTZError(f"unknown node kind {node.op}")
+                    out[g], out_keys[g] = get(key, fn), key
+            values.append(out)
+            keys.append(out_keys)
+        return values
+
+    def _block_sum(self, i: int, go: int, task: str, src: dict, ops, params):
+        """Σ over the task's blocks into group go of x[gi]·W, plus the task's biases."""
+        node = self.nodes[i]
+        z = None
+        for (gi, g2, owners) in sorted(node.kernels):
+            if g2 == go and task in owners:
+                w = params("kernel", i, (gi, go, owners))
+                y = ops.dense(src[gi], w) if node.op == "dense" else ops.conv(src[gi], w, node.attrs)
+                z = y if z is None else z + y
+        for (g2, owners) in sorted(node.biases):
+            if g2 == go and task in owners:
+                b = params("bias", i, (go, owners))
+                z = b if z is None else z + b
+        return z
+
+    def _array_params(self, kind: str, i: int, key):
+        node = self.nodes[i]
+        return node.kernels[key] if kind == "kernel" else node.biases[key]
+
+    def task_view(self, i: int, values: dict, task: str, ops=None):
+        """Concatenate a node's group values in the task's unit order (group order), last axis."""
+        from .ops import NUMPY_OPS
+
+        ops = ops or NUMPY_OPS
+        parts = [values[g] for g, grp in enumerate(self.groups(i)) if task in grp.owners]
+        return parts[0] if len(parts) == 1 else ops.concat(parts)
+
+    def predict(self, task: str, x: np.ndarray, batch: int = 2048, preactivation: bool = False) -> np.ndarray:
+        outs = []
+        for s in range(0, len(x), batch):
+            values = self.forward(task, x[s:s + batch], preactivation=preactivation)
+            outs.append(self.task_view(self.output, values[-1], task))
+        return np.concatenate(outs)
+
+    def original_unit_order(self, i: int, task: str) -> np.ndarray:
+        """For task t's view of node i: which original unit sits at each position."""
+        return np.array([u for grp in self.groups(i) if task in grp.owners for u in grp.units[task]], np.int64)
+
+    # ----- serialisation ------------------------------------------------------------------
+    def structure(self) -> dict:
+        nodes = []
+        for node in self.nodes:
+            entry = {"name": node.name, "op": node.op, "inputs": node.inputs, "attrs": node.attrs,
+                     "shape": list(node.shape)}
+            if node.groups:
+                entry["groups"] = [g.to_json() for g in node.groups]
+            if node.is_weight:
+                entry["activations"] = dict(node.activations)
+                entry["kernels"] = [[gi, go, list(o)] for gi, go, o in sorted(node.kernels)]
+                entry["biases"] = [[go, list(o)] for go, o in sorted(node.biases)]
+            nodes.append(entry)
+        return {"tasks": list(self.tasks), "task_input_shapes": {t: list(s) for t, s in self.task_input_shapes.items()},
+                "nodes": nodes}
+
+    def arrays(self, dtype=np.float32) -> dict[str, np.ndarray]:
+        return {key: arr.astype(dtype) for _, key, _, arr in self.blocks()}
+
+    @classmethod
+    def from_structure(cls, structure: dict, arrays) -> "ZippedNetwork":
+        nodes = []
+        try:
+            for entry in structure["nodes"]:
+                node = Node(entry["name"], entry["op"], list(entry["inputs"]), dict(entry["attrs"]),
+                            tuple(entry["shape"]), [Group.from_json(g) for g in entry.get("groups", [])])
+                node.activations = dict(entry.get("activations", {}))
+                for gi, go, owners in entry.get("kernels", []):
+                    node.kernels[(gi, go, tuple(owners))] = np.asarray(
+                        arrays[kernel_key(node.name, gi, go, tuple(owners))], np.float64)
+                for go, owners in entry.get("biases", []):
+                    node.biases[(go, tuple(owners))] = np.asarray(
+                        arrays[bias_key(node.name, go, tuple(owners))], np.float64)
+                nodes.append(node)
+        except KeyError as exc:
+            raise MTZError(f"the weights lack block {exc.args[0]} that the plan names: the two disagree, zip again") \
+                from exc
+        net = cls(list(structure["tasks"]), {t: tuple(s) for t, s in structure["task_input_shapes"].items()}, nodes)
+        net.check_shapes()
+        return net
 
 
-def _only_group(layer: Layer, task: str) -> int:
-    found = [g for g, grp in enumerate(layer.groups) if grp.owners == (task,)]
-    if len(found) != 1:
-        raise MTZError(f"layer {layer.name} has no single unzipped group of task {task}: it was zipped already")
-    return found[0]
+def _sum(parts):
+    total = parts[0]
+    for p in parts[1:]:
+        total = total + p
+    return total
+
+
+def _kernel_hw(node: Node) -> tuple[int, int]:
+    return tuple(node.attrs["kernel_size"])
+
+
+def _check_same_structure(models: dict) -> None:
+    """The tasks' graphs must match node for node: same kinds, wiring and settings."""
+    tasks = list(models)
+    ref = models[tasks[0]]
+    for t in tasks[1:]:
+        m = models[t]
+        if len(m.nodes) != len(ref.nodes):
+            n_ref, n_m = len(ref.weight_nodes()), len(m.weight_nodes())
+            detail = (f"{n_ref} and {n_m} weight layers" if n_ref != n_m else
+                      f"{len(ref.nodes)} and {len(m.nodes)} layers")
+            raise MTZError(f"{ref.path} and {m.path} have {detail}: MTZ zips networks of the same depth and structure")
+        for a, b in zip(ref.nodes, m.nodes):
+            if not (a.op == b.op and a.inputs == b.inputs and a.attrs == b.attrs):
+                raise MTZError(f"layer {a.name} of {ref.path} ({a.op}) and {b.name} of {m.path} ({b.op}) differ in "
+                               "kind, wiring or settings: the stage structure must match")
+    for k, node in enumerate(ref.nodes[:-1]):
+        if node.op in WEIGHT_OPS:
+            acts = {models[t].nodes[k].activation for t in tasks}
+            if len(acts) > 1:
+                raise MTZError(f"hidden layer {node.name} uses activations {sorted(acts)} across the models: "
+                               "shared units need one activation")

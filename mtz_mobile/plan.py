@@ -37,18 +37,21 @@ class TaskRecord:
 
 @dataclass
 class LayerRecord:
-    index: int
+    index: int           # hidden weight layer number (1-based)
     name: str
     kind: str
-    n_a: int
-    n_b: int
+    newcomer: str        # the task whose units were zipped into the joint network in this step
+    n_existing: int      # units of the joint network's tasks in this layer
+    n_new: int           # units of the newcomer
     n_shared: int
+    units: dict          # units per task after the step
     alpha: float
     damping: float       # the absolute λ added to S (split equally between H_A and H_B)
     method: str
     pairing: str
     compensation: str
-    pairs: list           # [i, j, d]: unit i of A's original layer with unit j of B's, and d(i, j)
+    pairs: list           # [i, j, d]: unit i of the joint network (numbered in its group's first task's
+                          # original layer) with the newcomer's unit j, and d(i, j)
     total_d: float | None
     retrain: dict
     seconds: float

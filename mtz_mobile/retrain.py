@@ -86,7 +86,7 @@ def retrain(net: ZippedNetwork, data: dict[str, tuple[np.ndarray, np.ndarray]], 
     tf.config.experimental.enable_op_determinism()
     tf.random.set_seed(seed)
     strategy = make_strategy(settings.strategy)
-    tasks = list(net.tasks)
+    tasks = list(data)  # the tasks being trained (later tasks of a sequential zip are not yet in play)
     with strategy.scope():
         model = JointModel(net)
         optimizer = tf.keras.optimizers.Adam(settings.learning_rate)

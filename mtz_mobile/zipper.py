@@ -1,20 +1,28 @@
-"""Algorithm 1 of Multi-Task Zipping: zip two networks layer by layer.
+"""Algorithm 1 of Multi-Task Zipping, on any graph the keras_io reader accepts.
 
-For l = 1 … L−1: forward each task's calibration data through the partially zipped network,
-build the Hessians over the inputs both tasks share (plus the bias), measure every pair's
-functional difference, choose the pairs, merge their incoming weights, reorder the next
-layer's rows, optionally compensate the next layer and retrain lightly. Output layers stay
-task-specific.
+Tasks are zipped in sequence: the second model into the first, then the third into the joint
+network, and so on (DESIGN.md §7). For each newcomer c and each hidden weight node l in
+topological order: forward every task's calibration data through the partially zipped network,
+build the Hessians over the inputs shared with c (plus the bias), measure every pair's
+functional difference between c's units and the joint network's units, choose the pairs,
+regroup, merge their incoming weights, optionally compensate the next layer and retrain
+lightly. Output layers stay task-specific. With two tasks this is the paper's algorithm.
 
-``compensation="next-layer"`` is our addition to the paper (off in ``method="mtz"`` presets
-that reproduce it): after layer l is zipped, each task's layer l+1 is refitted by ridge
-regression so that its pre-activations on the calibration data match the *original* model's.
-That layer still belongs to one task, so the fit costs no sharing; it absorbs the merge's error
-(including the scale of each shared unit's output) in closed form, before any retraining.
+``compensation="next-layer"`` is our addition to the paper: after a node is zipped, each
+task's own consumer layers are refitted by ridge regression so that their pre-activations on
+the calibration data match the *original* model's. Those layers belong to one task, so the fit
+costs no sharing; it absorbs the merge's error (including the scale of each shared unit's
+output) in closed form, before any retraining.
+
+Residual streams: every node that writes into one identity stream keeps one channel order, so
+the stream's pairing is decided by its first member and reused by the others (merged with
+each one's own Hessians when the zipper reaches it).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,32 +34,38 @@ import numpy as np
 from . import __version__
 from .data import TaskData
 from .errors import MTZError
-from .keras_io import DenseChain
-from .mtz_math import PairGeometry, layer_hessian, random_merge
-from .network import ZippedNetwork, share_units
-from .pairing import PAIRINGS, random_pairs, select_pairs, total_cost
+from .keras_io import ParsedModel
+from .mtz_math import HessianAccumulator, PairGeometry, random_merge
+from .network import ZippedNetwork
+from .pairing import PAIRINGS, random_pairs, select_pairs
 from .plan import LayerRecord, Plan, TaskRecord, publish_dir, write_json_atomic, write_npz_atomic
 from .retrain import STRATEGIES, RetrainSettings, retrain
+from .surgery import NewGroup, merge, regroup
 
 METHODS = ("mtz", "random")
 COMPENSATIONS = ("none", "next-layer")
+SPARSITY = ("auto", "on", "off")
 
 
 @dataclass
 class ZipConfig:
-    """How much to share and how. ``shared`` has one entry per hidden layer (or one for all):
-    ``"all"``, a count of units (int) or a fraction of the narrower layer (float in [0, 1]).
-    ``threshold`` (one ε per hidden layer) replaces ``shared`` when given."""
+    """How much to share and how. ``shared`` has one entry per hidden weight layer (or one for
+    all): ``"all"``, a count of units (int) or a fraction of the narrower layer (float in [0, 1]).
+    ``threshold`` (one ε per hidden layer) replaces ``shared`` when given. ``alpha`` weights the
+    first task against the second; with more tasks ``task_weights`` (default: equal)."""
 
     shared: list = field(default_factory=lambda: ["all"])
     threshold: list[float] | None = None
     alpha: float = 0.5
+    task_weights: list[float] | None = None
     damping: float = 1e-4
     method: str = "mtz"
     pairing: str = "exact"
     compensation: str = "next-layer"
     compensation_ridge: float = 1e-3
     calibration_samples: int = 10000
+    max_instances: int = 500_000
+    sparse: str = "auto"
     retrain: RetrainSettings = field(default_factory=RetrainSettings)
     seed: int = 0
 
@@ -66,21 +80,21 @@ class ZipConfig:
         obj["retrain"] = RetrainSettings(**obj["retrain"])
         return cls(**obj)
 
-    def validate(self, n_hidden: int) -> None:
+    def validate(self, n_hidden: int, n_tasks: int) -> None:
         if not 0.0 < self.alpha < 1.0:
             raise MTZError(f"alpha must lie strictly between 0 and 1, got {self.alpha}: it weights task A against B")
-        if self.method not in METHODS:
-            raise MTZError(f"unknown method {self.method!r}: use one of {', '.join(METHODS)}")
-        if self.pairing not in PAIRINGS:
-            raise MTZError(f"unknown pairing {self.pairing!r}: use one of {', '.join(PAIRINGS)}")
-        if self.compensation not in COMPENSATIONS:
-            raise MTZError(f"unknown compensation {self.compensation!r}: use one of {', '.join(COMPENSATIONS)}")
-        if self.retrain.strategy not in STRATEGIES:
-            raise MTZError(f"unknown strategy {self.retrain.strategy!r}: use one of {', '.join(STRATEGIES)}")
+        if self.task_weights is not None and (len(self.task_weights) != n_tasks or min(self.task_weights) <= 0):
+            raise MTZError(f"give {n_tasks} positive task weights, got {self.task_weights}")
+        for name, value, allowed in (("method", self.method, METHODS), ("pairing", self.pairing, PAIRINGS),
+                                     ("compensation", self.compensation, COMPENSATIONS),
+                                     ("strategy", self.retrain.strategy, STRATEGIES),
+                                     ("sparse", self.sparse, SPARSITY)):
+            if value not in allowed:
+                raise MTZError(f"unknown {name} {value!r}: use one of {', '.join(allowed)}")
         if self.damping < 0:
             raise MTZError(f"damping must be non-negative, got {self.damping}")
-        if self.calibration_samples <= 0:
-            raise MTZError("calibration_samples must be positive: the Hessians need data")
+        if self.calibration_samples <= 0 or self.max_instances <= 0:
+            raise MTZError("calibration_samples and max_instances must be positive: the Hessians need data")
         if self.retrain.iterations < 0 or self.retrain.batch_size <= 0:
             raise MTZError("retraining iterations must be >= 0 and the batch size > 0")
         per_layer = self.threshold if self.threshold is not None else self.shared
@@ -90,9 +104,15 @@ class ZipConfig:
         if self.threshold is not None and self.method == "random":
             raise MTZError("random sharing needs a count, not a threshold: use --shared")
 
-    def layer_value(self, l: int):
+    def layer_value(self, k: int):
         per_layer = self.threshold if self.threshold is not None else self.shared
-        return per_layer[0] if len(per_layer) == 1 else per_layer[l]
+        return per_layer[0] if len(per_layer) == 1 else per_layer[k]
+
+    def weights(self, tasks: list[str]) -> dict[str, float]:
+        if len(tasks) == 2 and self.task_weights is None:
+            return {tasks[0]: self.alpha, tasks[1]: 1.0 - self.alpha}
+        w = self.task_weights or [1.0] * len(tasks)
+        return {t: v / sum(w) for t, v in zip(tasks, w)}
 
 
 def shared_count(value, n_a: int, n_b: int, layer_name: str) -> int:
@@ -108,8 +128,8 @@ def shared_count(value, n_a: int, n_b: int, layer_name: str) -> int:
         return int(round(value * top))
     count = int(value)
     if count < 0 or count > top:
-        raise MTZError(f"cannot share {count} units in {layer_name}: it has {n_a} units in A and {n_b} in B, "
-                       f"so at most {top}")
+        raise MTZError(f"cannot share {count} units in {layer_name}: it has {n_a} units in the joint network and "
+                       f"{n_b} in the new model, so at most {top}")
     return count
 
 
@@ -120,78 +140,378 @@ class ZipResult:
     original: ZippedNetwork
 
 
-def check_zippable(chains: dict[str, DenseChain]) -> None:
-    """Refuse models the dense zipper cannot pair, with the reason and the fix."""
-    names = list(chains)
-    if len(names) != 2:
-        raise MTZError(f"give exactly two models to zip, got {len(names)}")
-    a, b = (chains[n] for n in names)
-    if len(a.layers) != len(b.layers):
-        raise MTZError(f"{a.path} has {len(a.layers)} Dense layers and {b.path} has {len(b.layers)}: "
-                       "MTZ zips networks of the same depth")
-    if a.layers[0][0].shape[0] != b.layers[0][0].shape[0]:
-        raise MTZError(f"inputs differ ({a.input_shape} vs {b.input_shape}): the dense zipper needs one input domain")
-    for l in range(len(a.layers) - 1):
-        if a.layers[l][2] != b.layers[l][2]:
-            raise MTZError(f"hidden layer {l + 1} uses {a.layers[l][2]} in {a.path} and {b.layers[l][2]} in "
-                           f"{b.path}: shared units need one activation")
+# ----- calibration --------------------------------------------------------------------------
+
+class Calibration:
+    """Each task's calibration images and the forward passes the Hessians need."""
+
+    def __init__(self, net: ZippedNetwork, data: dict[str, TaskData], config: ZipConfig):
+        from .ops import TFOps
+
+        self.ops = TFOps()
+        self.config = config
+        self.x = {}
+        for n, t in enumerate(net.tasks):
+            if len(data[t].x_train) == 0:
+                raise MTZError(f"no training data for task {t} ({data[t].spec}): the Hessians need calibration samples")
+            order = np.random.default_rng(config.seed + n).permutation(len(data[t].x_train))
+            self.x[t] = data[t].x_train[np.sort(order[:config.calibration_samples])]
+
+    def node_values(self, net: ZippedNetwork, task: str, node: int, batch: int = 1000):
+        """Yield the group values of ``node`` for the task's calibration data, batch by batch."""
+        x = self.x[task]
+        for s in range(0, len(x), batch):
+            values = net.forward(task, x[s:s + batch], ops=self.ops, upto=node)
+            yield {g: np.asarray(v) for g, v in values[node].items()}
 
 
-def _calibration(data: TaskData, n: int, seed: int) -> np.ndarray:
-    if len(data.x_train) == 0:
-        raise MTZError(f"no training data for {data.spec}: the Hessians need calibration samples")
-    order = np.random.default_rng(seed).permutation(len(data.x_train))[:n]
-    return data.x_train[np.sort(order)]
+def _input_rows(net: ZippedNetwork, i: int, groups: list[int]):
+    """How to build the Hessian's input vector for node i from a list of its input groups."""
+    node = net.nodes[i]
+    ins = net.input_groups(i)
+    if node.op == "conv2d":
+        return [ins[g].size for g in groups]
+    return [net.row_factor(i) * ins[g].size for g in groups]
 
 
-def _shared_rows(net: ZippedNetwork, l: int, a: str, b: str) -> list[int]:
-    return [g for g, grp in enumerate(net.input_groups_of_layer(l)) if a in grp.owners and b in grp.owners]
+def _row_selection(net: ZippedNetwork, i: int, have: list[int], want: list[int]) -> np.ndarray:
+    """Indices (in the Hessian over input groups ``have``, bias last) of the rows of groups ``want``."""
+    node = net.nodes[i]
+    sizes = _input_rows(net, i, have)
+    starts = dict(zip(have, np.cumsum([0] + sizes[:-1])))
+    width = sum(sizes)
+    if node.op == "conv2d":
+        kh, kw = node.attrs["kernel_size"]
+        picks = [p * width + starts[g] + np.arange(sizes[have.index(g)]) for p in range(kh * kw) for g in want]
+        total = kh * kw * width
+    else:
+        picks = [starts[g] + np.arange(sizes[have.index(g)]) for g in want]
+        total = width
+    return np.concatenate(picks + [np.array([total])]).astype(np.int64)
 
 
-def _incoming(net: ZippedNetwork, l: int, task: str, rows: list[int]) -> np.ndarray:
-    """Task's incoming weights over the shared input groups, bias as the last row (one column per unit)."""
-    layer = net.layers[l]
-    g = [i for i, grp in enumerate(layer.groups) if grp.owners == (task,)][0]
-    blocks = [layer.kernels[(gi, g)].reshape(-1, layer.groups[g].size) for gi in rows]
-    return np.vstack(blocks + [layer.biases[g][None, :]])
+def task_hessian(net: ZippedNetwork, calib: Calibration, i: int, task: str, groups: list[int],
+                 rng: np.random.Generator) -> np.ndarray:
+    """Σ x̃ x̃ᵀ / n over the task's inputs of node i in ``groups`` (weight 1; the caller weights)."""
+    node = net.nodes[i]
+    src = node.inputs[0]
+    dim = sum(_input_rows(net, i, groups)) * (int(np.prod(node.attrs["kernel_size"])) if node.op == "conv2d" else 1)
+    acc = HessianAccumulator(dim)
+    total_instances = len(calib.x[task]) * (int(np.prod(node.shape[:2])) if node.op == "conv2d" else 1)
+    keep = min(1.0, calib.config.max_instances / max(total_instances, 1))
+    for values in calib.node_values(net, task, src):
+        if not groups:  # nothing shared feeds this layer yet: the bias unit alone
+            n = len(next(iter(values.values())))
+            x = np.zeros((n * (int(np.prod(node.shape[:2])) if node.op == "conv2d" else 1), 0), np.float32)
+        elif node.op == "conv2d":
+            x = np.concatenate([values[g] for g in groups], axis=-1)
+            x = np.asarray(calib.ops.patches(x, node.attrs)).reshape(-1, dim)
+        else:
+            x = np.concatenate([values[g].reshape(len(values[g]), -1) for g in groups], axis=-1)
+        if keep < 1.0:
+            x = x[rng.random(len(x)) < keep]
+        acc.update(x)
+    return acc.hessian(1.0)
 
 
-def _shared_inputs(net: ZippedNetwork, l: int, task: str, x: np.ndarray, rows: list[int]) -> np.ndarray:
-    acts = net.forward(task, x, upto=l - 1)[-1]
-    return np.concatenate([acts[g] for g in rows], axis=1) if rows else np.zeros((len(x), 0), np.float32)
+def _blocks_over(net: ZippedNetwork, i: int, go: int, owners, inputs: list[int]) -> np.ndarray:
+    """The incoming weights of group go owned by ``owners`` over input groups ``inputs``, bias last."""
+    node = net.nodes[i]
+    n_out = node.groups[go].size
+    parts = []
+    for gi in inputs:
+        key = (gi, go, tuple(owners))
+        if key not in node.kernels:
+            raise MTZError(f"internal: {node.name} has no block {key}")
+        k = node.kernels[key]
+        parts.append(k)
+    if node.op == "conv2d":
+        kh, kw = node.attrs["kernel_size"]
+        w = np.concatenate(parts, axis=2).reshape(-1, n_out) if parts else np.zeros((0, n_out))
+    else:
+        w = np.concatenate(parts, axis=0) if parts else np.zeros((0, n_out))
+    return np.vstack([w, node.biases[(go, tuple(owners))][None, :]])
 
 
-def compensate_next_layer(net: ZippedNetwork, original: ZippedNetwork, l: int, task: str, x: np.ndarray,
-                          ridge: float) -> None:
-    """Refit task's layer l+1 so its pre-activations match the original model's on ``x``."""
-    nxt = net.layers[l + 1]
-    out_groups = nxt.groups_of(task)
-    if len(out_groups) != 1 or nxt.groups[out_groups[0]].owners != (task,):
-        return  # already zipped: its weights are not the task's alone
-    go = out_groups[0]
-    z = net.task_view(l, net.forward(task, x, upto=l)[-1], task).astype(np.float64)
-    target = original.task_view(l + 1, original.forward(task, x, upto=l + 1, preactivation=True)[-1], task)
-    target = target[:, net.original_unit_order(l + 1, task)].astype(np.float64)
-    z1 = np.hstack([z, np.ones((len(z), 1))])
-    gram = z1.T @ z1 / len(z1)
-    lam = ridge * float(np.mean(np.diag(gram)))
-    gram[np.diag_indices_from(gram)] += lam
-    # the ridge pulls towards the current weights, not towards zero
-    current = np.vstack([nxt.kernels[(gi, go)] for gi in net.layers[l].groups_of(task)] + [nxt.biases[go][None]])
-    sol = np.linalg.solve(gram, z1.T @ target / len(z1) + lam * current)
-    start = 0
-    for gi in net.layers[l].groups_of(task):
-        size = net.layers[l].groups[gi].size
-        nxt.kernels[(gi, go)] = sol[start:start + size]
-        start += size
-    nxt.biases[go] = sol[-1]
+# ----- one zip step ---------------------------------------------------------------------------
+
+@dataclass
+class _Side:
+    group: int
+    owners: tuple
+    inputs: list[int]
+    geometry: PairGeometry | None
+    w_joint: np.ndarray
+    w_new: np.ndarray
+
+
+def _sides(net, calib, i, existing, c, weights, config, rng, groups_j, g_c) -> list[_Side]:
+    node = net.nodes[i]
+    ins = net.input_groups(i)
+    shared_with_c = [gi for gi, grp in enumerate(ins) if c in grp.owners and set(grp.owners) & set(existing)]
+    hess = {}
+    sides = []
+    for g in groups_j:
+        owners = node.groups[g].owners
+        inputs = [gi for gi in shared_with_c if set(owners) | {c} <= set(ins[gi].owners)]
+        w_joint = _blocks_over(net, i, g, owners, inputs)
+        w_new = _blocks_over(net, i, g_c[0], g_c[1], inputs)
+        geometry = None
+        if config.method == "mtz":
+            def h(t):
+                have = [gi for gi in shared_with_c if t in ins[gi].owners]
+                if t not in hess:
+                    hess[t] = (have, task_hessian(net, calib, i, t, have, rng))
+                have, full = hess[t]
+                sel = _row_selection(net, i, have, inputs)
+                return full[np.ix_(sel, sel)]
+            h_joint = sum(weights[t] * h(t) for t in owners)
+            h_new = weights[c] * h(c)
+            geometry = PairGeometry.from_hessians(h_joint, h_new, config.damping)
+        sides.append(_Side(g, owners, inputs, geometry, w_joint, w_new))
+    return sides
+
+
+def _new_groups(node, groups_j, g_c_index, c, pairs_by_group) -> tuple[list[NewGroup], list[int]]:
+    """[paired part, rest] for every joint group, the newcomer's rest, other groups unchanged."""
+    new, merged_targets = [], []
+    paired_c = set()
+    for pairs in pairs_by_group.values():
+        paired_c.update(j for _, j in pairs)
+    for g, grp in enumerate(node.groups):
+        if g in groups_j:
+            pairs = pairs_by_group.get(g, [])
+            pos_j = np.array([p for p, _ in pairs], np.int64)
+            pos_c = np.array([q for _, q in pairs], np.int64)
+            if len(pairs):
+                sources = {t: (g, pos_j) for t in grp.owners}
+                sources[c] = (g_c_index, pos_c)
+                merged_targets.append(len(new))
+                new.append(NewGroup(tuple(grp.owners) + (c,), sources))
+            rest = np.setdiff1d(np.arange(grp.size), pos_j)
+            if len(rest):
+                new.append(NewGroup(grp.owners, {t: (g, rest) for t in grp.owners}))
+        elif g == g_c_index:
+            rest = np.setdiff1d(np.arange(grp.size), np.array(sorted(paired_c), np.int64))
+            if len(rest):
+                new.append(NewGroup((c,), {c: (g, rest)}))
+        else:
+            new.append(NewGroup(grp.owners, {t: (g, np.arange(grp.size)) for t in grp.owners}))
+    return new, merged_targets
+
+
+def _sparse_mask(w_joint: np.ndarray, w_new: np.ndarray) -> np.ndarray:
+    """Per merged unit, the mask of the two with more connections (paper §3.6)."""
+    m_j, m_c = w_joint[:-1] != 0, w_new[:-1] != 0
+    take_joint = m_j.sum(axis=0) >= m_c.sum(axis=0)
+    return np.where(take_joint[None, :], m_j, m_c).astype(np.float64)
+
+
+def zip_node(net: ZippedNetwork, original: ZippedNetwork, calib: Calibration, i: int, k: int, existing: list[str],
+             c: str, data: dict[str, TaskData], config: ZipConfig, sparse: bool, progress: bool) -> LayerRecord:
+    """Zip newcomer c's units of weight node i into the joint network's (k: hidden layer number)."""
+    t0 = time.perf_counter()
+    node = net.nodes[i]
+    weights = config.weights(net.tasks)
+    rng = np.random.default_rng([config.seed, i, net.tasks.index(c)])
+    g_c = [(g, grp.owners) for g, grp in enumerate(node.groups) if grp.owners == (c,)]
+    pending = [g for g, grp in enumerate(node.groups)
+               if c in grp.owners and len(grp.owners) > 1 and (g, (c,)) in node.biases]
+    if pending:
+        pairs = _merge_pending(net, calib, i, existing, c, weights, config, rng, pending, sparse)
+    else:
+        if not g_c:
+            raise MTZError(f"internal: {node.name} has no unzipped group of task {c}")
+        groups_j = [g for g, grp in enumerate(node.groups) if set(grp.owners) <= set(existing)]
+        sides = _sides(net, calib, i, existing, c, weights, config, rng, groups_j, g_c[0])
+        n_joint = sum(node.groups[s.group].size for s in sides)
+        n_new = node.groups[g_c[0][0]].size
+        offsets = np.cumsum([0] + [node.groups[s.group].size for s in sides])
+        value = config.layer_value(k)
+        if config.method == "random":
+            flat = random_pairs(n_joint, n_new, shared_count(value, n_joint, n_new, node.name), rng)
+            d = None
+        else:
+            comparisons = [s.geometry.compare(s.w_joint, s.w_new) for s in sides]
+            d = np.vstack([cmp.d for cmp in comparisons])
+            if config.threshold is not None:
+                flat = select_pairs(d, threshold=float(value), method=config.pairing)
+            else:
+                flat = select_pairs(d, count=shared_count(value, n_joint, n_new, node.name), method=config.pairing)
+        by_group: dict[int, list[tuple[int, int]]] = {}
+        for p, q in flat:
+            s = int(np.searchsorted(offsets, p, side="right") - 1)
+            by_group.setdefault(sides[s].group, []).append((p - offsets[s], q))
+        new_groups, targets = _new_groups(node, groups_j, g_c[0][0], c, by_group)
+        regroup(net, i, new_groups)
+        pairs = []
+        for target, side in zip(targets, [s for s in sides if s.group in by_group]):
+            local = by_group[side.group]
+            cols_j = [p for p, _ in local]
+            cols_c = [q for _, q in local]
+            wj, wc = side.w_joint[:, cols_j], side.w_new[:, cols_c]
+            if config.method == "random":
+                merged = random_merge(wj, wc, rng)
+            else:
+                cmp = comparisons[sides.index(side)]
+                merged = cmp.merged(local)
+            mask = _sparse_mask(wj, wc) if sparse else None
+            merge(net, i, target, side.inputs, merged, mask)
+            anchor = side.owners[0]
+            units_j = node.groups[target].units
+            for n, (p, q) in enumerate(local):
+                dist = None if d is None else float(d[offsets[sides.index(side)] + p, q])
+                pairs.append([int(units_j[anchor][n]), int(units_j[c][n]), dist])
+    if config.compensation == "next-layer" and not sparse:
+        for t in net.tasks:
+            compensate_consumers(net, original, calib, i, t, config.compensation_ridge)
+    stats = {"iterations": 0}
+    if config.retrain.iterations > 0:
+        active = existing + [c]
+        train = {t: (data[t].x_train, data[t].y_train) for t in active}
+        soft = None
+        if config.retrain.distill > 0:
+            soft = {t: original.predict(t, data[t].x_train, preactivation=True) for t in active}
+        masks = _masks(net) if sparse else None
+        stats = retrain(net, train, {t: weights[t] for t in active}, config.retrain,
+                        seed=config.seed * 1000 + i + 100 * net.tasks.index(c), masks=masks, soft_targets=soft,
+                        progress=progress, label=f"retrain {node.name}")
+    shared_params = sum(arr.size for n, _, owners, arr in net.blocks() if n == i and len(owners) > 1)
+    units = {t: sum(g.size for g in node.groups if t in g.owners) for t in net.tasks}
+    n_joint = sum(g.size for g in node.groups if set(g.owners) & set(existing))
+    return LayerRecord(index=k + 1, name=node.name, kind=node.op, newcomer=c, n_existing=n_joint, n_new=units[c],
+                       n_shared=len(pairs), units=units, alpha=config.alpha, damping=config.damping,
+                       method=config.method, pairing=config.pairing, compensation=config.compensation,
+                       pairs=pairs, total_d=(None if any(p[2] is None for p in pairs)
+                                             else float(sum(p[2] for p in pairs))),
+                       retrain=stats, seconds=time.perf_counter() - t0, shared_params=int(shared_params))
+
+
+def _merge_pending(net, calib, i, existing, c, weights, config, rng, pending, sparse) -> list:
+    """Merge the groups a stream's first member paired for this node (same pairs, own Hessians)."""
+    node = net.nodes[i]
+    ins = net.input_groups(i)
+    shared_with_c = [gi for gi, grp in enumerate(ins) if c in grp.owners and set(grp.owners) & set(existing)]
+    hess = {}
+    pairs = []
+    for go in pending:
+        owners = node.groups[go].owners
+        joint_owners = tuple(t for t in owners if t != c)
+        inputs = [gi for gi in shared_with_c if set(owners) <= set(ins[gi].owners)]
+        wj = _blocks_over(net, i, go, joint_owners, inputs)
+        wc = _blocks_over(net, i, go, (c,), inputs)
+        d = None
+        if config.method == "random":
+            merged = random_merge(wj, wc, rng)
+        else:
+            def h(t):
+                have = [gi for gi in shared_with_c if t in ins[gi].owners]
+                if t not in hess:
+                    hess[t] = (have, task_hessian(net, calib, i, t, have, rng))
+                have, full = hess[t]
+                sel = _row_selection(net, i, have, inputs)
+                return full[np.ix_(sel, sel)]
+            geometry = PairGeometry.from_hessians(sum(weights[t] * h(t) for t in joint_owners),
+                                                  weights[c] * h(c), config.damping)
+            merged = geometry.merged_weights(wj, wc)
+            delta = wj - wc
+            d = 0.5 * np.einsum("ki,ki->i", delta, geometry.m @ delta)
+        merge(net, i, go, inputs, merged, _sparse_mask(wj, wc) if sparse else None)
+        for n in range(node.groups[go].size):
+            pairs.append([int(node.groups[go].units[joint_owners[0]][n]), int(node.groups[go].units[c][n]),
+                          None if d is None else float(d[n])])
+    return pairs
+
+
+def _masks(net: ZippedNetwork) -> dict[str, np.ndarray]:
+    from .network import kernel_key
+
+    return {kernel_key(node.name, *key): (k != 0) for node in net.nodes if node.is_weight
+            for key, k in node.kernels.items()}
+
+
+def compensate_consumers(net: ZippedNetwork, original: ZippedNetwork, calib: Calibration, i: int, task: str,
+                         ridge: float) -> None:
+    """Refit the task's own consumers of node i so their pre-activations match the original's."""
+    for j in net.consumers(net.stream_of(i)):
+        node = net.nodes[j]
+        mine = node.groups_of(task)
+        if len(mine) != 1 or node.groups[mine[0]].owners != (task,):
+            continue  # zipped already: its weights are not the task's alone
+        go = mine[0]
+        keys = sorted(key for key in node.kernels if key[1] == go)
+        if any(key[2] != (task,) for key in keys):
+            continue
+        inputs = [key[0] for key in keys]
+        gram = rhs = None
+        count = 0
+        order = original.original_unit_order(j, task)
+        for s in range(0, len(calib.x[task]), 1000):
+            xb = calib.x[task][s:s + 1000]
+            values = net.forward(task, xb, ops=calib.ops, upto=node.inputs[0])[node.inputs[0]]
+            target = original.forward(task, xb, ops=calib.ops, upto=j, preactivation=True)[j]
+            target = np.asarray(original.task_view(j, target, task, ops=calib.ops))
+            if node.op == "conv2d":
+                x = np.concatenate([np.asarray(values[g]) for g in inputs], axis=-1)
+                x = np.asarray(calib.ops.patches(x, node.attrs)).reshape(-1, x.shape[-1] * int(
+                    np.prod(node.attrs["kernel_size"])))
+                target = target.reshape(-1, target.shape[-1])
+            else:
+                x = np.concatenate([np.asarray(values[g]).reshape(len(xb), -1) for g in inputs], axis=-1)
+            x1 = np.hstack([x.astype(np.float64), np.ones((len(x), 1))])
+            gram = x1.T @ x1 if gram is None else gram + x1.T @ x1
+            t_cur = target[:, _position_of(order, net.original_unit_order(j, task))]
+            rhs = x1.T @ t_cur if rhs is None else rhs + x1.T @ t_cur
+            count += len(x1)
+        gram /= count
+        rhs /= count
+        lam = ridge * float(np.mean(np.diag(gram)))
+        current = _blocks_over(net, j, go, (task,), inputs)
+        gram[np.diag_indices_from(gram)] += lam
+        sol = np.linalg.solve(gram, rhs + lam * current)
+        _write_blocks(net, j, go, (task,), inputs, sol)
+
+
+def _position_of(original_order: np.ndarray, current_order: np.ndarray) -> np.ndarray:
+    """Columns of the original's view to take so they follow the current view's unit order."""
+    where = {int(u): n for n, u in enumerate(original_order)}
+    return np.array([where[int(u)] for u in current_order], np.int64)
+
+
+def _write_blocks(net: ZippedNetwork, j: int, go: int, owners, inputs: list[int], sol: np.ndarray) -> None:
+    node = net.nodes[j]
+    ins = net.input_groups(j)
+    if node.op == "conv2d":
+        kh, kw = node.attrs["kernel_size"]
+        w = sol[:-1].reshape(kh, kw, -1, sol.shape[-1])
+        bounds = np.cumsum([0] + [ins[gi].size for gi in inputs])
+        for n, gi in enumerate(inputs):
+            node.kernels[(gi, go, owners)] = w[:, :, bounds[n]:bounds[n + 1], :]
+    else:
+        bounds = np.cumsum([0] + [net.row_factor(j) * ins[gi].size for gi in inputs])
+        for n, gi in enumerate(inputs):
+            node.kernels[(gi, go, owners)] = sol[bounds[n]:bounds[n + 1]]
+    node.biases[(go, owners)] = sol[-1]
+
+
+# ----- the whole zip --------------------------------------------------------------------------
+
+def _is_sparse(models: dict[str, ParsedModel], setting: str) -> bool:
+    if setting != "auto":
+        return setting == "on"
+    total = zeros = 0
+    for m in models.values():
+        for n in m.nodes:
+            if n.kernel is not None:
+                total += n.kernel.size
+                zeros += int(np.count_nonzero(n.kernel == 0))
+    return total > 0 and zeros / total >= 0.25
 
 
 class Checkpoint:
-    """The state after each finished layer, in the partial output directory."""
+    """The state after each finished step, in the partial output directory."""
 
     def __init__(self, partial: Path):
-        self.partial = partial
         self.state, self.arrays = partial / "checkpoint.json", partial / "checkpoint.npz"
 
     def exists(self) -> bool:
@@ -201,78 +521,81 @@ class Checkpoint:
         write_npz_atomic(self.arrays, net.arrays(np.float64))
         # the json names the arrays, so it goes last: a crash in between leaves the previous pair
         write_json_atomic(self.state, {"plan": plan.to_json(), "network": net.structure(),
-                                       "config": config.to_json(), "layers_done": done})
+                                       "config": config.to_json(), "steps_done": done})
 
     def load(self):
-        import json
-
         state = json.loads(self.state.read_text())
         with np.load(self.arrays, allow_pickle=False) as z:
             net = ZippedNetwork.from_structure(state["network"], {k: z[k] for k in z.files})
-        return Plan.from_json(state["plan"]), net, ZipConfig.from_json(state["config"]), state["layers_done"]
+        return Plan.from_json(state["plan"]), net, ZipConfig.from_json(state["config"]), state["steps_done"]
 
     def remove(self) -> None:
         self.state.unlink(missing_ok=True)
         self.arrays.unlink(missing_ok=True)
 
 
-def zip_networks(chains: dict[str, DenseChain], data: dict[str, TaskData], config: ZipConfig,
+def zip_networks(models: dict[str, ParsedModel], data: dict[str, TaskData], config: ZipConfig,
                  out_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
                  progress: bool = True, on_layer_done: Callable[[int, ZippedNetwork], None] | None = None
                  ) -> ZipResult:
-    """Zip two dense chains (keyed by task name). With ``out_dir`` the result is written there
-    atomically, with a checkpoint after every layer that ``resume=True`` continues from."""
-    check_zippable(chains)
-    a, b = list(chains)
-    depth = len(chains[a].layers)
-    config.validate(depth - 1)
-    original = ZippedNetwork.from_dense_chains({t: c.layers for t, c in chains.items()}, chains[a].input_shape)
-    for l in range(depth - 1):  # resolve every count up front: bad input fails before any output
-        value = config.layer_value(l)
-        if config.threshold is None:
-            shared_count(value, chains[a].layers[l][0].shape[1], chains[b].layers[l][0].shape[1], f"hidden{l + 1}")
-    for t in (a, b):
+    """Zip two or more parsed models (keyed by task name). With ``out_dir`` the result is written
+    there atomically, with a checkpoint after every step that ``resume=True`` continues from."""
+    tasks = list(models)
+    if len(tasks) < 2:
+        raise MTZError(f"give at least two models to zip, got {len(tasks)}")
+    original = ZippedNetwork.from_models(models)
+    hidden = original.zippable()
+    config.validate(len(hidden), len(tasks))
+    for t in tasks:
         if t not in data:
             raise MTZError(f"no data for task {t}: give --data for every model")
         if len(data[t].x_train) == 0:
             raise MTZError(f"no training data for task {t} ({data[t].spec}): the Hessians need calibration samples")
+    if config.threshold is None:  # resolve every count up front: bad input fails before any output
+        for k, i in enumerate(hidden):
+            widths = [original.nodes[i].groups[n].size for n in range(len(tasks))]
+            for n in range(1, len(tasks)):
+                shared_count(config.layer_value(k), sum(widths[:n]), widths[n], original.nodes[i].name)
+    sparse = _is_sparse(models, config.sparse)
 
     out = Path(out_dir) if out_dir is not None else None
     partial = out.with_name(out.name + ".partial") if out is not None else None
     if out is not None and out.exists() and not overwrite:
         raise MTZError(f"{out} exists: pass --overwrite or choose another --out")
     checkpoint = Checkpoint(partial) if partial is not None else None
-
-    tasks = [TaskRecord(t, f"{t}.keras", chains[t].sha256, data[t].spec, list(chains[t].input_shape),
-                        list(data[t].labels), dict(data[t].preprocessing), chains[t].layers[-1][2])
-             for t in (a, b)]
-    plan = Plan(tasks, config.to_json(), tool_version=__version__)
+    records = [TaskRecord(t, f"{t}.keras", models[t].sha256, data[t].spec, list(models[t].input_shape),
+                          list(data[t].labels), dict(data[t].preprocessing), models[t].nodes[-1].activation)
+               for t in tasks]
+    plan = Plan(records, dict(config.to_json(), sparse_detected=sparse), tool_version=__version__)
     net = original.copy()
-    start_layer = 0
+    steps = [(n, k, i) for n in range(1, len(tasks)) for k, i in enumerate(hidden)]
+    start = 0
     if resume:
         if checkpoint is None or not checkpoint.exists():
             raise MTZError(f"nothing to resume at {partial}: run without --resume")
         saved_plan, saved_net, saved_config, done = checkpoint.load()
-        if saved_config.to_json() != config.to_json() or [t.sha256 for t in saved_plan.tasks] != [t.sha256 for t in tasks]:
+        if saved_config.to_json() != config.to_json() or [t.sha256 for t in saved_plan.tasks] != \
+                [t.sha256 for t in records]:
             raise MTZError(f"the partial zip at {partial} used other models or settings: "
                            "resume with the same arguments or delete it")
-        plan, net, start_layer = saved_plan, saved_net, done
+        plan, net, start = saved_plan, saved_net, done
     elif partial is not None:
         if partial.exists():
             raise MTZError(f"a partial zip exists at {partial}: pass --resume to continue it or delete it")
         (partial / "sources").mkdir(parents=True)
-        for t in (a, b):
-            _copy_source(Path(chains[t].path), partial / "sources" / f"{t}.keras")
+        for t in tasks:
+            _copy_source(Path(models[t].path), partial / "sources" / f"{t}.keras")
 
     try:
-        calib = {t: _calibration(data[t], config.calibration_samples, config.seed + n) for n, t in enumerate((a, b))}
-        for l in range(start_layer, depth - 1):
-            record = zip_layer(net, original, l, a, b, calib, data, config, progress)
+        calib = Calibration(net, data, config)
+        for step in range(start, len(steps)):
+            n, k, i = steps[step]
+            record = zip_node(net, original, calib, i, k, tasks[:n], tasks[n], data, config, sparse, progress)
             plan.layers.append(record)
             if checkpoint is not None:
-                checkpoint.save(plan, net, config, l + 1)
+                checkpoint.save(plan, net, config, step + 1)
             if on_layer_done is not None:
-                on_layer_done(l, net)
+                on_layer_done(step, net)
     except MTZError:
         if partial is not None and not resume:
             shutil.rmtree(partial, ignore_errors=True)
@@ -290,68 +613,6 @@ def zip_networks(chains: dict[str, DenseChain], data: dict[str, TaskData], confi
 
 def _copy_source(src: Path, dst: Path) -> None:
     try:
-        import os
-
         os.link(src, dst)  # no second copy of a large model when the file system allows
     except OSError:
         shutil.copyfile(src, dst)
-
-
-def zip_layer(net: ZippedNetwork, original: ZippedNetwork, l: int, a: str, b: str,
-              calib: dict[str, np.ndarray], data: dict[str, TaskData], config: ZipConfig,
-              progress: bool) -> LayerRecord:
-    """One iteration of Algorithm 1 on layer ``l`` (0-based), in place."""
-    t0 = time.perf_counter()
-    layer = net.layers[l]
-    rng = np.random.default_rng([config.seed, l])
-    rows = _shared_rows(net, l, a, b)
-    w_a, w_b = _incoming(net, l, a, rows), _incoming(net, l, b, rows)
-    n_a, n_b = w_a.shape[1], w_b.shape[1]
-    value = config.layer_value(l)
-
-    if config.method == "random":
-        count = shared_count(value, n_a, n_b, layer.name)
-        pairs = random_pairs(n_a, n_b, count, rng)
-        merged = random_merge(w_a[:, [i for i, _ in pairs]], w_b[:, [j for _, j in pairs]], rng)
-        d = np.full((n_a, n_b), np.nan)
-        lam = 0.0
-    else:
-        h_a = layer_hessian(_shared_inputs(net, l, a, calib[a], rows), config.alpha)
-        h_b = layer_hessian(_shared_inputs(net, l, b, calib[b], rows), 1.0 - config.alpha)
-        geometry = PairGeometry.from_hessians(h_a, h_b, config.damping)
-        comparison = geometry.compare(w_a, w_b)
-        d = comparison.d
-        if config.threshold is not None:
-            pairs = select_pairs(d, threshold=float(value), method=config.pairing)
-        else:
-            pairs = select_pairs(d, count=shared_count(value, n_a, n_b, layer.name), method=config.pairing)
-        merged = comparison.merged(pairs)
-        lam = geometry.damping
-
-    units_a = layer.groups[[g for g, grp in enumerate(layer.groups) if grp.owners == (a,)][0]].units[a]
-    units_b = layer.groups[[g for g, grp in enumerate(layer.groups) if grp.owners == (b,)][0]].units[b]
-    pair_records = [[int(units_a[i]), int(units_b[j]), float(d[i, j]) if config.method == "mtz" else None]
-                    for i, j in pairs]
-    share_units(net, l, a, b, pairs, merged)
-
-    if config.compensation == "next-layer":
-        for t in (a, b):
-            compensate_next_layer(net, original, l, t, calib[t], config.compensation_ridge)
-
-    stats = {"iterations": 0}
-    if config.retrain.iterations > 0:
-        train = {t: (data[t].x_train, data[t].y_train) for t in (a, b)}
-        weights = {a: config.alpha, b: 1.0 - config.alpha}
-        soft = None
-        if config.retrain.distill > 0:
-            soft = {t: original.task_view(len(original.layers) - 1,
-                                          original.forward(t, data[t].x_train, preactivation=True)[-1], t)
-                    for t in (a, b)}
-        stats = retrain(net, train, weights, config.retrain, seed=config.seed * 1000 + l,
-                        soft_targets=soft, progress=progress, label=f"retrain {layer.name}")
-    shared_params = sum(arr.size for ll, _, owners, arr in net.block_owner_sets() if ll == l and len(owners) > 1)
-    return LayerRecord(index=l + 1, name=layer.name, kind=layer.kind, n_a=n_a, n_b=n_b, n_shared=len(pairs),
-                       alpha=config.alpha, damping=lam, method=config.method, pairing=config.pairing,
-                       compensation=config.compensation, pairs=pair_records,
-                       total_d=total_cost(d, pairs) if config.method == "mtz" else None,
-                       retrain=stats, seconds=time.perf_counter() - t0, shared_params=int(shared_params))

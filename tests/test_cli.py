@@ -20,9 +20,10 @@ def bad_models(tmp_path_factory, fmnist, train_mlp):
     weights[2][0, 0] = np.nan
     nan.set_weights(weights)
     nan.save(root / "nan.keras")
-    conv = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(4, 3, name="conv_a"),
-                             keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
-    conv.save(root / "conv.keras")
+    odd = keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(), keras.layers.Dense(48),
+                            keras.layers.LayerNormalization(name="norm_a"), keras.layers.Dense(24),
+                            keras.layers.Dense(10, activation="softmax")])
+    odd.save(root / "odd.keras")
     empty = root / "empty.npz"
     np.savez(empty, x_train=np.zeros((0, 28, 28), np.float32), y_train=np.zeros(0, np.int64),
              x_test=np.zeros((0, 28, 28), np.float32), y_test=np.zeros(0, np.int64))
@@ -37,7 +38,7 @@ def run_cli(args, capsys):
 
 @pytest.mark.parametrize("case,extra,pattern", [
     ("depth", ["{bad}/shallow.keras"], "same depth"),
-    ("layer", ["{bad}/conv.keras"], "unsupported layer 'conv_a' \\(Conv2D\\)"),
+    ("layer", ["{bad}/odd.keras"], "unsupported layer 'norm_a' \\(LayerNormalization\\)"),
     ("nan", ["{bad}/nan.keras"], "NaN"),
     ("count", ["{b}", "--shared", "100"], "at most 48"),
     ("alpha", ["{b}", "--alpha", "1.5"], "alpha"),

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mtz_mobile.joint_model import JointModel
-from mtz_mobile.keras_io import load_keras_model, read_dense_chain
+from mtz_mobile.keras_io import load_keras_model, read_model
 from mtz_mobile.retrain import RetrainSettings
 from mtz_mobile.zipper import ZipConfig, zip_networks
 
@@ -12,7 +12,7 @@ NO_RETRAIN = RetrainSettings(iterations=0)
 
 
 def chains_of(paths, names=("a", "b")):
-    return {n: read_dense_chain(p) for n, p in zip(names, paths)}
+    return {n: read_model(p) for n, p in zip(names, paths)}
 
 
 def keras_outputs(path, x):
@@ -90,7 +90,7 @@ def test_mtz_beats_random_sharing(small_models, fmnist):
     base = np.mean([np.mean(np.argmax(keras_outputs(p, fmnist.x_test), 1) != fmnist.y_test) for p in small_models])
     mtz, rand = errors(method="mtz") - base, errors(method="random") - base
     assert rand > 0.05           # random sharing of a whole layer breaks the networks
-    assert mtz < rand / 3        # MTZ's pairing and merge keep most of their accuracy
+    assert mtz < rand / 2        # MTZ's pairing and merge keep most of their accuracy
 
 
 def test_same_seed_same_result(small_models, fmnist):
@@ -133,5 +133,5 @@ def test_retraining_moves_shared_blocks_and_lowers_the_loss(small_models, fmnist
     layer = after.plan.layers[-1]
     assert layer.retrain["iterations"] == 40
     assert sum(layer.retrain["loss_last"].values()) < sum(layer.retrain["loss_first"].values())
-    shared_key = "hidden1/kernel/0-0"
+    shared_key = next(k for k in after.network.arrays() if "/kernel/" in k and k.endswith("a+b"))
     assert not np.allclose(before.network.arrays()[shared_key], after.network.arrays()[shared_key])

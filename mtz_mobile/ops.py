@@ -1,0 +1,156 @@
+"""The few operations a zipped network's forward pass needs, for numpy and for TensorFlow.
+
+The numpy ops are the reference (plain loops over kernel positions); the TensorFlow ops are
+what calibration and retraining run. Both follow TensorFlow's conventions: NHWC, SAME padding
+split with the smaller half before.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .errors import MTZError
+
+
+def same_padding(size: int, k: int, s: int, d: int) -> tuple[int, int]:
+    out = math.ceil(size / s)
+    total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def canonical(x, task_shape):
+    """(n, H, W) images become (n, H, W, 1); everything else keeps its shape."""
+    return x.reshape((len(x),) + tuple(task_shape) + (1,)) if len(task_shape) == 2 else x
+
+
+def pad_to(x: np.ndarray, joint_shape) -> np.ndarray:
+    """Zero-pad after the data (bottom/right, extra channels, vector tail): the joint input."""
+    pads = [(0, 0)] + [(0, j - n) for n, j in zip(x.shape[1:], joint_shape)]
+    if any(p[1] < 0 for p in pads):
+        raise MTZError(f"input of shape {x.shape[1:]} is larger than the joint input {tuple(joint_shape)}")
+    return np.pad(x, pads) if any(p[1] for p in pads) else x
+
+
+ACTIVATIONS = {
+    "linear": lambda z: z,
+    "relu": lambda z: np.maximum(z, 0.0),
+    "relu6": lambda z: np.clip(z, 0.0, 6.0),
+    "tanh": np.tanh,
+    "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)),
+    "softmax": lambda z: (lambda e: e / e.sum(axis=-1, keepdims=True))(np.exp(z - z.max(axis=-1, keepdims=True))),
+}
+
+
+class NumpyOps:
+    def prepare_input(self, x, task_shape, joint_shape):
+        return pad_to(canonical(np.asarray(x, np.float32), task_shape), joint_shape)
+
+    def dense(self, x, w):
+        return x @ w.astype(x.dtype, copy=False)
+
+    def _windows(self, x, kh, kw, attrs, fill=0.0):
+        """Yield (i, j, slice of x) for every kernel position: (n, oh, ow, C) each."""
+        sh, sw = attrs["strides"]
+        dh, dw = attrs.get("dilation", [1, 1])
+        n, h, w, c = x.shape
+        if attrs["padding"] == "same":
+            (pt, pb), (pl, pr) = same_padding(h, kh, sh, dh), same_padding(w, kw, sw, dw)
+            x = np.pad(x, [(0, 0), (pt, pb), (pl, pr), (0, 0)], constant_values=fill)
+            oh, ow = math.ceil(h / sh), math.ceil(w / sw)
+        else:
+            oh, ow = (h - (kh - 1) * dh - 1) // sh + 1, (w - (kw - 1) * dw - 1) // sw + 1
+        for i in range(kh):
+            for j in range(kw):
+                yield i, j, x[:, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw, :]
+
+    def conv(self, x, w, attrs):
+        w = w.astype(x.dtype, copy=False)
+        out = None
+        for i, j, window in self._windows(x, w.shape[0], w.shape[1], attrs):
+            y = window @ w[i, j]
+            out = y if out is None else out + y
+        return out
+
+    def patches(self, x, attrs):
+        kh, kw = attrs["kernel_size"]
+        parts = [window for _, _, window in self._windows(x, kh, kw, attrs)]
+        return np.stack(parts, axis=3).reshape(parts[0].shape[:3] + (-1,))
+
+    def pool(self, kind, x, attrs):
+        ph, pw = attrs["pool_size"]
+        settings = dict(attrs, dilation=[1, 1])
+        if kind == "maxpool":
+            out = None
+            for _, _, window in self._windows(x, ph, pw, settings, fill=-np.inf):
+                out = window if out is None else np.maximum(out, window)
+            return out
+        total = count = None
+        ones = np.ones_like(x[:1])
+        for (_, _, wv), (_, _, wc) in zip(self._windows(x, ph, pw, settings), self._windows(ones, ph, pw, settings)):
+            total = wv if total is None else total + wv
+            count = wc if count is None else count + wc
+        return total / count  # TensorFlow averages over the window's real (unpadded) inputs
+
+    def gap(self, x):
+        return x.mean(axis=(1, 2))
+
+    def flatten(self, x):
+        return x.reshape(len(x), -1)
+
+    def activation(self, name, z):
+        return ACTIVATIONS[name](z)
+
+    def concat(self, parts):
+        return np.concatenate(parts, axis=-1)
+
+
+class TFOps:
+    def __init__(self):
+        import tensorflow as tf
+
+        self.tf = tf
+        self.acts = {"linear": tf.identity, "relu": tf.nn.relu, "relu6": tf.nn.relu6, "tanh": tf.tanh,
+                     "sigmoid": tf.sigmoid, "softmax": tf.nn.softmax}
+
+    def prepare_input(self, x, task_shape, joint_shape):
+        tf = self.tf
+        x = tf.cast(x, tf.float32)
+        if len(task_shape) == 2:
+            x = tf.expand_dims(x, -1)
+        shape = list(task_shape) + ([1] if len(task_shape) == 2 else [])
+        pads = [[0, 0]] + [[0, j - n] for n, j in zip(shape, joint_shape)]
+        return tf.pad(x, pads) if any(p[1] for p in pads) else x
+
+    def dense(self, x, w):
+        return self.tf.matmul(x, self.tf.cast(w, self.tf.float32))
+
+    def conv(self, x, w, attrs):
+        return self.tf.nn.conv2d(x, self.tf.cast(w, self.tf.float32), strides=[1, *attrs["strides"], 1],
+                                 padding=attrs["padding"].upper(), dilations=[1, *attrs.get("dilation", [1, 1]), 1])
+
+    def patches(self, x, attrs):
+        kh, kw = attrs["kernel_size"]
+        return self.tf.image.extract_patches(x, sizes=[1, kh, kw, 1], strides=[1, *attrs["strides"], 1],
+                                             rates=[1, *attrs.get("dilation", [1, 1]), 1],
+                                             padding=attrs["padding"].upper())
+
+    def pool(self, kind, x, attrs):
+        fn = self.tf.nn.max_pool2d if kind == "maxpool" else self.tf.nn.avg_pool2d
+        return fn(x, ksize=attrs["pool_size"], strides=attrs["strides"], padding=attrs["padding"].upper())
+
+    def gap(self, x):
+        return self.tf.reduce_mean(x, axis=[1, 2])
+
+    def flatten(self, x):
+        return self.tf.reshape(x, [self.tf.shape(x)[0], -1])
+
+    def activation(self, name, z):
+        return self.acts[name](z)
+
+    def concat(self, parts):
+        return self.tf.concat(parts, axis=-1)
+
+
+NUMPY_OPS = NumpyOps()
