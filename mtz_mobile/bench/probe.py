@@ -1,0 +1,241 @@
+"""The child process of the host benchmark: load model files in a fresh interpreter, run, report.
+
+Run as ``python -m mtz_mobile.bench.probe`` with a JSON request on stdin; it prints one line
+``MTZ-PROBE {json}`` on stdout. Every memory figure the report shows comes from one such fresh
+process, so that nothing loaded by an earlier measurement (or by TensorFlow in the parent)
+is counted. Only ai-edge-litert and numpy are imported here.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+MARKER = "MTZ-PROBE "
+STATUS_KEYS = ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem")
+
+
+def proc_status() -> dict[str, int]:
+    """This process's memory counters from /proc/self/status, in kB."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in STATUS_KEYS:
+                out[key] = int(value.split()[0])
+    return out
+
+
+def _random_input(shape, dtype, rng):
+    import numpy as np
+
+    dtype = np.dtype(dtype)
+    shape = [max(1, int(d)) for d in shape]
+    if dtype.kind == "f":
+        return rng.random(shape, dtype=np.float32).astype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return rng.integers(max(info.min, -128), min(info.max, 127) + 1, size=shape).astype(dtype)
+    if dtype.kind == "b":
+        return rng.integers(0, 2, size=shape).astype(dtype)
+    raise ValueError(f"input dtype {dtype} is not supported by the benchmark")
+
+
+class InterpreterModel:
+    """One file in ai_edge_litert.interpreter.Interpreter (XNNPACK applied by default)."""
+
+    @staticmethod
+    def prepare():
+        import numpy  # noqa: F401
+
+        from mtz_mobile import litert_runtime  # noqa: F401
+
+    def __init__(self, path: str, threads: int, cache_path: str):
+        if cache_path:
+            raise ValueError("the Interpreter runtime has no XNNPACK weight cache option")
+        from mtz_mobile.litert_runtime import make_interpreter
+        import numpy as np
+
+        self.interpreter = make_interpreter(path, num_threads=threads, xnnpack=True)
+        rng = np.random.default_rng(0)
+        self.keys = list(self.interpreter.get_signature_list())
+        self.runners, self.inputs = {}, {}
+        for key in self.keys:
+            runner = self.interpreter.get_signature_runner(key)
+            self.runners[key] = runner
+            self.inputs[key] = {name: _random_input(d["shape"], d["dtype"], rng)
+                                for name, d in runner.get_input_details().items()}
+
+    def run(self, key: str) -> None:
+        self.runners[key](**self.inputs[key])
+
+    def close(self) -> None:
+        self.runners = self.inputs = None
+        self.interpreter = None
+
+
+class CompiledModelFile:
+    """One file in ai_edge_litert.compiled_model.CompiledModel on the CPU accelerator, with
+    CpuOptions(num_threads, xnnpack_weight_cache_path) — "" leaves the weight cache off."""
+
+    _environment = None
+
+    @classmethod
+    def prepare(cls):
+        """Import the runtime and create the one LiteRT Environment the process shares (as an app
+        would), so that a memory figure taken after this counts the model, not the runtime."""
+        import os
+
+        from ai_edge_litert import compiled_model
+        from ai_edge_litert.environment import Environment, EnvironmentOptions
+
+        if cls._environment is None:
+            runtime_path = os.path.dirname(os.path.abspath(compiled_model.__file__))
+            cls._environment = Environment.create(options=EnvironmentOptions(runtime_path=runtime_path))
+        return cls._environment
+
+    def __init__(self, path: str, threads: int, cache_path: str):
+        import numpy as np
+        from ai_edge_litert.compiled_model import CompiledModel
+        from ai_edge_litert.hardware_accelerator import HardwareAccelerator
+        from ai_edge_litert.options import CpuOptions, Options
+
+        options = Options(HardwareAccelerator.CPU,
+                          cpu_options=CpuOptions(num_threads=threads, xnnpack_weight_cache_path=cache_path or ""))
+        self.model = CompiledModel.from_file(path, environment=self.prepare(), options=options)
+        rng = np.random.default_rng(0)
+        self.keys = list(self.model.get_signature_list())
+        self.buffers = {}
+        for key in self.keys:
+            index = self.model.get_signature_index(key)
+            ins = self.model.create_input_buffers(index)
+            outs = self.model.create_output_buffers(index)
+            details = self.model.get_input_tensor_details(key)
+            for buf, d in zip(ins, details.values()):
+                buf.write(_random_input(d["shape"], d["dtype"], rng))
+            out_details = list(self.model.get_output_tensor_details(key).values())
+            sizes = [(int(np.prod(d["shape"])), np.dtype(d["dtype"])) for d in out_details]
+            self.buffers[key] = (index, ins, outs, sizes)
+
+    def run(self, key: str) -> None:
+        index, ins, outs, sizes = self.buffers[key]
+        self.model.run_by_index(index, ins, outs)
+        for buf, (n, dtype) in zip(outs, sizes):
+            buf.read(n, dtype)
+
+    def close(self) -> None:
+        self.buffers = None
+        if self.model is not None:
+            self.model.close()
+        self.model = None
+
+
+RUNTIMES = {"interpreter": InterpreterModel, "compiled": CompiledModelFile}
+
+
+def load(path: str, request: dict):
+    return RUNTIMES[request["runtime"]](path, int(request["threads"]), request.get("cache_path") or "")
+
+
+def _memory(request: dict) -> dict:
+    """Load every file, run the listed (file, signature) pairs ``repeats`` times each. ``before``
+    is taken once the runtime is imported and set up, so the differences count the models."""
+    RUNTIMES[request["runtime"]].prepare()
+    before = proc_status()
+    t0 = time.perf_counter()
+    models = [load(p, request) for p in request["files"]]
+    load_seconds = time.perf_counter() - t0
+    after_load = proc_status()
+    for index, key in request["runs"]:
+        for _ in range(int(request.get("repeats", 3))):
+            models[index].run(key)
+    after_runs = proc_status()
+    return {"before": before, "after_load": after_load, "after_runs": after_runs, "load_seconds": load_seconds}
+
+
+def _latency(request: dict) -> dict:
+    """Median-ready samples per (variant, signature), interleaved in rounds so that zipped and
+    separate models see the same machine load; warm-up runs first, not recorded."""
+    models = {name: [load(p, request) for p in files] for name, files in request["variants"].items()}
+    jobs = [(variant, int(index), key) for variant, index, key in request["jobs"]]
+    runs, warmup, rounds = int(request["runs"]), int(request["warmup"]), max(1, int(request.get("rounds", 5)))
+    for variant, index, key in jobs:
+        for _ in range(warmup):
+            models[variant][index].run(key)
+    samples = {f"{v}/{k}": [] for v, _, k in jobs}
+    per_round = [runs // rounds + (1 if r < runs % rounds else 0) for r in range(rounds)]
+    clock = time.perf_counter_ns
+    for n in per_round:
+        for variant, index, key in jobs:
+            model, out = models[variant][index], samples[f"{variant}/{key}"]
+            for _ in range(n):
+                t = clock()
+                model.run(key)
+                out.append((clock() - t) / 1000.0)
+    return {"samples": samples}
+
+
+def _switch(request: dict) -> dict:
+    """Alternate tasks A, B, A, B…; each step's time from the switch to the task's output."""
+    keys, steps, clock = request["keys"], int(request["steps"]), time.perf_counter_ns
+    order = [keys[(i + 1) % len(keys)] for i in range(steps)]  # step 0 switches away from keys[0]
+    out = {}
+
+    zipped = load(request["zipped"], request)
+    for key in keys:
+        zipped.run(key)
+    times = []
+    for key in order:
+        t = clock()
+        zipped.run(key)
+        times.append((clock() - t) / 1000.0)
+    zipped.close()
+    del zipped
+    out["zipped_switch_signature"] = times
+
+    files = request["baselines"]
+    both = {key: load(files[key], request) for key in keys}
+    for key in keys:
+        both[key].run(key)
+    times = []
+    for key in order:
+        t = clock()
+        both[key].run(key)
+        times.append((clock() - t) / 1000.0)
+    for model in both.values():
+        model.close()
+    del both
+    out["separate_both_resident"] = times
+
+    current = load(files[keys[0]], request)
+    current.run(keys[0])
+    times = []
+    for key in order:
+        t = clock()
+        current.close()
+        current = load(files[key], request)
+        current.run(key)
+        times.append((clock() - t) / 1000.0)
+    current.close()
+    out["separate_one_resident"] = times
+    return out
+
+
+KINDS = {"memory": _memory, "latency": _latency, "switch": _switch}
+
+
+def main() -> int:
+    try:
+        request = json.loads(sys.stdin.read())
+        result = KINDS[request["kind"]](request)
+    except Exception as exc:  # reported to the parent, which turns it into one MTZError line
+        print(f"probe failed: {type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    sys.stdout.write(MARKER + json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""The bench report: one JSON document (schema: report.schema.json), its Markdown tables of
+zipped/baselines ratios, and PNG charts — all written atomically into one directory."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+
+from mtz_mobile.errors import MTZError
+
+from .common import write_atomic
+
+SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
+REPORT_FORMAT = "mtz-mobile/bench-report"
+
+
+def load_schema() -> dict:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def new_report(mode: str, settings: dict, environment: dict, model: dict, baselines: list[dict]) -> dict:
+    from mtz_mobile import __version__
+
+    keep = ("path", "file_bytes", "sha256", "signatures", "tasks", "joint_key", "unique_weight_bytes",
+            "weight_bytes_source", "has_manifest")
+    return {"format": REPORT_FORMAT, "version": 1, "tool_version": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+            "mode": mode, "settings": settings, "environment": environment,
+            "model": {k: model[k] for k in keep}, "baselines": baselines, "storage": None, "memory": None,
+            "latency": None, "switching": None, "android": None,
+            "files": {"json": "report.json", "markdown": "report.md", "charts": []}}
+
+
+def validate_report(report: dict) -> None:
+    import jsonschema
+
+    try:
+        jsonschema.validate(report, load_schema())
+    except jsonschema.ValidationError as exc:
+        path = "/".join(map(str, exc.absolute_path)) or "(root)"
+        raise MTZError(f"bench report field {path} is invalid: {exc.message}") from None
+
+
+def read_report(path) -> dict:
+    """A report written earlier, validated; a missing or damaged one fails with one line."""
+    path = Path(path)
+    try:
+        report = json.loads(path.read_text())
+    except OSError as exc:
+        raise MTZError(f"cannot read {path}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise MTZError(f"{path} is not JSON ({exc.msg}): run the bench again") from exc
+    validate_report(report)
+    return report
+
+
+def write_report(report: dict, out_dir) -> Path:
+    """report.json last, so a complete report.json means a complete directory."""
+    from . import charts
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise MTZError(f"{out} exists and is not a directory: give a directory for --out")
+    out.mkdir(parents=True, exist_ok=True)
+    report["files"]["charts"] = charts.write_charts(report, out)
+    validate_report(report)
+    write_atomic(out / report["files"]["markdown"], render_markdown(report))
+    write_atomic(out / report["files"]["json"], json.dumps(report, indent=1, sort_keys=False) + "\n")
+    return out
+
+
+# ---------------------------------------------------------------- Markdown
+
+def _kb(v) -> str:
+    return "–" if v is None else f"{v:,}"
+
+
+def _x(v) -> str:
+    return "–" if v is None else f"{v:.3f}×"
+
+
+def _us(v) -> str:
+    if v is None:
+        return "–"
+    return f"{v / 1000:,.2f} ms" if v >= 10000 else f"{v:,.1f} µs"
+
+
+def _mb(v) -> str:
+    return "–" if v is None else f"{v:,.2f}"
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines + [""]
+
+
+def _stage(m) -> str:
+    return {"load": "after load", "task": f"after task {m['task']}", "all_tasks": "after all tasks",
+            "joint": f"after joint signature {m['task']}"}[m["stage"]]
+
+
+def render_markdown(r: dict) -> str:
+    s, env, model = r["settings"], r["environment"], r["model"]
+    out = [f"# Bench: {Path(model['path']).name} vs separate models ({r['mode']})", ""]
+    out.append(f"Written by mtz-mobile {r['tool_version']} on {r['created']}. Every ratio below is "
+               "zipped / baselines, both measured in this one run.")
+    out.append("")
+    if env["kind"] == "host":
+        where = f"host {env['platform']} ({env['machine']}, {env['cpu_count']} CPUs), Python {env['python']}, {env['litert']}"
+    else:
+        where = (f"Android device {env['model']} (serial {env['serial']}, ABI {env['abi']}, SoC {env.get('soc') or '?'}, "
+                 f"platform {env.get('board_platform') or '?'}), benchmark_model {env['benchmark_binary']['path']}")
+    cache = s["xnnpack_cache"] + (f" ({s['xnnpack_cache_path']})" if s.get("xnnpack_cache_path") else "")
+    out += [f"- Where: {where}",
+            f"- Runtime: **{s['runtime']}** — {s['runtime_detail']}",
+            f"- XNNPACK: on; weight cache **{cache}** (chosen by {s['xnnpack_cache_chosen_by']})",
+            f"- Threads {s['threads']}, timed runs {s['runs']} per signature after {s['warmup']} warm-up runs", ""]
+    base = r["baselines"]
+    out.append("Files: zipped `" + model["path"] + "`" + (
+        "; baselines " + ", ".join(f"`{b['path']}` ({b['task']})" for b in base) if base else "; no baselines given"))
+    out.append("")
+
+    st = r["storage"]
+    out += ["## Storage", ""]
+    rows = [["zipped file", _kb(st["zipped_file_bytes"]), _kb(st["baselines_file_bytes"]), _x(st["file_ratio"])],
+            ["weights + biases", _kb(st["unique_weight_bytes"]), _kb(st["baselines_weight_bytes"]),
+             _x(None if not st["baselines_weight_bytes"] else st["unique_weight_bytes"] / st["baselines_weight_bytes"])]]
+    out += _table(["bytes", "zipped", "baselines (sum)", "ratio"], rows)
+    out.append(f"Unique-weight floor {st['unique_weight_bytes']:,} bytes (from the {st['weight_bytes_source']}); the "
+               f"zipped file is {st['zipped_over_floor_bytes']:,} bytes above it ({_x(st['floor_ratio'])} the floor)."
+               + ("" if st["saving_bytes"] is None else
+                  f" Saving vs the baselines: {st['saving_bytes']:,} bytes ({100 * st['saving_fraction']:.1f} %)."))
+    out.append("")
+
+    mem = r["memory"]
+    out += ["## Memory", ""]
+    if r["mode"] == "host":
+        out.append("Each row is its own fresh process. Δ = growth over the same process's figure taken after the "
+                   "runtime was set up and before any model was loaded. Baselines = every separate file loaded "
+                   "together in one process. kB. VmRSS = RssAnon (heap, packed weights) + RssFile (mmapped model "
+                   "pages, libraries) + RssShmem (shared memory, e.g. XNNPACK's ':memory' weight cache).")
+        out.append("")
+        rows = []
+        for q in mem["ratios"]:
+            if not q["zipped"] and not q["baselines"]:
+                continue  # e.g. RssShmem without a shared-memory weight cache
+            stage = _stage({"stage": q["stage"], "task": q["task"]})
+            rows.append([stage, q["metric"], _kb(q["zipped"]), _kb(q["baselines"]), _x(q["ratio"]),
+                         _kb(q["zipped_delta"]), _kb(q["baselines_delta"]), _x(q["ratio_delta"])])
+        if rows:
+            out += _table(["stage", "metric", "zipped", "baselines", "ratio", "zipped Δ", "baselines Δ", "ratio Δ"], rows)
+        rows = []
+        for m in mem["measurements"]:
+            a, b = m["after"], m["before"]
+            rows.append([m["variant"], _stage(m), _kb(a["VmHWM"]), _kb(a["VmRSS"]), _kb(a["RssAnon"]), _kb(a["RssFile"]),
+                         _kb(a.get("RssShmem")), _kb(a["VmRSS"] - b["VmRSS"]), f"{m['load_seconds'] * 1000:.1f}"])
+        out.append("All measurements:")
+        out.append("")
+        out += _table(["variant", "stage", "VmHWM (peak)", "VmRSS", "RssAnon", "RssFile", "RssShmem", "VmRSS Δ",
+                       "load ms"], rows)
+    else:
+        out.append("From benchmark_model (one process per run; a baseline runs alone, so 'baselines' is the "
+                   "matching single-task file). MB as printed by the tool.")
+        out.append("")
+        rows = []
+        for q in mem["ratios"]:
+            rows.append([q["task"] or "", q.get("xnnpack_cache") or "", q["metric"], _mb(q["zipped"]),
+                         _mb(q["baselines"]), _x(q["ratio"])])
+        if rows:
+            out += _table(["signature", "weight cache", "metric", "zipped", "baseline", "ratio"], rows)
+
+    lat = r["latency"]
+    out += ["## Latency per signature", ""]
+    rows = []
+    for q in lat["ratios"]:
+        rows.append([q["signature"], q["xnnpack_cache"], q["statistic"], _us(q["zipped_us"]), _us(q["baselines_us"]),
+                     _x(q["ratio"]), q["note"]])
+    if rows:
+        out += _table(["signature", "weight cache", "statistic", "zipped", "baselines", "ratio", "compared"], rows)
+    rows = [[e["variant"], e["signature"], e["xnnpack_cache"], _us(e["median_us"]), _us(e["p90_us"]), _us(e["mean_us"]),
+             str(e["runs"]), e["source"]] for e in lat["entries"]]
+    out += _table(["variant", "signature", "weight cache", "median", "p90", "mean", "runs", "source"], rows)
+
+    sw = r["switching"]
+    if sw:
+        out += ["## Task switching", ""]
+        out.append(f"{sw['steps']} steps alternating {sw['sequence'][:40]}{'…' if len(sw['sequence']) > 40 else ''}; "
+                   "each step is timed from the switch to the task's output.")
+        out.append("")
+        z = sw["modes"]["zipped_switch_signature"]["median_us"]
+        rows = []
+        for name in ("zipped_switch_signature", "separate_one_resident", "separate_both_resident"):
+            m = sw["modes"][name]
+            rows.append([name, sw["definitions"][name], _us(m["median_us"]), _us(m["p90_us"]),
+                         _x(m["median_us"] / z if z else None)])
+        out += _table(["mode", "what a step does", "median", "p90", "ratio to zipped"], rows)
+
+    if r["android"]:
+        a = r["android"]
+        out += ["## benchmark_model runs", ""]
+        if a.get("listed_signatures") is not None:
+            out.append("Signatures listed by `--list_signatures`: " + ", ".join(a["listed_signatures"]))
+            out.append("")
+        rows = []
+        for run in a["runs"]:
+            p = run["parsed"]
+            rows.append([run["variant"], run["signature"], run["xnnpack_cache"], _us(p["inference_avg_us"]),
+                         _us(p.get("median_us")), _mb(p.get("peak_mb")), _mb(p.get("overall_mb")),
+                         p["format"]])
+        out += _table(["file", "signature", "weight cache", "Inference (avg)", "median", "peak MB", "overall MB",
+                       "output format"], rows)
+    if r["files"]["charts"]:
+        out += ["## Charts", ""] + [f"![{c}]({c})" for c in r["files"]["charts"]] + [""]
+    return "\n".join(out)

@@ -1,0 +1,155 @@
+"""Host bench end to end on a small zipped model (zip → convert with baselines → bench, through
+`deploy`), the report against its schema, the CLI over the API, resume, and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench_helpers import deployed  # noqa: F401 (fixture)
+from mtz_mobile.bench import bench_host, load_schema, read_report, validate_report
+from mtz_mobile.cli import main
+from mtz_mobile.errors import MTZError
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_schema_is_a_valid_json_schema():
+    import jsonschema
+
+    jsonschema.Draft202012Validator.check_schema(load_schema())
+
+
+def check_host_report(report: dict, out: Path, tasks=("a", "b")):
+    validate_report(report)
+    assert report["mode"] == "host" and report["model"]["tasks"] == list(tasks)
+    st = report["storage"]
+    assert st["zipped_file_bytes"] == Path(report["model"]["path"]).stat().st_size
+    assert st["baselines_file_bytes"] == sum(Path(b["path"]).stat().st_size for b in report["baselines"])
+    assert 0 < st["file_ratio"] < 0.75 and st["saving_bytes"] > 0  # every hidden unit is shared
+    assert 0 < st["unique_weight_bytes"] <= st["zipped_file_bytes"] and st["weight_bytes_source"] == "manifest"
+
+    mem = report["memory"]
+    stages = [(m["variant"], m["stage"], m["task"]) for m in mem["measurements"]]
+    assert stages == [("zipped", "load", None), ("zipped", "task", "a"), ("zipped", "task", "b"),
+                      ("zipped", "all_tasks", None), ("zipped", "joint", "all"), ("baselines", "load", None),
+                      ("baselines", "task", "a"), ("baselines", "task", "b"), ("baselines", "all_tasks", None)]
+    for m in mem["measurements"]:
+        for key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+            assert m["after"][key] > 0 and m["before"][key] > 0
+        assert m["after"]["VmHWM"] >= m["after"]["VmRSS"] and m["load_seconds"] > 0
+    assert len(mem["ratios"]) == 4 * 5
+    assert all(q["ratio"] > 0 for q in mem["ratios"] if q["metric"] != "RssShmem")
+
+    lat = report["latency"]
+    assert {(e["variant"], e["signature"]) for e in lat["entries"]} == {
+        ("zipped", "a"), ("zipped", "b"), ("zipped", "all"), ("baselines", "a"), ("baselines", "b")}
+    for e in lat["entries"]:
+        assert 0 < e["min_us"] <= e["median_us"] <= e["p90_us"] <= e["max_us"] and e["runs"] == report["settings"]["runs"]
+    assert [q["signature"] for q in lat["ratios"]] == ["a", "b", "all"] and all(q["ratio"] > 0 for q in lat["ratios"])
+
+    sw = report["switching"]
+    assert set(sw["modes"]) == {"zipped_switch_signature", "separate_one_resident", "separate_both_resident"}
+    assert all(m["n"] == sw["steps"] and m["median_us"] > 0 for m in sw["modes"].values())
+    # loading a file per switch costs more than calling another signature of a loaded one
+    assert sw["ratios"]["separate_one_resident_over_zipped"] > 1
+
+    assert report["files"]["charts"] == ["storage.png", "memory.png", "latency.png", "switching.png"]
+    for name in report["files"]["charts"]:
+        assert (out / name).read_bytes()[:8] == PNG
+    md = (out / "report.md").read_text()
+    for heading in ("## Storage", "## Memory", "## Latency per signature", "## Task switching"):
+        assert heading in md
+    assert f"| zipped file | {st['zipped_file_bytes']:,} |" in md
+    assert json.loads((out / "report.json").read_text()) == report
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_host_bench_from_deploy_has_every_measured_field(deployed):
+    assert deployed.stages == {"zip": "done", "convert": "done", "bench": "done"}
+    report = deployed.report
+    validate_report(report)
+    s = report["settings"]
+    assert (s["runtime"], s["xnnpack_cache"], s["xnnpack_cache_path"], s["xnnpack_cache_chosen_by"]) == \
+        ("interpreter", "off", None, "default")
+    check_host_report(read_report(deployed.out_dir / "bench" / "report.json"), deployed.out_dir / "bench")
+
+
+def test_cli_bench_compiled_runtime_with_weight_cache(deployed, tmp_path, capsys):
+    out = tmp_path / "bench"
+    argv = ["bench", str(deployed.model), "--baselines", *map(str, deployed.baselines.values()), "--out", str(out),
+            "--runtime", "compiled", "--runs", "3", "--switch-steps", "4"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "bench [1/" in captured.err and "memory: zipped, task a (fresh process)" in captured.err
+    assert "file bytes zipped/baselines" in captured.out
+    report = read_report(out / "report.json")
+    s = report["settings"]
+    assert (s["runtime"], s["xnnpack_cache"], s["xnnpack_cache_path"]) == ("compiled", "on", ":memory")
+    check_host_report(report, out)
+    assert "weight cache **on (:memory)**" in (out / "report.md").read_text()
+
+
+def test_compiled_runtime_with_the_cache_off(deployed):
+    report = bench_host(deployed.model, list(deployed.baselines.values()), runtime="compiled", xnnpack_cache="off",
+                        runs=2, switch_steps=2, progress=False)
+    validate_report(report)
+    assert report["settings"]["xnnpack_cache"] == "off" and report["settings"]["xnnpack_cache_chosen_by"] == "user"
+    assert all(e["xnnpack_cache"] == "off" for e in report["latency"]["entries"])
+
+
+def test_zipped_model_alone(deployed):
+    report = bench_host(deployed.model, runs=2, progress=False)
+    validate_report(report)
+    assert report["baselines"] == [] and report["switching"] is None and report["storage"]["file_ratio"] is None
+    assert report["memory"]["ratios"] == [] and report["latency"]["ratios"] == []
+
+
+def test_deploy_skips_complete_stages_and_redoes_a_missing_one(deployed, small_models, fmnist):
+    from mtz_mobile.deploy import deploy
+
+    kwargs = dict(data={"a": fmnist, "b": fmnist}, runs=3, progress=False, retrain_iterations=0,
+                  calibration_samples=500)
+    again = deploy(small_models, deployed.out_dir, **kwargs)
+    assert again.stages == {"zip": "skipped", "convert": "skipped", "bench": "skipped"}
+    (deployed.out_dir / "bench" / "report.json").unlink()
+    redo = deploy(small_models, deployed.out_dir, **kwargs)
+    assert redo.stages == {"zip": "skipped", "convert": "skipped", "bench": "done"}
+    check_host_report(read_report(deployed.out_dir / "bench" / "report.json"), deployed.out_dir / "bench")
+
+
+def one_line(capsys, argv) -> str:
+    code = main(argv)
+    lines = [l for l in capsys.readouterr().err.splitlines() if l.startswith("mtz-mobile")]
+    assert code == 2 and len(lines) == 1, lines
+    return lines[0]
+
+
+def test_bad_input_is_one_line_with_the_fix(deployed, tmp_path, capsys):
+    model, (a, b) = str(deployed.model), map(str, deployed.baselines.values())
+    out = str(tmp_path / "r")
+    cases = [
+        (["bench", str(tmp_path / "nope.tflite"), "--out", out], "not found: give the path of a .tflite"),
+        (["bench", model, "--baselines", model, "--out", out], "has 3 signatures"),
+        (["bench", model, "--baselines", a, a, "--out", out], "both run task 'a'"),
+        (["bench", model, "--baselines", a, "--out", out], "no baseline for task\\(s\\) b"),
+        (["bench", model, "--xnnpack-cache", "on", "--out", out], "use --runtime compiled --xnnpack-cache on"),
+        (["bench", model, "--runtime", "compiled", "--adb-serial", "S", "--out", out], "drop --runtime"),
+    ]
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"not a model at all")
+    cases.append((["bench", str(bad), "--out", out], "not a TFLite flatbuffer"))
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    cases.append((["bench", model, "--out", str(afile), "--runs", "1"], "not a directory"))
+    import re
+
+    for argv, pattern in cases:
+        line = one_line(capsys, argv)
+        assert re.search(pattern, line), (argv, line)
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(MTZError, match="runs must be"):
+        bench_host(model, runs=0, progress=False)

@@ -1,0 +1,326 @@
+"""Android side: the real adb where it can run here (absent, no device), and a fake adb at the
+subprocess boundary (tests/fakes/adb.py) replaying recorded benchmark_model output
+(tests/data/README.md names the sources) for devices, pushes and benchmark runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench_helpers import arm64_binary, deployed  # noqa: F401 (fixtures)
+from mtz_mobile.bench.android import check_benchmark_binary, parse_benchmark_output, parse_signature_list
+from mtz_mobile.bench.report import read_report, validate_report
+from mtz_mobile.cli import main
+from mtz_mobile.device import Adb, find_adb, parse_devices, push_model
+from mtz_mobile.errors import MTZError
+
+DATA = Path(__file__).parent / "data"
+TRANSCRIPTS = DATA / "benchmark_model"
+FAKE_ADB = Path(__file__).parent / "fakes" / "adb.py"
+GOOD_PROPS = {"ro.product.model": "Pixel 7", "ro.product.cpu.abi": "arm64-v8a", "ro.soc.model": "GS201",
+              "ro.board.platform": "gs201", "ro.build.version.release": "14", "ro.build.version.sdk": "34"}
+
+
+def one_line_error(capsys, argv) -> str:
+    code = main(argv)
+    err = [l for l in capsys.readouterr().err.splitlines() if l.startswith("mtz-mobile")]
+    assert code == 2 and len(err) == 1, err
+    return err[0]
+
+
+# ---------------------------------------------------------------- parsing the recorded transcripts
+
+def test_parse_current_format_with_memory_delta():
+    p = parse_benchmark_output((TRANSCRIPTS / "tf61946_desktop_delta.txt").read_text())
+    assert p["format"] == "modern" and p["memory_line"] == "delta"
+    assert (p["init_us"], p["first_us"], p["warmup_avg_us"], p["inference_avg_us"]) == (530, 124020, 117225, 116066)
+    assert (p["init_mb"], p["overall_mb"], p["peak_mb"]) == (3.75, 12.1914, None)
+    assert (p["count"], p["min_us"], p["max_us"], p["std_us"]) == (50, 111222, 121324, 1906)  # the timed runs
+    assert p["median_us"] is None and p["model_size_mb"] == 4.27635
+
+
+def test_parse_older_peak_footprint_line_without_prefix():
+    p = parse_benchmark_output((TRANSCRIPTS / "tf42507_android_old_peak_line.txt").read_text())
+    assert p["format"] == "modern" and p["memory_line"] == "peak-footprint-old"
+    assert (p["init_mb"], p["overall_mb"], p["peak_mb"]) == (0.0, 12.8672, None)
+    assert p["inference_avg_us"] == 33209.4 and p["count"] == 50
+
+
+def test_parse_periodic_peak_line():
+    p = parse_benchmark_output((TRANSCRIPTS / "olv_notes_cros_cpu_peak.txt").read_text())
+    assert p["peak_mb"] == 93.2383 and p["memory_line"] is None and p["init_mb"] is None
+    assert p["inference_avg_us"] == 56265.8 and p["count"] == 1061
+
+
+@pytest.mark.parametrize("name,expected", [("yuenshome77_android_average_timings.txt", (76605.9, 9933, 66767.6)),
+                                           ("litert_readme_op_profiling_tail.txt", (83235, 38467, 79760.9))])
+def test_parse_average_timings_format(name, expected):
+    p = parse_benchmark_output((TRANSCRIPTS / name).read_text())
+    assert p["format"] == "average-timings" and p["first_us"] is None
+    assert (p["warmup_avg_us"], p["init_us"], p["inference_avg_us"]) == expected
+    assert p["overall_mb"] is None and p["peak_mb"] is None
+
+
+def test_parse_failure_is_one_line_with_the_tools_error():
+    with pytest.raises(MTZError, match="Could not open"):
+        parse_benchmark_output("INFO: STARTING!\nERROR: Could not open '/data/local/tmp/x.tflite'.\n")
+    assert parse_signature_list((TRANSCRIPTS / "constructed_list_signatures_abc.txt").read_text()) == ["a", "all", "b"]
+
+
+def test_parse_devices_listing_and_daemon_lines():
+    entries = parse_devices((DATA / "adb" / "devices_one.txt").read_text())
+    assert [(e.serial, e.state) for e in entries] == [("R5CT1234ABC", "device")]
+    assert parse_devices((DATA / "adb" / "devices_none_recorded.txt").read_text()) == []
+    listing = "List of devices attached\nNOPERM                 no permissions (user in plugdev group)\n"
+    assert parse_devices(listing)[0].state == "no permissions"
+
+
+# ---------------------------------------------------------------- the real adb
+
+def test_no_adb_on_path(tmp_path, monkeypatch, capsys, arm64_binary):
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    with pytest.raises(MTZError, match=r"no `adb` on PATH: install it with `apt-get install adb`"):
+        find_adb()
+    line = one_line_error(capsys, ["push", str(arm64_binary)])
+    assert "not a .tflite" in line  # the file is checked before adb is looked for
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"\0\0\0\0TFL3" + bytes(32))
+    assert "apt-get install adb" in one_line_error(capsys, ["push", str(model)])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_real_adb_without_a_device(tmp_path, monkeypatch, capsys):
+    adb = shutil.which("adb")
+    if adb is None:
+        pytest.skip("adb is not installed on this machine (apt-get install adb)")
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(_free_port()))  # a private server, ended below
+    monkeypatch.delenv("ANDROID_SERIAL", raising=False)
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"\0\0\0\0TFL3" + bytes(32))
+    try:
+        assert Adb.devices() == []
+        line = one_line_error(capsys, ["push", str(model)])
+        assert "no Android device found" in line
+        line = one_line_error(capsys, ["push", str(model), "--serial", "emulator-5554"])
+        assert "device emulator-5554 not found" in line
+    finally:
+        subprocess.run([adb, "kill-server"], capture_output=True, timeout=60, env=dict(os.environ))
+
+
+# ---------------------------------------------------------------- a fake adb at the subprocess boundary
+
+class FakeDevice:
+    def __init__(self, tmp_path: Path, monkeypatch):
+        self.root = tmp_path / "device"
+        (self.root / "data" / "local" / "tmp").mkdir(parents=True)
+        (self.root / "props").mkdir()
+        bindir = tmp_path / "bin"
+        bindir.mkdir()
+        adb = bindir / "adb"
+        adb.write_text(f"#!{sys.executable}\n" + FAKE_ADB.read_text())
+        adb.chmod(adb.stat().st_mode | stat.S_IEXEC)
+        self.scenario_path = tmp_path / "scenario.json"
+        self.log = tmp_path / "adb.log"
+        self.scenario = {"root": str(self.root), "log": str(self.log),
+                         "devices": (DATA / "adb" / "devices_one.txt").read_text(),
+                         "list_signatures": str(TRANSCRIPTS / "constructed_list_signatures_abc.txt"),
+                         "transcripts": {"*": str(TRANSCRIPTS / "tf61946_desktop_delta.txt")}}
+        self.set_props(GOOD_PROPS)
+        self.save()
+        monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+        monkeypatch.setenv("FAKE_ADB_SCENARIO", str(self.scenario_path))
+        monkeypatch.delenv("ANDROID_SERIAL", raising=False)
+
+    def save(self):
+        self.scenario_path.write_text(json.dumps(self.scenario))
+
+    def update(self, **changes):
+        self.scenario.update(changes)
+        self.save()
+
+    def set_props(self, props):
+        for f in (self.root / "props").iterdir():
+            f.unlink()
+        for key, value in props.items():
+            (self.root / "props" / key).write_text(value)
+
+    def add_app(self, package, debuggable=True):
+        d = self.root / "data" / "data" / package
+        d.mkdir(parents=True)
+        if not debuggable:
+            (d / ".not_debuggable").write_text("")
+        return d
+
+    def calls(self):
+        return [json.loads(l) for l in self.log.read_text().splitlines()] if self.log.exists() else []
+
+    def leftovers(self):
+        return [p for p in self.root.rglob("*") if ".part" in p.name or "mtz-stage" in p.name]
+
+
+@pytest.fixture
+def device(tmp_path, monkeypatch):
+    return FakeDevice(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def tflite(tmp_path):
+    path = tmp_path / "z.tflite"
+    path.write_bytes(b"\x1c\0\0\0TFL3" + os.urandom(3000))
+    return path
+
+
+def test_unauthorized_device(device, capsys, tflite):
+    device.update(devices=(DATA / "adb" / "devices_unauthorized.txt").read_text())
+    line = one_line_error(capsys, ["push", str(tflite)])
+    assert "5LM0215C15000924 is unauthorized" in line and "Allow USB debugging" in line
+
+
+def test_several_devices_need_a_serial(device, capsys, tflite):
+    device.update(devices=(DATA / "adb" / "devices_several.txt").read_text())
+    line = one_line_error(capsys, ["push", str(tflite)])
+    assert "2 devices attached (emulator-5554 (device), R5CT1234ABC (device))" in line and "--serial" in line
+    assert main(["push", str(tflite), "--serial", "R5CT1234ABC"]) == 0
+    assert ["-s", "R5CT1234ABC", "push"] == device.calls()[-4][:3] or any(
+        c[:3] == ["-s", "R5CT1234ABC", "push"] for c in device.calls())
+
+
+def test_push_verifies_checksum_and_renames(device, tflite, capsys):
+    assert main(["push", str(tflite)]) == 0
+    dest = device.root / "data" / "local" / "tmp" / "z.tflite"
+    assert dest.read_bytes() == tflite.read_bytes()
+    assert not device.leftovers()
+    pushes = [c for c in device.calls() if "push" in c]
+    assert len(pushes) == 1 and ".part-" in pushes[0][-1]  # pushed under a temporary name, then renamed
+    assert "pushed and verified" in capsys.readouterr().out
+    assert main(["push", str(tflite)]) == 0  # same bytes already there: nothing pushed
+    assert "nothing pushed" in capsys.readouterr().out
+    assert len([c for c in device.calls() if "push" in c]) == 1
+
+
+def test_damaged_transfer_leaves_nothing_where_it_is_read(device, tflite, capsys):
+    device.update(corrupt_push=True)
+    line = one_line_error(capsys, ["push", str(tflite)])
+    assert "checksum mismatch" in line
+    assert not (device.root / "data" / "local" / "tmp" / "z.tflite").exists()
+    assert not device.leftovers()
+
+
+def test_push_into_the_app_files_dir(device, tflite, capsys):
+    from converters.names import APP_PACKAGE, DEVICE_MODEL_NAME
+
+    app = device.add_app(APP_PACKAGE)
+    (app / "files").mkdir()
+    (app / "files" / DEVICE_MODEL_NAME).write_bytes(b"old model")
+    assert main(["push", str(tflite), "--app"]) == 0
+    assert (app / "files" / DEVICE_MODEL_NAME).read_bytes() == tflite.read_bytes()
+    assert f"{APP_PACKAGE}:files/{DEVICE_MODEL_NAME}: pushed and verified" in capsys.readouterr().out
+    assert not device.leftovers()
+    result = push_model(tflite, app=APP_PACKAGE)
+    assert result.skipped
+
+
+@pytest.mark.parametrize("debuggable,pattern", [(None, "unknown package"), (False, "not debuggable")])
+def test_push_into_an_app_that_run_as_cannot_enter(device, tflite, capsys, debuggable, pattern):
+    if debuggable is not None:
+        device.add_app("com.example.release", debuggable=debuggable)
+    line = one_line_error(capsys, ["push", str(tflite), "--app", "com.example.release"])
+    assert pattern in line and "debuggable build" in line
+    assert not device.leftovers()
+
+
+def test_missing_and_wrong_benchmark_binary(device, tmp_path, capsys, tflite):
+    line = one_line_error(capsys, ["bench", str(tflite), "--out", str(tmp_path / "r"), "--adb-serial", "X",
+                                   "--benchmark-binary", str(tmp_path / "nope")])
+    assert "benchmark binary" in line and "not found" in line
+    with pytest.raises(MTZError, match="not an ELF"):
+        check_benchmark_binary(tflite)
+    with pytest.raises(MTZError, match="aarch64"):
+        check_benchmark_binary(sys.executable)
+    with pytest.raises(MTZError, match="--benchmark-binary"):
+        check_benchmark_binary(None)
+
+
+def test_wrong_abi(device, deployed, arm64_binary, tmp_path, capsys):
+    device.set_props(dict(GOOD_PROPS, **{"ro.product.cpu.abi": "x86_64"}))
+    line = one_line_error(capsys, ["bench", str(deployed.model), "--out", str(tmp_path / "r"),
+                                   "--benchmark-binary", str(arm64_binary)])
+    assert "reports ABI x86_64, not arm64-v8a" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_android_bench_end_to_end(device, deployed, arm64_binary, tmp_path, capsys):
+    t = {name: str(TRANSCRIPTS / name) for name in (
+        "tf61946_desktop_delta.txt", "olv_notes_cros_cpu_peak.txt", "tf42507_android_old_peak_line.txt",
+        "yuenshome77_android_average_timings.txt", "litert_readme_op_profiling_tail.txt")}
+    device.update(transcripts={"model.tflite:a": t["tf61946_desktop_delta.txt"],
+                               "model.tflite:b": t["olv_notes_cros_cpu_peak.txt"],
+                               "model.tflite:all": t["tf42507_android_old_peak_line.txt"],
+                               "a": t["yuenshome77_android_average_timings.txt"],
+                               "*": t["litert_readme_op_profiling_tail.txt"]})
+    out = tmp_path / "report"
+    argv = ["bench", str(deployed.model), "--baselines", *map(str, deployed.baselines.values()), "--out", str(out),
+            "--adb-serial", "R5CT1234ABC", "--benchmark-binary", str(arm64_binary), "--runs", "7", "--threads", "2"]
+    assert main(argv) == 0
+    report = read_report(out / "report.json")
+    validate_report(report)
+    assert report["mode"] == "android" and report["environment"]["model"] == "Pixel 7"
+    assert report["environment"]["soc"] == "GS201" and report["settings"]["xnnpack_cache"] == "both"
+    runs = report["android"]["runs"]
+    assert len(runs) == 2 * 5 and report["android"]["listed_signatures"] == ["a", "all", "b"]
+    by = {(r["variant"], r["signature"], r["xnnpack_cache"]): r["parsed"] for r in runs}
+    assert by[("zipped", "a", "on")]["overall_mb"] == 12.1914
+    assert by[("zipped", "b", "off")]["peak_mb"] == 93.2383
+    assert by[("zipped", "all", "on")]["memory_line"] == "peak-footprint-old"
+    assert by[("baselines", "a", "off")]["format"] == "average-timings"
+    assert by[("baselines", "b", "off")]["inference_avg_us"] == 79760.9
+    ratios = {(q["signature"], q["xnnpack_cache"]): q for q in report["latency"]["ratios"]}
+    assert ratios[("a", "off")]["ratio"] == pytest.approx(116066 / 66767.6)
+    assert ratios[("all", "on")]["baselines_us"] == pytest.approx(66767.6 + 79760.9)
+    mem = {(q["task"], q["metric"], q["xnnpack_cache"]): q for q in report["memory"]["ratios"]}
+    assert mem[("a", "overall_mb", "off")]["zipped"] == 12.1914 and mem[("a", "overall_mb", "off")]["ratio"] is None
+    assert report["storage"]["file_ratio"] < 1
+    # the flags on the device: each signature with and without the weight cache, binary and files pushed
+    commands = [" ".join(c[3:]) for c in device.calls() if c[2:3] == ["shell"] and "benchmark_model" in " ".join(c)]
+    runs_cmd = [c for c in commands if "--signature_to_run_for=" in c]
+    assert len(runs_cmd) == 10 and sum("--xnnpack_weight_cache_file_path=:memory" in c for c in runs_cmd) == 5
+    for flag in ("--num_threads=2", "--num_runs=7", "--use_xnnpack=true", "--report_peak_memory_footprint=true",
+                 "--graph=/data/local/tmp/mtz/model.tflite"):
+        assert any(flag in c for c in runs_cmd), flag
+    assert any("--list_signatures=true" in c for c in commands)
+    pushed = device.root / "data" / "local" / "tmp" / "mtz"
+    assert (pushed / "benchmark_model").read_bytes() == arm64_binary.read_bytes()
+    assert (pushed / "benchmark_model").stat().st_mode & 0o111
+    assert (pushed / "model.tflite").read_bytes() == deployed.model.read_bytes()
+    md = (out / "report.md").read_text()
+    assert "benchmark_model runs" in md and "Pixel 7" in md and "| a | off | peak_mb |" in md
+    assert set(report["files"]["charts"]) >= {"storage.png", "latency.png", "memory.png"}
+
+
+def test_deploy_push_resumes(device, deployed, small_models, fmnist):
+    from converters.names import APP_PACKAGE, DEVICE_MODEL_NAME
+    from mtz_mobile.deploy import deploy
+
+    app = device.add_app(APP_PACKAGE)
+    again = deploy(small_models, deployed.out_dir, data={"a": fmnist, "b": fmnist}, runs=3, progress=False,
+                   retrain_iterations=0, calibration_samples=500, push=True, app=APP_PACKAGE)
+    assert again.stages == {"zip": "skipped", "convert": "skipped", "bench": "skipped", "push": "done"}
+    assert (app / "files" / DEVICE_MODEL_NAME).read_bytes() == deployed.model.read_bytes()
+    third = deploy(small_models, deployed.out_dir, data={"a": fmnist, "b": fmnist}, runs=3, progress=False,
+                   retrain_iterations=0, calibration_samples=500, push=True, app=APP_PACKAGE)
+    assert third.stages["push"] == "skipped"
