@@ -33,7 +33,12 @@ class Conversion:
 
 def graph_operands(graph: TaskGraph) -> list[tuple[str, str, tuple[str, ...], np.ndarray]]:
     """(name, kind, owners, values as stored) of every constant operand the graph uses."""
-    out = [(op.name, "kernel", op.owners, graph.kernels[op.name].numpy()) for op in graph.operands]
+    out = []
+    for op in graph.operands:
+        values = graph.kernels[op.name].numpy()
+        if graph.net.nodes[op.node].op == "conv2d":
+            values = values.transpose(3, 0, 1, 2)  # TFLite's CONV_2D keeps filters as (out, kh, kw, in)
+        out.append((op.name, "kernel", op.owners, values))
     for i, node in enumerate(graph.net.nodes):
         for go, owners in node.biases:
             out.append((bias_name(i, go, owners), "bias", owners, graph.biases[bias_name(i, go, owners)].numpy()))

@@ -28,7 +28,7 @@ def inspect_model(path: str | os.PathLike) -> dict:
         buffers.append({"index": index, "bytes": use.nbytes, "role": role, "signatures": sorted(use.signatures),
                         "tensor": use.tensors[0][1], "dtype": use.tensors[0][2], "shape": list(use.tensors[0][3])})
         if role not in ("weights", "bias"):
-            other += use.nbytes
+            other += use.nbytes  # shapes, converter-added zero biases
         elif len(users) >= 2:
             shared += use.nbytes
         elif users:

@@ -29,7 +29,8 @@ def _opcode(model, op) -> int:
 
 
 def buffer_roles(model) -> dict[int, str]:
-    """buffer index → "weights" | "bias" | "constant", following DEQUANTIZE back to its source."""
+    """buffer index → "weights" | "bias" | "zero-bias" | "constant", following DEQUANTIZE back to its
+    source. "zero-bias": a bias of zeros, which the TFLite converter adds to bias-less convolutions."""
     roles: dict[int, str] = {}
     for sg in model.subgraphs:
         produced_by_dequantize = {}
@@ -57,6 +58,10 @@ def buffer_roles(model) -> dict[int, str]:
                 if roles.get(buf) in ("weights", "bias") and role == "constant":
                     continue
                 roles[buf] = role
+    for buf, role in roles.items():
+        # the TFLite converter gives every bias-less CONV_2D a bias of zeros: filler, not a parameter
+        if role == "bias" and not np.any(np.frombuffer(bytes(np.asarray(model.buffers[buf].data, np.uint8)), np.uint8)):
+            roles[buf] = "zero-bias"
     return roles
 
 
@@ -150,7 +155,9 @@ def prove_layout(model, file_bytes: int, operands: list[tuple[str, str, tuple[st
         if len(buffers) > 1:
             raise MTZError(f"shared block {name} is stored {len(buffers)} times after deduplication: "
                            "the copies differ in bytes; report this with the zip directory")
-    weight_buffers = {b: u for b, u in uses.items() if roles.get(b) in ("weights", "bias")}
+    placed = {b for p in placements for b in p.buffers}
+    weight_buffers = {b: u for b, u in uses.items()
+                      if roles.get(b) in ("weights", "bias") or (roles.get(b) == "zero-bias" and b in placed)}
     task_sigs = set(tasks)
     shared = task_only = 0
     per_task = {t: 0 for t in tasks}

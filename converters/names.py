@@ -4,3 +4,5 @@ INPUT_NAME = "input"      # every task signature's one input
 OUTPUT_NAME = "output"    # every task signature's one output
 JOINT_KEY = "all"         # the optional signature that runs every task (outputs named by task)
 MANIFEST_METADATA = "mtz_manifest"  # the model metadata entry holding the manifest JSON
+APP_PACKAGE = "dev.mtzmobile.demo"  # the Android demo's application id (`mtz-mobile push --app`)
+DEVICE_MODEL_NAME = "model.tflite"  # the app's model: files/<this> when pushed, assets/<this> when bundled

@@ -162,42 +162,51 @@ def parse_model(model, path: str = "<memory>", sha256: str = "") -> ParsedModel:
         raise MTZError(f"{path}: the zipper takes models with one input and one output")
     nodes = [ParsedNode("input", "input", [], out_shape=input_shape)]
     index_of: dict[str, int] = {}
-    consumers: dict[int, int] = {}
+    readers: dict[int, int] = {}   # layers that read each node's values
+    stale: set[str] = set()        # names whose node now computes something after them (folded BN, fused act)
     sequential = type(model).__name__ == "Sequential"
     previous = 0
+
+    def alias(name: str, k: int) -> None:
+        stale.update(n for n, j in index_of.items() if j == k)
+        index_of[name] = k
+
     for layer in model.layers:
         kind = type(layer).__name__
         if kind == "InputLayer":
             index_of[layer.name] = 0
             continue
         if sequential:  # a Sequential's layers record one call per build: the chain order is the graph
-            inputs = [previous]
+            parents, inputs = [], [previous]
         else:
             if len(layer._inbound_nodes) > 1:
                 raise MTZError(f"{path}: layer {layer.name} is called more than once: the zipper needs a plain graph")
             parents = [p.operation.name for p in layer._inbound_nodes[0].parent_nodes]
             inputs = [index_of.get(name, 0) for name in parents] or [0]
-        for i in inputs:
-            consumers[i] = consumers.get(i, 0) + 1
+        late = [name for name in parents if name in stale]
+        if late:
+            raise MTZError(f"{path}: {layer.name} reads {late[0]} before a BatchNormalization or activation that "
+                           "another path applies to it: the zipper cannot fold that; restructure the model")
+        src = nodes[inputs[0]]
+        foldable = src.op in ("dense", "conv2d") and src.activation == "linear" and not readers.get(inputs[0])
         if kind == "Dropout":
             index_of[layer.name] = previous = inputs[0]
-            continue
-        src = nodes[inputs[0]]
-        if kind == "BatchNormalization":
-            if src.op not in ("dense", "conv2d") or src.activation != "linear" or consumers[inputs[0]] > 1:
+        elif kind == "BatchNormalization":
+            if not foldable:
                 raise MTZError(f"{path}: BatchNormalization {layer.name} does not directly follow a linear Conv2D or "
                                "Dense layer: fold it into one first")
             _fold_batchnorm(src, layer, path)
-            index_of[layer.name] = previous = inputs[0]
-            continue
-        if kind in ("Activation", "ReLU") and src.op in ("dense", "conv2d") and src.activation == "linear" \
-                and consumers[inputs[0]] == 1:
+            alias(layer.name, inputs[0])
+            previous = inputs[0]
+        elif kind in ("Activation", "ReLU") and foldable:
             src.activation = _activation_name(layer, path)
-            index_of[layer.name] = previous = inputs[0]
-            continue
-        nodes.append(_layer_node(layer, inputs, path))
-        index_of[layer.name] = len(nodes) - 1
-        previous = index_of[layer.name]
+            alias(layer.name, inputs[0])
+            previous = inputs[0]
+        else:
+            for i in inputs:
+                readers[i] = readers.get(i, 0) + 1
+            nodes.append(_layer_node(layer, inputs, path))
+            index_of[layer.name] = previous = len(nodes) - 1
     out_name = model.outputs[0]._keras_history.operation.name
     if index_of.get(out_name) != len(nodes) - 1:
         raise MTZError(f"{path}: the model's output is not its last layer")

@@ -161,8 +161,8 @@ class ZippedNetwork:
 
         tasks = list(models)
         first = models[tasks[0]]
-        _check_same_structure(models)
         joint = joint_input_shape({t: m.input_shape for t, m in models.items()})
+        _check_same_structure(models)
         nodes = []
         for k, pn in enumerate(first.nodes):
             node = Node(pn.name, pn.op, list(pn.inputs), copy.deepcopy(pn.attrs))

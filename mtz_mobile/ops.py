@@ -21,8 +21,8 @@ def same_padding(size: int, k: int, s: int, d: int) -> tuple[int, int]:
 
 
 def canonical(x, task_shape):
-    """(n, H, W) images become (n, H, W, 1); everything else keeps its shape."""
-    return x.reshape((len(x),) + tuple(task_shape) + (1,)) if len(task_shape) == 2 else x
+    """Samples in the task's own shape; (n, H, W) images become (n, H, W, 1)."""
+    return x.reshape((len(x),) + tuple(task_shape) + ((1,) if len(task_shape) == 2 else ()))
 
 
 def pad_to(x: np.ndarray, joint_shape) -> np.ndarray:
@@ -116,10 +116,8 @@ class TFOps:
 
     def prepare_input(self, x, task_shape, joint_shape):
         tf = self.tf
-        x = tf.cast(x, tf.float32)
-        if len(task_shape) == 2:
-            x = tf.expand_dims(x, -1)
         shape = list(task_shape) + ([1] if len(task_shape) == 2 else [])
+        x = tf.reshape(tf.cast(x, tf.float32), [-1, *shape])
         pads = [[0, 0]] + [[0, j - n] for n, j in zip(shape, joint_shape)]
         return tf.pad(x, pads) if any(p[1] for p in pads) else x
 

@@ -1,5 +1,6 @@
 """Reference models to zip: two LeNet-300-100 trained with different seeds, hidden units then
-randomly permuted (paper §4.1) so that a zipper cannot succeed by pairing unit i with unit i."""
+randomly permuted (paper §4.1) so that a zipper cannot succeed by pairing unit i with unit i;
+LeNet-5 and a small ResNet for the convolutional experiments."""
 
 from __future__ import annotations
 
@@ -41,17 +42,70 @@ def build_mlp(input_shape, hidden, num_classes: int):
     return keras.Sequential(layers)
 
 
-def permute_hidden_units(model, rng: np.random.Generator) -> None:
-    """Reorder every hidden Dense layer's units (and the next layer's rows): same function."""
+def build_lenet5(input_shape, num_classes: int, widths=(20, 50, 500)):
+    """LeNet-5 as in Caffe and the paper's Table 1 (431K parameters at 28×28)."""
     import keras
 
-    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
-    for layer, nxt in zip(dense[:-1], dense[1:]):
-        perm = rng.permutation(layer.units)
+    shape = tuple(input_shape) + ((1,) if len(input_shape) == 2 else ())
+    c1, c2, f1 = widths
+    return keras.Sequential([
+        keras.Input(shape=shape), keras.layers.Conv2D(c1, 5, activation="relu"), keras.layers.MaxPooling2D(2),
+        keras.layers.Conv2D(c2, 5, activation="relu"), keras.layers.MaxPooling2D(2), keras.layers.Flatten(),
+        keras.layers.Dense(f1, activation="relu"), keras.layers.Dense(num_classes, activation="softmax")])
+
+
+def build_resnet(input_shape, num_classes: int, width: int = 16, blocks: int = 1):
+    """A small ResNet: stem, three stages (the 2nd and 3rd open with a strided projection
+    shortcut), ``blocks`` basic blocks each, BatchNorm after every convolution, GAP, Dense."""
+    import keras
+    from keras import layers
+
+    shape = tuple(input_shape) + ((1,) if len(input_shape) == 2 else ())
+    inp = keras.Input(shape=shape)
+
+    def conv_bn(x, filters, kernel, stride=1, relu=True):
+        x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        return layers.ReLU()(x) if relu else x
+
+    x = conv_bn(inp, width, 3)
+    for stage in range(3):
+        filters = width * 2 ** stage
+        for block in range(blocks):
+            stride = 2 if stage > 0 and block == 0 else 1
+            shortcut = x if stride == 1 else conv_bn(x, filters, 1, stride, relu=False)
+            y = conv_bn(x, filters, 3, stride)
+            y = conv_bn(y, filters, 3, relu=False)
+            x = layers.ReLU()(layers.Add()([shortcut, y]))
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, layers.Dense(num_classes, activation="softmax")(x))
+
+
+def permute_hidden_units(model, rng: np.random.Generator) -> None:
+    """Reorder every hidden unit and channel of a Sequential chain (and the rows that read
+    them, inside every position after a Flatten): the same function, other unit numbers."""
+    import keras
+
+    weighted = (keras.layers.Dense, keras.layers.Conv2D)
+    chain = [layer for layer in model.layers if isinstance(layer, weighted)]
+    positions = 1
+    prev = None
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Flatten) and prev is not None:
+            positions = int(np.prod(layer.input.shape[1:-1]))
+        if not isinstance(layer, weighted):
+            continue
         kernel, bias = layer.get_weights()
-        layer.set_weights([kernel[:, perm], bias[perm]])
-        k2, b2 = nxt.get_weights()
-        nxt.set_weights([k2[perm], b2])
+        if prev is not None:
+            if isinstance(layer, keras.layers.Conv2D):
+                kernel = kernel[:, :, prev, :]
+            else:
+                kernel = kernel.reshape(positions, -1, kernel.shape[-1])[:, prev, :].reshape(kernel.shape)
+            positions = 1
+        if layer is not chain[-1]:
+            prev = rng.permutation(kernel.shape[-1])
+            kernel, bias = kernel[..., prev], bias[prev]
+        layer.set_weights([kernel, bias])
 
 
 def test_error(model, x: np.ndarray, y: np.ndarray) -> float:

@@ -559,6 +559,11 @@ def zip_networks(models: dict[str, ParsedModel], data: dict[str, TaskData], conf
     sparse = _is_sparse(models, config.sparse)
 
     out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        for t in tasks:
+            if not Path(models[t].path).is_file():
+                raise MTZError(f"model of task {t} has no file ({models[t].path}): save it as .keras and read it "
+                               "with read_model, so the zip directory can keep its source")
     partial = out.with_name(out.name + ".partial") if out is not None else None
     if out is not None and out.exists() and not overwrite:
         raise MTZError(f"{out} exists: pass --overwrite or choose another --out")

@@ -1,0 +1,38 @@
+package dev.mtzmobile.demo
+
+/**
+ * The names this app shares with the Python side. Each one equals a constant of
+ * converters/names.py (or converters/manifest.py); tests/test_android_contract.py reads these
+ * lines and fails when the two sides drift apart. Keep every such literal in this file.
+ */
+object Contract {
+    /** Every task signature's one input. */
+    const val INPUT_NAME = "input"
+
+    /** Every task signature's one output. */
+    const val OUTPUT_NAME = "output"
+
+    /** The optional signature that runs every task in one call (one output per task, named by the task). */
+    const val JOINT_KEY = "all"
+
+    /** The model metadata entry holding the manifest (UTF-8 JSON). */
+    const val MANIFEST_METADATA = "mtz_manifest"
+
+    /** The manifest's "format" value. */
+    const val MANIFEST_FORMAT = "mtz-mobile/manifest"
+
+    /** The manifest version this app understands. */
+    const val MANIFEST_VERSION = 1
+
+    /** The application id that `mtz-mobile push --app` names. */
+    const val APP_PACKAGE = "dev.mtzmobile.demo"
+
+    /** The model's file name: files/model.tflite when pushed, assets/model.tflite when bundled. */
+    const val DEVICE_MODEL_NAME = "model.tflite"
+
+    /** Sample images with their labels, written by tools/export_android_assets.py. */
+    const val SAMPLES_ASSET = "samples.json"
+
+    /** The "format" value of samples.json. */
+    const val SAMPLES_FORMAT = "mtz-mobile/android-samples"
+}

@@ -1,0 +1,159 @@
+package dev.mtzmobile.demo
+
+import org.json.JSONArray
+import org.json.JSONException
+import org.json.JSONObject
+
+/** The manifest is missing, not JSON, or not what converters/manifest.schema.json describes. */
+class ManifestException(message: String) : Exception(message)
+
+/** A signature tensor: name, shape (batch first), dtype and, where given, layout and activation. */
+data class TensorSpec(
+    val name: String,
+    val shape: List<Int>,
+    val dtype: String,
+    val layout: String?,
+    val activation: String?,
+) {
+    /** Values per call: the product of the shape. */
+    val elementCount: Int get() = shape.fold(1) { n, d -> n * d }
+}
+
+/** One task: its signature, tensors, class labels and the preprocessing its input needs. */
+data class TaskSpec(
+    val name: String,
+    val signatureKey: String,
+    val input: TensorSpec,
+    val output: TensorSpec,
+    val labels: List<String>,
+    val preprocessing: Preprocessing,
+)
+
+/** model input = (raw value - mean) * scale. */
+data class Preprocessing(val scale: Float, val mean: Float)
+
+data class JointOutput(val task: String, val name: String, val shape: List<Int>, val dtype: String)
+
+/** The signature that runs every task in one call. */
+data class JointSpec(val signatureKey: String, val input: TensorSpec, val outputs: List<JointOutput>)
+
+data class SharingSpec(
+    val separateParams: Long,
+    val zippedParams: Long,
+    val sharedParams: Long,
+    val sharedFraction: Double,
+    val file: FileBytes,
+)
+
+/** Weight bytes in the file: all of them, and those used by two or more task signatures. */
+data class FileBytes(val weightBytes: Long, val sharedWeightBytes: Long)
+
+data class Manifest(
+    val toolVersion: String,
+    val quantization: String,
+    val tasks: List<TaskSpec>,
+    val joint: JointSpec?,
+    val sharing: SharingSpec,
+)
+
+/**
+ * Parses the embedded manifest (converters/manifest.schema.json). Each parse function reads
+ * one object of the schema; tests/test_android_contract.py maps every function to its place in
+ * the schema and checks each field read here: a get...() read must be a required property of
+ * that object, an opt...() read at least a property of it.
+ */
+object ManifestParser {
+    fun parse(json: String): Manifest =
+        try {
+            parseManifest(JSONObject(json))
+        } catch (e: JSONException) {
+            throw ManifestException("the embedded manifest is not what this app expects (${e.message}): convert the model again")
+        }
+
+    private fun parseManifest(o: JSONObject): Manifest {
+        val format = o.getString("format")
+        if (format != Contract.MANIFEST_FORMAT) throw ManifestException("unknown manifest format '$format'")
+        val version = o.getInt("version")
+        if (version != Contract.MANIFEST_VERSION) {
+            throw ManifestException("manifest version $version; this app reads version ${Contract.MANIFEST_VERSION}")
+        }
+        val tasks = objects(o.getJSONArray("tasks")).map { parseTask(it) }
+        if (tasks.isEmpty()) throw ManifestException("the manifest lists no tasks")
+        return Manifest(
+            toolVersion = o.getString("tool_version"),
+            quantization = o.getString("quantization"),
+            tasks = tasks,
+            joint = o.optJSONObject("joint")?.let { parseJoint(it) },
+            sharing = parseSharing(o.getJSONObject("sharing")),
+        )
+    }
+
+    private fun parseTask(o: JSONObject): TaskSpec {
+        val task = TaskSpec(
+            name = o.getString("name"),
+            signatureKey = o.getString("signature_key"),
+            input = parseTensor(o.getJSONObject("input")),
+            output = parseTensor(o.getJSONObject("output")),
+            labels = strings(o.getJSONArray("labels")),
+            preprocessing = parsePreprocessing(o.getJSONObject("preprocessing")),
+        )
+        // The naming rules of converters/names.py: a file that breaks them came from another tool.
+        if (task.input.name != Contract.INPUT_NAME || task.output.name != Contract.OUTPUT_NAME) {
+            throw ManifestException(
+                "task ${task.name}: signature tensors '${task.input.name}' -> '${task.output.name}', expected " +
+                    "'${Contract.INPUT_NAME}' -> '${Contract.OUTPUT_NAME}'",
+            )
+        }
+        return task
+    }
+
+    private fun parseTensor(o: JSONObject): TensorSpec =
+        TensorSpec(
+            name = o.getString("name"),
+            shape = ints(o.getJSONArray("shape")),
+            dtype = o.getString("dtype"),
+            layout = o.optString("layout").ifEmpty { null },
+            activation = o.optString("activation").ifEmpty { null },
+        )
+
+    private fun parsePreprocessing(o: JSONObject): Preprocessing =
+        Preprocessing(scale = o.getDouble("scale").toFloat(), mean = o.getDouble("mean").toFloat())
+
+    private fun parseJoint(o: JSONObject): JointSpec {
+        val joint = JointSpec(
+            signatureKey = o.getString("signature_key"),
+            input = parseTensor(o.getJSONObject("input")),
+            outputs = objects(o.getJSONArray("outputs")).map { parseJointOutput(it) },
+        )
+        if (joint.signatureKey != Contract.JOINT_KEY) {
+            throw ManifestException("joint signature '${joint.signatureKey}', expected '${Contract.JOINT_KEY}'")
+        }
+        return joint
+    }
+
+    private fun parseJointOutput(o: JSONObject): JointOutput =
+        JointOutput(
+            task = o.getString("task"),
+            name = o.getString("name"),
+            shape = ints(o.getJSONArray("shape")),
+            dtype = o.getString("dtype"),
+        )
+
+    private fun parseSharing(o: JSONObject): SharingSpec =
+        SharingSpec(
+            separateParams = o.getLong("separate_params"),
+            zippedParams = o.getLong("zipped_params"),
+            sharedParams = o.getLong("shared_params"),
+            sharedFraction = o.getDouble("shared_fraction"),
+            file = parseFileBytes(o.getJSONObject("file")),
+        )
+
+    private fun parseFileBytes(o: JSONObject): FileBytes =
+        FileBytes(weightBytes = o.getLong("weight_bytes"), sharedWeightBytes = o.getLong("shared_weight_bytes"))
+
+    private fun objects(a: JSONArray): List<JSONObject> = List(a.length()) { a.getJSONObject(it) }
+
+    private fun strings(a: JSONArray): List<String> = List(a.length()) { a.getString(it) }
+
+    private fun ints(a: JSONArray): List<Int> = List(a.length()) { a.getInt(it) }
+}

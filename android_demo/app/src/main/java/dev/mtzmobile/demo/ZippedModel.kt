@@ -1,0 +1,126 @@
+package dev.mtzmobile.demo
+
+import android.content.Context
+import com.google.ai.edge.litert.Accelerator
+import com.google.ai.edge.litert.CompiledModel
+import com.google.ai.edge.litert.TensorBuffer
+
+/**
+ * One zipped .tflite compiled once, serving every task: switching task means running another
+ * signature of the same CompiledModel, with no second load.
+ *
+ * LiteRT API used here, all from com.google.ai.edge.litert:litert 2.2.0, as read in the LiteRT
+ * sources at tag v2.2.0, litert/kotlin/src/main/kotlin/com/google/ai/edge/litert/:
+ * - Model.kt: CompiledModel.create(filePath, options) and CompiledModel.create(assetManager,
+ *   assetName, options); CompiledModel.Options(vararg Accelerator) with `var cpuOptions`;
+ *   CompiledModel.CpuOptions(numThreads, xnnPackFlags, xnnPackWeightCachePath);
+ *   createInputBuffer(inputName, signature), createOutputBuffer(outputName, signature);
+ *   run(inputs: Map<String, TensorBuffer>, outputs: Map<String, TensorBuffer>, signature);
+ *   CompiledModel is AutoCloseable (JniHandle, Common.kt).
+ * - Common.kt: enum Accelerator { NONE, CPU, GPU, NPU }.
+ * - TensorBuffer.kt: writeFloat(FloatArray), readFloat(): FloatArray, AutoCloseable.
+ * The guide https://ai.google.dev/edge/litert/next/android_kotlin shows the same calls
+ * (CompiledModel.create, CompiledModel.Options(Accelerator.CPU), writeFloat, run, readFloat).
+ *
+ * Not thread-safe: call it from one thread (MainActivity uses a single worker thread).
+ */
+class ZippedModel private constructor(
+    val file: ModelFile,
+    val manifest: Manifest,
+    private val compiled: CompiledModel,
+) : AutoCloseable {
+
+    /** One signature's buffers, created on its first run and reused. */
+    private class Buffers(val input: TensorBuffer, val outputs: Map<String, TensorBuffer>) : AutoCloseable {
+        override fun close() {
+            input.close()
+            outputs.values.forEach { it.close() }
+        }
+    }
+
+    private val buffers = HashMap<String, Buffers>()
+
+    private fun buffersFor(key: String, inputName: String, outputNames: List<String>): Buffers =
+        buffers.getOrPut(key) {
+            Buffers(
+                compiled.createInputBuffer(inputName, key),
+                outputNames.associateWith { compiled.createOutputBuffer(it, key) },
+            )
+        }
+
+    /** Runs [task]'s signature on one raw sample; returns its output (e.g. class probabilities). */
+    fun run(task: TaskSpec, raw: FloatArray): FloatArray {
+        requireFloat(task.input, task.name)
+        val b = buffersFor(task.signatureKey, task.input.name, listOf(task.output.name))
+        b.input.writeFloat(preprocess(raw, task.input, task.preprocessing))
+        compiled.run(mapOf(task.input.name to b.input), b.outputs, task.signatureKey)
+        return b.outputs.getValue(task.output.name).readFloat()
+    }
+
+    /** The joint signature's preprocessing: every task's, when they agree; else null (no joint runs). */
+    val jointPreprocessing: Preprocessing?
+        get() = manifest.tasks.map { it.preprocessing }.distinct().singleOrNull()
+
+    /** Runs the joint signature once: every task's output, keyed by task name. */
+    fun runJoint(raw: FloatArray): Map<String, FloatArray> {
+        val joint = manifest.joint ?: throw IllegalStateException("this model has no joint signature")
+        val preprocessing = jointPreprocessing
+            ?: throw IllegalStateException("the tasks preprocess their inputs differently: run them one by one")
+        requireFloat(joint.input, joint.signatureKey)
+        val b = buffersFor(joint.signatureKey, joint.input.name, joint.outputs.map { it.name })
+        b.input.writeFloat(preprocess(raw, joint.input, preprocessing))
+        compiled.run(mapOf(joint.input.name to b.input), b.outputs, joint.signatureKey)
+        return joint.outputs.associate { it.task to b.outputs.getValue(it.name).readFloat() }
+    }
+
+    override fun close() {
+        buffers.values.forEach { it.close() }
+        buffers.clear()
+        compiled.close()
+    }
+
+    companion object {
+        /**
+         * XNNPACK's in-memory weight cache (the delegate's kInMemoryCachePath, ":memory", in
+         * tflite/delegates/xnnpack/weight_cache.h). With the cache on, a weight block that several
+         * signatures use is packed once for all of them instead of once per signature.
+         */
+        const val XNNPACK_WEIGHT_CACHE = ":memory"
+
+        /** Reads the manifest from [file] and compiles the model for the CPU (XNNPACK). */
+        fun open(context: Context, file: ModelFile): ZippedModel {
+            val manifest = readManifest(file)
+            val options = CompiledModel.Options(Accelerator.CPU)
+            options.cpuOptions = CompiledModel.CpuOptions(xnnPackWeightCachePath = XNNPACK_WEIGHT_CACHE)
+            val compiled = when (val source = file.source) {
+                is ModelSource.Pushed -> CompiledModel.create(source.path, options)
+                is ModelSource.Asset -> CompiledModel.create(context.assets, source.name, options)
+            }
+            return ZippedModel(file, manifest, compiled)
+        }
+
+        /** The manifest embedded in [file] (metadata entry "mtz_manifest"). */
+        fun readManifest(file: ModelFile): Manifest {
+            val bytes = TfliteMetadata.find(file.bytes, Contract.MANIFEST_METADATA)
+                ?: throw ManifestException(
+                    "${file.description} has no '${Contract.MANIFEST_METADATA}' metadata: it was not written by " +
+                        "`mtz-mobile convert`",
+                )
+            return ManifestParser.parse(String(bytes, Charsets.UTF_8))
+        }
+
+        /** model input = (raw - mean) * scale, checked against the input's size. */
+        fun preprocess(raw: FloatArray, input: TensorSpec, p: Preprocessing): FloatArray {
+            require(raw.size == input.elementCount) {
+                "${raw.size} values for input '${input.name}' of shape ${input.shape}"
+            }
+            return FloatArray(raw.size) { (raw[it] - p.mean) * p.scale }
+        }
+
+        private fun requireFloat(input: TensorSpec, key: String) {
+            if (input.dtype != "float32") {
+                throw UnsupportedOperationException("signature $key takes ${input.dtype} input; this demo feeds float32")
+            }
+        }
+    }
+}

@@ -1,0 +1,347 @@
+"""Convolutional, residual, sparse, multi-domain and three-task zipping, on real Keras models.
+
+Most models here have random weights (and random BatchNorm statistics): exactness does not
+need training, and it keeps the tests fast. Each claim is checked against something computed
+independently: Keras' own outputs, numpy's im2col, a copy permuted by hand.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+from converters import convert_zip
+from mtz_mobile.data import TaskData
+from mtz_mobile.errors import MTZError
+from mtz_mobile.joint_model import JointModel
+from mtz_mobile.keras_io import parse_model, read_model
+from mtz_mobile.litert_runtime import make_interpreter
+from mtz_mobile.mtz_math import PairGeometry
+from mtz_mobile.network import ZippedNetwork
+from mtz_mobile.ops import NUMPY_OPS
+from mtz_mobile.pairing import select_pairs
+from mtz_mobile.reference import build_resnet
+from mtz_mobile.retrain import RetrainSettings, retrain
+from mtz_mobile.zipper import ZipConfig, zip_networks
+
+NO_RETRAIN = RetrainSettings(iterations=0)
+L = keras.layers
+
+
+def randomize(model, seed):
+    """Random weights everywhere, and BatchNorm statistics far from the identity."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if isinstance(layer, L.BatchNormalization):
+            layer.set_weights([rng.uniform(0.5, 1.5, w.shape) if n in (0, 3) else rng.uniform(-0.5, 0.5, w.shape)
+                               for n, w in enumerate(weights)])
+        elif weights:
+            layer.set_weights([rng.normal(0, 1 / np.sqrt(np.prod(w.shape[:-1]) if w.ndim > 1 else 10), w.shape)
+                               for w in weights])
+    return model
+
+
+def images(shape, n=64, seed=0):
+    return np.random.default_rng(seed).random((n,) + tuple(shape), dtype=np.float32)
+
+
+def task_data(x, classes=5, seed=0):
+    y = np.random.default_rng(seed).integers(0, classes, len(x))
+    return TaskData("npz:synthetic", x, y, x[:32], y[:32], [str(c) for c in range(classes)])
+
+
+def every_layer_cnn(seed, shape=(20, 20, 3)):
+    inp = keras.Input(shape)
+    x = L.Conv2D(6, 3, padding="same", activation="relu")(inp)
+    x = L.BatchNormalization()(L.Conv2D(7, 3, padding="same")(x))
+    x = L.ReLU()(x)
+    x = L.MaxPooling2D(2, padding="same")(x)
+    x = L.BatchNormalization()(L.Conv2D(8, 3, strides=2, padding="same")(x))
+    x = L.Activation("relu")(x)
+    x = L.Conv2D(8, 3, dilation_rate=2, padding="same", activation="relu")(x)
+    x = L.AveragePooling2D(2, padding="same")(x)
+    x = L.Flatten()(x)
+    x = L.Dense(12, activation="relu")(x)
+    return randomize(keras.Model(inp, L.Dense(5, activation="softmax")(x)), seed)
+
+
+def permute_parsed(parsed, rng):
+    """A copy with every hidden unit/channel renumbered — one permutation per residual stream."""
+    net = ZippedNetwork.from_models({"x": parsed})
+    perms = {}
+    for stream in net.streams():
+        members = sorted(stream)
+        if 0 in members or net.output in members:
+            continue
+        perm = rng.permutation(net.nodes[members[0]].groups[0].size)
+        for m in members:
+            node = parsed.nodes[m]
+            node.kernel, node.bias = node.kernel[..., perm], node.bias[perm]
+        for j in net.consumers(set(members)):
+            node = parsed.nodes[j]
+            if node.op == "conv2d":
+                node.kernel = node.kernel[:, :, perm, :]
+            else:
+                factor = net.row_factor(j)
+                node.kernel = node.kernel.reshape(factor, len(perm), -1)[:, perm, :].reshape(node.kernel.shape)
+        perms.update({m: perm for m in members})
+    return parsed, perms
+
+
+def zip_pair(a, b, data, **kw):
+    cfg = ZipConfig(retrain=kw.pop("retrain", NO_RETRAIN), calibration_samples=len(data.x_train), **kw)
+    return zip_networks({"a": a, "b": b}, {"a": data, "b": data}, cfg, progress=False)
+
+
+# ----- every layer kind -----------------------------------------------------------------------
+
+def test_parsed_graph_computes_what_keras_computes():
+    model = every_layer_cnn(1)
+    x = images((20, 20, 3))
+    net = ZippedNetwork.from_models({"a": parse_model(model)})
+    np.testing.assert_allclose(net.predict("a", x), model.predict(x, verbose=0), atol=1e-5)
+    ops = [n.op for n in net.nodes]
+    assert ops.count("conv2d") == 4 and "maxpool" in ops and "avgpool" in ops and "flatten" in ops
+    assert "activation" not in ops  # BatchNorm folded, ReLUs fused
+
+
+def test_cnn_nothing_shared_and_permuted_copy(tmp_path):
+    a_model, b_model = every_layer_cnn(1), every_layer_cnn(2)
+    x = images((20, 20, 3))
+    data = task_data(x)
+    result = zip_pair(parse_model(a_model), parse_model(b_model), data, shared=[0])
+    for task, model in (("a", a_model), ("b", b_model)):
+        np.testing.assert_allclose(result.network.predict(task, x), model.predict(x, verbose=0), atol=1e-5)
+
+    copy, perms = permute_parsed(parse_model(a_model), np.random.default_rng(7))
+    result = zip_pair(parse_model(a_model), copy, data, compensation="none")
+    expected = a_model.predict(x, verbose=0)
+    for task in ("a", "b"):
+        np.testing.assert_allclose(result.network.predict(task, x), expected, atol=1e-5)
+    for record in result.plan.layers:
+        node = next(i for i, n in enumerate(result.network.nodes) if n.name == record.name)
+        perm = perms[node]
+        assert record.n_shared == len(perm) and all(perm[j] == i for i, j, _ in record.pairs)
+
+
+def test_conv_metric_equals_dense_metric_on_im2col():
+    """The first conv's pairs and d from the zipper = exact pairing on numpy im2col Hessians."""
+    a_model, b_model = every_layer_cnn(3), every_layer_cnn(4)
+    x = images((20, 20, 3), n=40)
+    result = zip_pair(parse_model(a_model), parse_model(b_model), task_data(x), shared=["all", 0, 0, 0, 0],
+                      alpha=0.3, compensation="none")
+    conv = a_model.layers[1].get_config()
+    attrs = {"kernel_size": conv["kernel_size"], "strides": [1, 1], "padding": "same", "dilation": [1, 1]}
+    patches = NUMPY_OPS.patches(x, attrs).reshape(-1, 3 * 3 * 3).astype(np.float64)
+    x1 = np.hstack([patches, np.ones((len(patches), 1))])
+    h = x1.T @ x1 / len(x1)
+    w = [np.vstack([m.layers[1].kernel.numpy().reshape(-1, 6), m.layers[1].bias.numpy()[None]])
+         for m in (a_model, b_model)]
+    d = PairGeometry.from_hessians(0.3 * h, 0.7 * h, damping=1e-4).functional_differences(*w)
+    pairs = select_pairs(d, count=6)
+    record = result.plan.layers[0]
+    assert [(i, j) for i, j, _ in record.pairs] == pairs
+    np.testing.assert_allclose([dist for _, _, dist in record.pairs], [d[i, j] for i, j in pairs], rtol=1e-4)
+
+
+# ----- residual networks ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def resnets():
+    return randomize(build_resnet((16, 16, 3), 4, width=4), 5), randomize(build_resnet((16, 16, 3), 4, width=4), 6)
+
+
+def test_resnet_exactness(resnets):
+    a_model, b_model = resnets
+    x = images((16, 16, 3), n=48)
+    data = task_data(x, classes=4)
+    result = zip_pair(parse_model(a_model), parse_model(b_model), data, shared=[0])
+    for task, model in (("a", a_model), ("b", b_model)):
+        np.testing.assert_allclose(result.network.predict(task, x), model.predict(x, verbose=0), atol=1e-4)
+
+    copy, _ = permute_parsed(parse_model(a_model), np.random.default_rng(11))
+    result = zip_pair(parse_model(a_model), copy, data, compensation="none")
+    expected = a_model.predict(x, verbose=0)
+    for task in ("a", "b"):
+        np.testing.assert_allclose(result.network.predict(task, x), expected, atol=1e-4)
+    # the streams (stem + first stage, and each later stage with its projection) were paired once
+    assert {len(s) for s in result.network.streams() if len(s) > 1} == {2}
+    assert result.plan.params["shared"] == sum(arr.size for _, _, owners, arr in result.network.blocks()
+                                               if len(owners) == 2)
+
+
+def test_resnet_partial_sharing_blocks_equal_joint_tf_model(resnets, tmp_path):
+    a_model, b_model = resnets
+    x = images((16, 16, 3), n=32)
+    result = zip_pair(parse_model(a_model), parse_model(b_model), task_data(x, classes=4), shared=[0.5])
+    joint = JointModel(result.network)
+    for task in ("a", "b"):
+        np.testing.assert_allclose(result.network.predict(task, x), joint(task, x).numpy(), atol=1e-5)
+    # residual streams keep one grouping for every member: no gather needed at run time
+    for stream in result.network.streams():
+        layouts = {tuple((g.owners, g.size) for g in result.network.nodes[m].groups) for m in stream}
+        assert len(layouts) == 1
+
+
+def test_conv_zip_converts_and_litert_agrees(resnets, tmp_path):
+    a_model, b_model = resnets
+    x = images((16, 16, 3), n=12)
+    cfg = ZipConfig(shared=[0.5], retrain=NO_RETRAIN, calibration_samples=12)
+    data = task_data(x, classes=4)
+    a_model.save(tmp_path / "a.keras")
+    b_model.save(tmp_path / "b.keras")
+    zip_networks({"a": read_model(tmp_path / "a.keras"), "b": read_model(tmp_path / "b.keras")},
+                 {"a": data, "b": data}, cfg, tmp_path / "zip", progress=False)
+    from mtz_mobile.plan import load_zip_dir
+
+    net = load_zip_dir(tmp_path / "zip").network
+    result = convert_zip(tmp_path / "zip", tmp_path / "resnet.tflite", joint=True)
+    interpreter = make_interpreter(result.path)
+    for task in ("a", "b"):
+        runner = interpreter.get_signature_runner(task)
+        out = np.concatenate([runner(input=x[i:i + 1])["output"] for i in range(len(x))])
+        assert np.max(np.abs(out - net.predict(task, x))) <= 1e-5
+    assert result.layout.shared_weight_bytes == 4 * result.manifest["sharing"]["shared_params"]
+
+
+# ----- sparse ---------------------------------------------------------------------------------
+
+def pruned_mlp(seed, density=0.3):
+    model = randomize(keras.Sequential([keras.Input((30,)), L.Dense(24, activation="relu"),
+                                        L.Dense(16, activation="relu"), L.Dense(5, activation="softmax")]), seed)
+    for layer in model.layers:
+        k, b = layer.get_weights()
+        cut = np.quantile(np.abs(k), 1 - density)
+        layer.set_weights([np.where(np.abs(k) >= cut, k, 0.0), b])
+    return model
+
+
+def test_sparse_zip_keeps_masks():
+    a_model, b_model = pruned_mlp(1), pruned_mlp(2)
+    x = np.random.default_rng(0).random((200, 30), dtype=np.float32)
+    data = task_data(x)
+    zipped = zip_pair(parse_model(a_model), parse_model(b_model), data, sparse="auto")
+    assert zipped.plan.settings["sparse_detected"] is True
+    p = zipped.plan.params
+    assert p["nonzero_zipped"] <= p["nonzero_per_task"]["a"] + p["nonzero_per_task"]["b"]
+    # each merged unit took the mask of the partner with more connections
+    merged = [a for _, key, o, a in zipped.network.blocks() if len(o) == 2 and "/kernel/" in key]
+    assert merged and all(np.count_nonzero(m) < m.size for m in merged)
+
+    from mtz_mobile.zipper import _masks
+
+    net = zipped.network.copy()
+    before = net.arrays()
+    retrain(net, {"a": (x, data.y_train), "b": (x, data.y_train)}, {"a": 0.5, "b": 0.5},
+            RetrainSettings(iterations=15, batch_size=32, learning_rate=1e-2), seed=0, masks=_masks(net),
+            progress=False)
+    after = net.arrays()
+    moved = 0
+    for key, arr in before.items():
+        if "/kernel/" in key:
+            assert np.all(after[key][arr == 0] == 0), key   # pruned stays pruned
+            moved += np.count_nonzero(after[key] != arr)
+    assert moved > 0  # and retraining did change the live weights
+
+    retrained = zip_pair(parse_model(a_model), parse_model(b_model), data, sparse="auto",
+                         retrain=RetrainSettings(iterations=15, batch_size=32, learning_rate=1e-2))
+    p = retrained.plan.params
+    assert p["nonzero_zipped"] <= p["nonzero_per_task"]["a"] + p["nonzero_per_task"]["b"]
+
+
+# ----- different input domains ----------------------------------------------------------------
+
+def small_cnn(shape, seed):
+    return randomize(keras.Sequential([keras.Input(shape), L.Conv2D(5, 3, activation="relu"), L.MaxPooling2D(2),
+                                       L.Conv2D(6, 3, activation="relu"), L.Flatten(),
+                                       L.Dense(10, activation="relu"), L.Dense(4, activation="softmax")]), seed)
+
+
+def test_different_input_domains_are_exact_when_nothing_is_shared_and_zip_fully():
+    small, large = small_cnn((28, 28, 1), 1), small_cnn((32, 32, 3), 2)
+    xs, xl = images((28, 28, 1), 40, 1), images((32, 32, 3), 40, 2)
+    datas = {"a": task_data(xs, 4), "b": task_data(xl, 4)}
+    for shared in ([0], ["all"]):
+        cfg = ZipConfig(shared=shared, retrain=NO_RETRAIN, calibration_samples=40, compensation="none")
+        result = zip_networks({"a": parse_model(small), "b": parse_model(large)}, datas, cfg, progress=False)
+        assert result.network.input_shape == (32, 32, 3)
+        if shared == [0]:
+            np.testing.assert_allclose(result.network.predict("a", xs), small.predict(xs, verbose=0), atol=1e-5)
+            np.testing.assert_allclose(result.network.predict("b", xl), large.predict(xl, verbose=0), atol=1e-5)
+        else:
+            assert result.plan.params["shared"] > 0
+            assert np.all(np.isfinite(result.network.predict("a", xs)))
+
+
+def test_vectors_of_different_length():
+    short = randomize(keras.Sequential([keras.Input((20,)), L.Dense(8, activation="relu"), L.Dense(3)]), 1)
+    long = randomize(keras.Sequential([keras.Input((26,)), L.Dense(8, activation="relu"), L.Dense(3)]), 2)
+    xs, xl = np.random.default_rng(1).random((50, 20), np.float32), np.random.default_rng(2).random((50, 26), np.float32)
+    cfg = ZipConfig(shared=[0], retrain=NO_RETRAIN, calibration_samples=50)
+    result = zip_networks({"a": parse_model(short), "b": parse_model(long)},
+                          {"a": task_data(xs, 3), "b": task_data(xl, 3)}, cfg, progress=False)
+    np.testing.assert_allclose(result.network.predict("a", xs), short.predict(xs, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(result.network.predict("b", xl), long.predict(xl, verbose=0), atol=1e-5)
+
+
+# ----- three tasks ----------------------------------------------------------------------------
+
+def mlp(seed, classes=3):
+    return randomize(keras.Sequential([keras.Input((12,)), L.Dense(10, activation="relu"),
+                                       L.Dense(8, activation="relu"), L.Dense(classes, activation="softmax")]), seed)
+
+
+def test_three_tasks():
+    models = {t: mlp(s, c) for t, s, c in (("a", 1, 3), ("b", 2, 4), ("c", 3, 5))}
+    x = np.random.default_rng(0).random((80, 12), np.float32)
+    datas = {t: task_data(x, m.layers[-1].units) for t, m in models.items()}
+    parsed = {t: parse_model(m) for t, m in models.items()}
+    nothing = zip_networks(parsed, datas, ZipConfig(shared=[0], retrain=NO_RETRAIN, calibration_samples=80),
+                           progress=False)
+    for t, m in models.items():
+        np.testing.assert_allclose(nothing.network.predict(t, x), m.predict(x, verbose=0), atol=1e-5)
+
+    full = zip_networks(parsed, datas, ZipConfig(retrain=NO_RETRAIN, calibration_samples=80), progress=False)
+    hidden = (12 + 1) * 10 + (10 + 1) * 8
+    outputs = {t: 9 * m.layers[-1].units for t, m in models.items()}
+    p = full.plan.params
+    assert p["per_task"] == {t: hidden + outputs[t] for t in models}
+    assert p["zipped"] == hidden + sum(outputs.values())
+    assert p["saved"] == 2 * hidden and p["shared"] == hidden     # each hidden block owned by all three
+    owners = {o for _, _, o, _ in full.network.blocks() if len(o) > 1}
+    assert owners == {("a", "b", "c")}
+    joint = JointModel(full.network)
+    for t in models:
+        np.testing.assert_allclose(full.network.predict(t, x), joint(t, x).numpy(), atol=1e-5)
+    assert [r.newcomer for r in full.plan.layers] == ["b", "b", "c", "c"]
+
+    partial = zip_networks(parsed, datas, ZipConfig(shared=[0.5], retrain=NO_RETRAIN, calibration_samples=80),
+                           progress=False)
+    joint = JointModel(partial.network)
+    for t in models:
+        np.testing.assert_allclose(partial.network.predict(t, x), joint(t, x).numpy(), atol=1e-5)
+    assert partial.plan.params["saved"] == sum((len(o) - 1) * a.size for _, _, o, a in partial.network.blocks())
+
+
+# ----- bad input ------------------------------------------------------------------------------
+
+def test_mismatched_structure_unsupported_layers_and_unjoinable_inputs():
+    x = images((16, 16, 3), 8)
+    one = parse_model(randomize(build_resnet((16, 16, 3), 4, width=4, blocks=1), 1))
+    two = parse_model(randomize(build_resnet((16, 16, 3), 4, width=4, blocks=2), 2))
+    data = task_data(x, 4)
+    with pytest.raises(MTZError, match="same depth and structure"):
+        zip_pair(one, two, data)
+    depthwise = keras.Sequential([keras.Input((16, 16, 3)), L.DepthwiseConv2D(3, name="dw"), L.Flatten(), L.Dense(4)])
+    with pytest.raises(MTZError, match="'dw' \\(DepthwiseConv2D\\)"):
+        parse_model(depthwise)
+    vec = parse_model(mlp(1))
+    img = parse_model(small_cnn((28, 28, 1), 1))
+    with pytest.raises(MTZError, match="cannot be joined"):
+        zip_networks({"a": vec, "b": img}, {"a": task_data(np.zeros((4, 12), np.float32)), "b": data},
+                     ZipConfig(), progress=False)
+    gap_small = parse_model(randomize(build_resnet((16, 16, 3), 4, width=4), 1))
+    gap_large = parse_model(randomize(build_resnet((20, 20, 3), 4, width=4), 2))
+    with pytest.raises(MTZError, match="cannot be joined"):
+        zip_networks({"a": gap_small, "b": gap_large}, {"a": data, "b": task_data(images((20, 20, 3), 8), 4)},
+                     ZipConfig(), progress=False)
