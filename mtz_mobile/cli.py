@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")], default=[1, 2])
     p.add_argument("--overwrite", action="store_true")
 
-    p = sub.add_parser("zip", help="zip two trained .keras models (Algorithm 1 + light retraining)")
+    p = sub.add_parser("zip", help="zip two or more trained .keras models (Algorithm 1 + light retraining)")
     p.add_argument("models", nargs="+", help="the trained .keras models")
     p.add_argument("--out", required=True, help="output directory (plan.json, weights.npz, sources/)")
     p.add_argument("--names", type=lambda s: s.split(","), help="task names, comma-separated (default: file stems)")
@@ -60,14 +60,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shared", type=_sharing_list, default=["all"],
                    help="units to share per hidden layer: all, a count or a fraction, one value or one per layer")
     p.add_argument("--threshold", type=_float_list, help="share the pairs with d < ε instead (one ε or one per layer)")
+    p.add_argument("--max-error-increase", type=float, metavar="PP",
+                   help="adaptive: per layer, the largest sharing whose validation error (after light retraining) "
+                        "rises at most PP percentage points for every task")
+    p.add_argument("--validation-samples", type=int, default=5000,
+                   help="test images held out for the adaptive search (evaluate reports on the rest)")
     p.add_argument("--alpha", type=float, default=0.5, help="weight of task A in Hessians and loss (0 < α < 1)")
+    p.add_argument("--task-weights", type=_float_list, help="with three or more tasks: one weight per task")
     p.add_argument("--damping", type=float, default=1e-4, help="λ relative to mean(diag(H_A + H_B))")
     p.add_argument("--method", choices=["mtz", "random"], default="mtz",
                    help="mtz: Hessian metric and optimal merge; random: the paper's baseline")
     p.add_argument("--pairing", choices=["exact", "greedy"], default="exact")
     p.add_argument("--compensation", choices=["next-layer", "none"], default="next-layer",
                    help="refit each task's next layer by least squares after a merge (none = the paper's method)")
-    p.add_argument("--calibration-samples", type=int, default=10000)
+    p.add_argument("--calibration-samples", type=int, default=10000, help="training images per task for the Hessians")
+    p.add_argument("--max-instances", type=int, default=500_000,
+                   help="cap on Hessian instances per task and layer (a conv layer has one per output position)")
+    p.add_argument("--sparse", choices=["auto", "on", "off"], default="auto",
+                   help="treat zero weights as pruned connections (auto: when at least 25%% of the weights are zero)")
     p.add_argument("--retrain-iterations", type=int, default=100, help="joint steps after each zipped layer")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--learning-rate", type=float, default=1e-4)
@@ -111,6 +121,8 @@ def _zip(args) -> int:
         resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
         shared=args.shared, threshold=args.threshold, alpha=args.alpha, damping=args.damping, method=args.method,
         pairing=args.pairing, compensation=args.compensation, calibration_samples=args.calibration_samples,
+        max_error_increase=args.max_error_increase, validation_samples=args.validation_samples,
+        task_weights=args.task_weights, max_instances=args.max_instances, sparse=args.sparse,
         seed=args.seed, retrain_iterations=args.retrain_iterations, retrain_batch_size=args.batch_size,
         retrain_learning_rate=args.learning_rate, retrain_strategy=args.strategy)
     p = result.plan.params

@@ -52,6 +52,9 @@ class TaskData:
 
     def split_validation(self, n_val: int, seed: int = 0) -> tuple["TaskData", tuple[np.ndarray, np.ndarray]]:
         """Hold ``n_val`` test images out for validation; returns (data with the rest as test, (x_val, y_val))."""
+        if not 0 < n_val < len(self.x_test):
+            raise MTZError(f"cannot hold {n_val} of {len(self.x_test)} test images out for validation: "
+                           "choose fewer validation samples")
         order = np.random.default_rng(seed).permutation(len(self.x_test))
         val, rest = order[:n_val], order[n_val:]
         reduced = TaskData(self.spec, self.x_train, self.y_train, self.x_test[rest], self.y_test[rest],

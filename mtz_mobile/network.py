@@ -366,11 +366,13 @@ class ZippedNetwork:
         parts = [values[g] for g, grp in enumerate(self.groups(i)) if task in grp.owners]
         return parts[0] if len(parts) == 1 else ops.concat(parts)
 
-    def predict(self, task: str, x: np.ndarray, batch: int = 2048, preactivation: bool = False) -> np.ndarray:
+    def predict(self, task: str, x: np.ndarray, batch: int = 2048, preactivation: bool = False,
+                ops=None) -> np.ndarray:
+        """The task's outputs for ``x``, in batches (numpy ops unless ``ops`` says otherwise)."""
         outs = []
         for s in range(0, len(x), batch):
-            values = self.forward(task, x[s:s + batch], preactivation=preactivation)
-            outs.append(self.task_view(self.output, values[-1], task))
+            values = self.forward(task, x[s:s + batch], ops=ops, preactivation=preactivation)
+            outs.append(np.asarray(self.task_view(self.output, values[-1], task, ops=ops)))
         return np.concatenate(outs)
 
     def original_unit_order(self, i: int, task: str) -> np.ndarray:

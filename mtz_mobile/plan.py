@@ -56,6 +56,7 @@ class LayerRecord:
     retrain: dict
     seconds: float
     shared_params: int
+    search: dict | None = None   # adaptive zipping: the counts tried and their validation errors
 
 
 @dataclass

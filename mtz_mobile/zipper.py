@@ -66,6 +66,8 @@ class ZipConfig:
     calibration_samples: int = 10000
     max_instances: int = 500_000
     sparse: str = "auto"
+    max_error_increase: float | None = None   # adaptive: per-task validation budget in percentage points
+    validation_samples: int = 5000            # held out of each task's test set for the adaptive search
     retrain: RetrainSettings = field(default_factory=RetrainSettings)
     seed: int = 0
 
@@ -103,6 +105,13 @@ class ZipConfig:
                            f"got {len(per_layer)}")
         if self.threshold is not None and self.method == "random":
             raise MTZError("random sharing needs a count, not a threshold: use --shared")
+        if self.max_error_increase is not None:
+            if self.max_error_increase < 0:
+                raise MTZError(f"max error increase must be >= 0 pp, got {self.max_error_increase}")
+            if self.threshold is not None:
+                raise MTZError("give either --threshold or --max-error-increase, not both")
+            if self.validation_samples <= 0:
+                raise MTZError("the adaptive search needs validation samples: raise --validation-samples")
 
     def layer_value(self, k: int):
         per_layer = self.threshold if self.threshold is not None else self.shared
@@ -308,8 +317,10 @@ def _sparse_mask(w_joint: np.ndarray, w_new: np.ndarray) -> np.ndarray:
 
 
 def zip_node(net: ZippedNetwork, original: ZippedNetwork, calib: Calibration, i: int, k: int, existing: list[str],
-             c: str, data: dict[str, TaskData], config: ZipConfig, sparse: bool, progress: bool) -> LayerRecord:
-    """Zip newcomer c's units of weight node i into the joint network's (k: hidden layer number)."""
+             c: str, data: dict[str, TaskData], config: ZipConfig, sparse: bool, progress: bool,
+             count: int | None = None) -> LayerRecord:
+    """Zip newcomer c's units of weight node i into the joint network's (k: hidden layer number;
+    ``count`` overrides the configured number of shared units)."""
     t0 = time.perf_counter()
     node = net.nodes[i]
     weights = config.weights(net.tasks)
@@ -327,14 +338,14 @@ def zip_node(net: ZippedNetwork, original: ZippedNetwork, calib: Calibration, i:
         n_joint = sum(node.groups[s.group].size for s in sides)
         n_new = node.groups[g_c[0][0]].size
         offsets = np.cumsum([0] + [node.groups[s.group].size for s in sides])
-        value = config.layer_value(k)
+        value = config.layer_value(k) if count is None else count
         if config.method == "random":
             flat = random_pairs(n_joint, n_new, shared_count(value, n_joint, n_new, node.name), rng)
             d = None
         else:
             comparisons = [s.geometry.compare(s.w_joint, s.w_new) for s in sides]
             d = np.vstack([cmp.d for cmp in comparisons])
-            if config.threshold is not None:
+            if config.threshold is not None and count is None:
                 flat = select_pairs(d, threshold=float(value), method=config.pairing)
             else:
                 flat = select_pairs(d, count=shared_count(value, n_joint, n_new, node.name), method=config.pairing)
@@ -591,11 +602,23 @@ def zip_networks(models: dict[str, ParsedModel], data: dict[str, TaskData], conf
         for t in tasks:
             _copy_source(Path(models[t].path), partial / "sources" / f"{t}.keras")
 
+    validation = None
+    if config.max_error_increase is not None:
+        data = dict(data)  # the caller's data stays whole; the search's validation images leave the test set
+        validation = {}
+        for t in tasks:
+            data[t], validation[t] = data[t].split_validation(config.validation_samples, seed=config.seed)
     try:
         calib = Calibration(net, data, config)
         for step in range(start, len(steps)):
             n, k, i = steps[step]
-            record = zip_node(net, original, calib, i, k, tasks[:n], tasks[n], data, config, sparse, progress)
+            node = net.nodes[i]
+            pending = any(tasks[n] in g.owners and len(g.owners) > 1 for g in node.groups)
+            if validation is not None and not pending:
+                record, net = adaptive_step(net, original, calib, i, k, tasks[:n], tasks[n], data, validation,
+                                            config, sparse, progress)
+            else:
+                record = zip_node(net, original, calib, i, k, tasks[:n], tasks[n], data, config, sparse, progress)
             plan.layers.append(record)
             if checkpoint is not None:
                 checkpoint.save(plan, net, config, step + 1)
@@ -614,6 +637,60 @@ def zip_networks(models: dict[str, ParsedModel], data: dict[str, TaskData], conf
         checkpoint.remove()
         publish_dir(partial, out, overwrite)
     return ZipResult(plan, net, original)
+
+
+def validation_errors(net: ZippedNetwork, tasks: list[str], validation: dict, ops) -> dict[str, float]:
+    return {t: float(np.mean(np.argmax(net.predict(t, validation[t][0], ops=ops), 1) != validation[t][1]))
+            for t in tasks}
+
+
+def adaptive_step(net, original, calib, i, k, existing, c, data, validation, config, sparse, progress):
+    """The largest shared count on a grid of N/8 steps whose validation error, after light
+    retraining, stays within the budget for every task; found by bisection (assuming more
+    sharing never helps accuracy). Returns the record (with the search) and the chosen network."""
+    node = net.nodes[i]
+    active = existing + [c]
+    n_joint = sum(g.size for g in node.groups if set(g.owners) <= set(existing))
+    n_new = sum(g.size for g in node.groups if g.owners == (c,))
+    top = min(n_joint, n_new)
+    grid = sorted({int(round(top * q / 8)) for q in range(9)})
+    base = validation_errors(original, active, validation, calib.ops)
+    budget = config.max_error_increase / 100.0
+    trials: dict[int, tuple] = {}
+
+    def trial(idx):
+        if idx not in trials:
+            candidate = net.copy()
+            record = zip_node(candidate, original, calib, i, k, existing, c, data, config, sparse, progress,
+                              count=grid[idx])
+            errors = validation_errors(candidate, active, validation, calib.ops)
+            ok = all(errors[t] - base[t] <= budget for t in active)
+            trials[idx] = (ok, candidate, record, errors)
+            if progress:
+                print(f"  {node.name}: {grid[idx]} of {top} shared -> validation error increase "
+                      + ", ".join(f"{t} {100 * (errors[t] - base[t]):+.2f} pp" for t in active)
+                      + (" ok" if ok else " over budget"), flush=True)
+        return trials[idx][0]
+
+    lo, hi = 0, len(grid) - 1
+    if not trial(hi):
+        hi -= 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if trial(mid):
+                lo = mid
+            else:
+                hi = mid - 1
+        trial(lo)  # nothing shared may still be over budget: it is the best there is
+    else:
+        lo = hi
+    ok, chosen, record, errors = trials[lo]
+    record.search = {"grid": grid, "budget_pp": config.max_error_increase,
+                     "baseline_errors": base,
+                     "trials": [{"count": grid[j], "errors": trials[j][3], "within_budget": trials[j][0]}
+                                for j in sorted(trials)],
+                     "chosen": grid[lo], "within_budget": ok}
+    return record, chosen
 
 
 def _copy_source(src: Path, dst: Path) -> None:
