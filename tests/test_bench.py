@@ -36,7 +36,10 @@ def check_host_report(report: dict, out: Path, tasks=("a", "b")):
     stages = [(m["variant"], m["stage"], m["task"]) for m in mem["measurements"]]
     assert stages == [("zipped", "load", None), ("zipped", "task", "a"), ("zipped", "task", "b"),
                       ("zipped", "all_tasks", None), ("zipped", "joint", "all"), ("baselines", "load", None),
-                      ("baselines", "task", "a"), ("baselines", "task", "b"), ("baselines", "all_tasks", None)]
+                      ("baselines", "task", "a"), ("baselines", "task", "b"), ("baselines", "all_tasks", None),
+                      ("single", "task", "a"), ("single", "task", "b")]
+    one = {q["metric"]: q for q in mem["versus_one_original"]}
+    assert one["VmRSS"]["zipped_all_tasks"] > 0 and one["VmRSS"]["one_original"] > 0 and one["VmRSS"]["ratio"] > 0
     for m in mem["measurements"]:
         for key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
             assert m["after"][key] > 0 and m["before"][key] > 0

@@ -205,6 +205,9 @@ def _memory_plan(model: dict, baselines: list[dict]) -> list[tuple[str, str, str
         for t in tasks:
             plan.append(("baselines", "task", t, files, [[index[t], t]]))
         plan.append(("baselines", "all_tasks", None, files, [[index[t], t] for t in tasks]))
+        # each original alone, serving its task: what one of today's separate deployments costs
+        for t in tasks:
+            plan.append(("single", "task", t, [baselines[index[t]]["path"]], [[0, t]]))
     return plan
 
 
@@ -226,6 +229,24 @@ def memory_ratios(measurements: list[dict]) -> list[dict]:
             out.append({"stage": stage, "task": task, "metric": metric, "zipped": zv, "baselines": bv,
                         "ratio": ratio(zv, bv) if bv > 0 else None, "zipped_delta": zd, "baselines_delta": bd,
                         "ratio_delta": ratio(zd, bd) if bd > 0 else None})
+    return out
+
+
+def versus_one_original(measurements: list[dict]) -> list[dict]:
+    """The zipped file serving every task against the largest single original serving its own."""
+    zipped = next((m for m in measurements if m["variant"] == "zipped" and m["stage"] == "all_tasks"), None)
+    singles = [m for m in measurements if m["variant"] == "single"]
+    if zipped is None or not singles:
+        return []
+    out = []
+    for metric in MEMORY_METRICS:
+        largest = max(singles, key=lambda m: m["after"].get(metric, 0))
+        zv, sv = zipped["after"].get(metric, 0), largest["after"].get(metric, 0)
+        zd = zv - zipped["before"].get(metric, 0)
+        sd = sv - largest["before"].get(metric, 0)
+        out.append({"metric": metric, "zipped_all_tasks": zv, "one_original": sv, "original_task": largest["task"],
+                    "ratio": ratio(zv, sv) if sv > 0 else None, "zipped_delta": zd, "one_original_delta": sd,
+                    "ratio_delta": ratio(zd, sd) if sd > 0 else None})
     return out
 
 
@@ -305,7 +326,8 @@ def bench_host(model_path, baselines=(), settings: HostSettings | None = None, o
                              "load_seconds": r["load_seconds"], "benchmark_model": None})
     report["memory"] = {"method": "fresh process per measurement, /proc/self/status (kB); 'before' is taken "
                                   "after the runtime is imported and set up, before any model is loaded",
-                        "units": "kB", "measurements": measurements, "ratios": memory_ratios(measurements)}
+                        "units": "kB", "measurements": measurements, "ratios": memory_ratios(measurements),
+                        "versus_one_original": versus_one_original(measurements)}
 
     bar.step("latency: zipped and baselines interleaved")
     keys = model["tasks"] + ([model["joint_key"]] if model["joint_key"] else [])

@@ -151,6 +151,15 @@ def render_markdown(r: dict) -> str:
                          _kb(q["zipped_delta"]), _kb(q["baselines_delta"]), _x(q["ratio_delta"])])
         if rows:
             out += _table(["stage", "metric", "zipped", "baselines", "ratio", "zipped Δ", "baselines Δ", "ratio Δ"], rows)
+        rows = [[q["metric"], _kb(q["zipped_all_tasks"]), _kb(q["one_original"]), q["original_task"], _x(q["ratio"]),
+                 _kb(q["zipped_delta"]), _kb(q["one_original_delta"]), _x(q["ratio_delta"])]
+                for q in mem.get("versus_one_original", []) if q["zipped_all_tasks"] or q["one_original"]]
+        if rows:
+            out.append("The zipped file serving every task vs ONE original model serving its own task (the "
+                       "largest of them), each in its own fresh process:")
+            out.append("")
+            out += _table(["metric", "zipped, all tasks", "one original", "its task", "ratio", "zipped Δ",
+                           "original Δ", "ratio Δ"], rows)
         rows = []
         for m in mem["measurements"]:
             a, b = m["after"], m["before"]
