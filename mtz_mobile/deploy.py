@@ -91,6 +91,7 @@ def deploy(models: list[str | os.PathLike], out_dir: str | os.PathLike, data="fa
 
     from . import api
     from .bench import bench_host
+    from .keras_io import sha256_of
     from .plan import load_zip_dir
 
     out = Path(out_dir)
@@ -106,18 +107,22 @@ def deploy(models: list[str | os.PathLike], out_dir: str | os.PathLike, data="fa
     bar = Progress(3 + int(bench) + int(push), enabled=progress, label="deploy")
     stages = {}
 
+    stale = False
     if _zip_complete(zip_dir):
-        saved = [t.name for t in load_zip_dir(zip_dir).plan.tasks]
-        if saved != tasks:
-            raise MTZError(f"{zip_dir} holds tasks {', '.join(saved)}, not {', '.join(tasks)}: use another --out "
-                           "or delete it")
+        saved = load_zip_dir(zip_dir).plan.tasks
+        if [t.name for t in saved] != tasks:
+            raise MTZError(f"{zip_dir} holds tasks {', '.join(t.name for t in saved)}, not {', '.join(tasks)}: "
+                           "use another --out or delete it")
+        # the same task names from other model files (e.g. retrained references): zip again
+        stale = [t.sha256 for t in saved] != [sha256_of(m) for m in models]
+    if _zip_complete(zip_dir) and not stale:
         bar.step("zip: complete, skipped")
         stages["zip"] = "skipped"
     else:
         partial = zip_dir.with_name(zip_dir.name + ".partial")
-        bar.step("zip: resuming" if partial.exists() else "zip")
+        bar.step("zip: models changed, zipping again" if stale else "zip: resuming" if partial.exists() else "zip")
         api.zip_models(models, out_dir=zip_dir, data=data, names=names, data_dir=data_dir,
-                       resume=partial.exists(), progress=progress, **zip_options)
+                       resume=partial.exists() and not stale, overwrite=stale, progress=progress, **zip_options)
         stages["zip"] = "done"
 
     if stages["zip"] == "skipped" and _convert_complete(model, zip_dir, tasks):

@@ -8,6 +8,7 @@ zip time / unavoidable time; medians over --repeats runs.
 
     python tools/bench_zip.py                       # N ∈ {300, 1024, 4096}, d ∈ {785, 4609}
     python tools/bench_zip.py --units 300 --inputs 785 --repeats 5
+    python tools/bench_zip.py --units --vgg-images 500 --repeats 1   # one VGG-16-sized conv layer
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtz_mobile.mtz_math import PairGeometry, layer_hessian  # noqa: E402
+from mtz_mobile.mtz_math import HessianAccumulator, PairGeometry, layer_hessian  # noqa: E402
 from mtz_mobile.pairing import select_pairs  # noqa: E402
 
 
@@ -56,15 +57,58 @@ def one_run(n_units: int, d: int, n: int, rng: np.random.Generator) -> dict:
     return row
 
 
+def vgg_layer(images: int, repeats: int, rng: np.random.Generator) -> None:
+    """One VGG-16-sized convolution (512 kernels of 3×3×512, on 14×14 maps as in conv5): the
+    Hessians from im2col patches (every output position of every image is an instance), metric,
+    exact pairing of all 512 kernels and merge — what zipping that layer costs, retraining aside."""
+    from mtz_mobile.ops import TFOps
+
+    ops = TFOps()
+    attrs = {"kernel_size": [3, 3], "strides": [1, 1], "padding": "same", "dilation": [1, 1]}
+    rows = []
+    for _ in range(repeats):
+        w_a = rng.standard_normal((4609, 512)) / 48
+        w_b = w_a[:, rng.permutation(512)] + 0.01 * rng.standard_normal((4609, 512))
+        t = {}
+        t0 = time.perf_counter()
+        hs = []
+        for task in range(2):
+            acc = HessianAccumulator(4608)
+            for s in range(0, images, 50):
+                maps = np.maximum(rng.standard_normal((min(50, images - s), 14, 14, 512), dtype=np.float32), 0)
+                acc.update(np.asarray(ops.patches(maps, attrs)).reshape(-1, 4608))
+            hs.append(acc.hessian(0.5))
+        t["hessians"] = time.perf_counter() - t0
+        geom, t["factor"] = timed(lambda: PairGeometry.from_hessians(*hs))
+        cmp, t["metric"] = timed(lambda: geom.compare(w_a, w_b))
+        pairs, t["pairing"] = timed(lambda: select_pairs(cmp.d, count=512, method="exact"))
+        _, t["merge"] = timed(lambda: cmp.merged(pairs))
+        t["total"] = sum(t.values())
+        rows.append(t)
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    print(f"\nVGG-16-sized conv layer, 512 kernels of 3×3×512 on 14×14 maps, {images} images per task "
+          f"({images * 196:,} instances), median of {repeats}:")
+    print("| total s | Hessians (im2col + XᵀX) s | factor s | metric s | pairing s | merge s |")
+    print("|---|---|---|---|---|---|")
+    print(f"| {med['total']:.1f} | {med['hessians']:.1f} | {med['factor']:.2f} | {med['metric']:.2f} | "
+          f"{med['pairing']:.2f} | {med['merge']:.2f} |", flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--units", type=int, nargs="+", default=[300, 1024, 4096])
+    parser.add_argument("--units", type=int, nargs="*", default=[300, 1024, 4096])
     parser.add_argument("--inputs", type=int, nargs="+", default=[785, 4609], help="d, counting the bias unit")
     parser.add_argument("--samples", type=int, default=10000, help="calibration samples n per task")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--vgg-images", type=int, default=0,
+                        help="also time one VGG-16-sized conv layer zip with this many calibration images per task")
     args = parser.parse_args(argv)
+    if args.vgg_images:
+        vgg_layer(args.vgg_images, args.repeats, np.random.default_rng(args.seed))
+        if not args.units:
+            return 0
 
     rng = np.random.default_rng(args.seed)
     rows = []
