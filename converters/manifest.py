@@ -8,6 +8,7 @@ from pathlib import Path
 from mtz_mobile import __version__
 from mtz_mobile.errors import MTZError
 from mtz_mobile.plan import Plan
+from mtz_mobile.schemas import validate_json
 
 from .flatbuffer import TYPE_NAMES, get_metadata, signature_subgraphs
 from .names import JOINT_KEY, MANIFEST_METADATA
@@ -79,13 +80,7 @@ def build_manifest(plan: Plan, model, report: LayoutReport, quantization: str) -
 
 
 def validate_manifest(manifest: dict) -> None:
-    import jsonschema
-
-    try:
-        jsonschema.validate(manifest, load_schema())
-    except jsonschema.ValidationError as exc:
-        path = "/".join(map(str, exc.absolute_path)) or "(root)"
-        raise MTZError(f"manifest field {path} is invalid: {exc.message}") from None
+    validate_json(manifest, load_schema(), "manifest")
 
 
 def read_manifest(model) -> dict | None:

@@ -68,7 +68,7 @@ def _convert_complete(model: Path, zip_dir: Path, tasks: list[str]) -> bool:
 
 
 def _bench_complete(bench_dir: Path, model: Path) -> bool:
-    from .bench.common import sha256_file
+    from .keras_io import sha256_of
     from .bench.report import read_report
 
     if not (bench_dir / "report.json").is_file():
@@ -77,7 +77,7 @@ def _bench_complete(bench_dir: Path, model: Path) -> bool:
         report = read_report(bench_dir / "report.json")
     except MTZError:
         return False
-    return report["model"]["sha256"] == sha256_file(model) and all(
+    return report["model"]["sha256"] == sha256_of(model) and all(
         (bench_dir / name).is_file() for name in [report["files"]["markdown"]] + report["files"]["charts"])
 
 

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 
 from converters.names import APP_PACKAGE, DEVICE_MODEL_NAME  # noqa: F401 (re-exported for callers)
 
-from .bench.common import sha256_file
+from .keras_io import sha256_of
 from .errors import MTZError
 
 DEVICE_TMP = "/data/local/tmp"
@@ -245,7 +245,7 @@ def push_file(adb: Adb, local: str | os.PathLike, remote: str, mode: str | None 
     local = Path(local)
     if not local.is_file():
         raise MTZError(f"{local} not found: give an existing file")
-    digest, size = sha256_file(local), local.stat().st_size
+    digest, size = sha256_of(local), local.stat().st_size
     if skip_if_same and adb.sha256(remote) == digest:
         return PushResult(str(local), remote, digest, size, skipped=True)
     parent = str(PurePosixPath(remote).parent)
@@ -273,7 +273,7 @@ def push_to_app(adb: Adb, local: str | os.PathLike, package: str, name: str = DE
     local = Path(local)
     if not local.is_file():
         raise MTZError(f"{local} not found: give an existing file")
-    digest, size = sha256_file(local), local.stat().st_size
+    digest, size = sha256_of(local), local.stat().st_size
     final, part = f"files/{name}", f"files/{name}.part"
     if skip_if_same:
         try:

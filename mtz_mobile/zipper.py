@@ -254,29 +254,44 @@ class _Side:
     w_new: np.ndarray
 
 
-def _sides(net, calib, i, existing, c, weights, config, rng, groups_j, g_c) -> list[_Side]:
+class _LayerHessians:
+    """Each task's Hessian over node i's inputs shared with newcomer c, computed once per step;
+    sliced to the inputs a group of owners shares (rows of the other groups dropped)."""
+
+    def __init__(self, net, calib, i, existing, c, weights, damping, rng):
+        self.net, self.calib, self.i, self.c, self.weights, self.damping, self.rng = \
+            net, calib, i, c, weights, damping, rng
+        ins = net.input_groups(i)
+        self.ins = ins
+        self.shared_with_c = [gi for gi, grp in enumerate(ins) if c in grp.owners and set(grp.owners) & set(existing)]
+        self.full: dict[str, tuple[list[int], np.ndarray]] = {}
+
+    def inputs_shared_by(self, owners) -> list[int]:
+        return [gi for gi in self.shared_with_c if set(owners) | {self.c} <= set(self.ins[gi].owners)]
+
+    def task(self, t: str, inputs: list[int]) -> np.ndarray:
+        if t not in self.full:
+            have = [gi for gi in self.shared_with_c if t in self.ins[gi].owners]
+            self.full[t] = (have, task_hessian(self.net, self.calib, self.i, t, have, self.rng))
+        have, full = self.full[t]
+        sel = _row_selection(self.net, self.i, have, inputs)
+        return full[np.ix_(sel, sel)]
+
+    def geometry(self, joint_owners, inputs: list[int]) -> PairGeometry:
+        """H_J = Σ_{t ∈ joint owners} w_t H_t (the units' present owners) against H_c = w_c H_c."""
+        h_joint = sum(self.weights[t] * self.task(t, inputs) for t in joint_owners)
+        return PairGeometry.from_hessians(h_joint, self.weights[self.c] * self.task(self.c, inputs), self.damping)
+
+
+def _sides(net, hessians: _LayerHessians, i, c, config, groups_j, g_c) -> list[_Side]:
     node = net.nodes[i]
-    ins = net.input_groups(i)
-    shared_with_c = [gi for gi, grp in enumerate(ins) if c in grp.owners and set(grp.owners) & set(existing)]
-    hess = {}
     sides = []
     for g in groups_j:
         owners = node.groups[g].owners
-        inputs = [gi for gi in shared_with_c if set(owners) | {c} <= set(ins[gi].owners)]
+        inputs = hessians.inputs_shared_by(owners)
         w_joint = _blocks_over(net, i, g, owners, inputs)
         w_new = _blocks_over(net, i, g_c[0], g_c[1], inputs)
-        geometry = None
-        if config.method == "mtz":
-            def h(t):
-                have = [gi for gi in shared_with_c if t in ins[gi].owners]
-                if t not in hess:
-                    hess[t] = (have, task_hessian(net, calib, i, t, have, rng))
-                have, full = hess[t]
-                sel = _row_selection(net, i, have, inputs)
-                return full[np.ix_(sel, sel)]
-            h_joint = sum(weights[t] * h(t) for t in owners)
-            h_new = weights[c] * h(c)
-            geometry = PairGeometry.from_hessians(h_joint, h_new, config.damping)
+        geometry = hessians.geometry(owners, inputs) if config.method == "mtz" else None
         sides.append(_Side(g, owners, inputs, geometry, w_joint, w_new))
     return sides
 
@@ -328,13 +343,14 @@ def zip_node(net: ZippedNetwork, original: ZippedNetwork, calib: Calibration, i:
     g_c = [(g, grp.owners) for g, grp in enumerate(node.groups) if grp.owners == (c,)]
     pending = [g for g, grp in enumerate(node.groups)
                if c in grp.owners and len(grp.owners) > 1 and (g, (c,)) in node.biases]
+    hessians = _LayerHessians(net, calib, i, existing, c, weights, config.damping, rng)
     if pending:
-        pairs = _merge_pending(net, calib, i, existing, c, weights, config, rng, pending, sparse)
+        pairs = _merge_pending(net, hessians, i, c, config, rng, pending, sparse)
     else:
         if not g_c:
             raise MTZError(f"internal: {node.name} has no unzipped group of task {c}")
         groups_j = [g for g, grp in enumerate(node.groups) if set(grp.owners) <= set(existing)]
-        sides = _sides(net, calib, i, existing, c, weights, config, rng, groups_j, g_c[0])
+        sides = _sides(net, hessians, i, c, config, groups_j, g_c[0])
         n_joint = sum(node.groups[s.group].size for s in sides)
         n_new = node.groups[g_c[0][0]].size
         offsets = np.cumsum([0] + [node.groups[s.group].size for s in sides])
@@ -398,32 +414,21 @@ def zip_node(net: ZippedNetwork, original: ZippedNetwork, calib: Calibration, i:
                        retrain=stats, seconds=time.perf_counter() - t0, shared_params=int(shared_params))
 
 
-def _merge_pending(net, calib, i, existing, c, weights, config, rng, pending, sparse) -> list:
+def _merge_pending(net, hessians: _LayerHessians, i, c, config, rng, pending, sparse) -> list:
     """Merge the groups a stream's first member paired for this node (same pairs, own Hessians)."""
     node = net.nodes[i]
-    ins = net.input_groups(i)
-    shared_with_c = [gi for gi, grp in enumerate(ins) if c in grp.owners and set(grp.owners) & set(existing)]
-    hess = {}
     pairs = []
     for go in pending:
         owners = node.groups[go].owners
         joint_owners = tuple(t for t in owners if t != c)
-        inputs = [gi for gi in shared_with_c if set(owners) <= set(ins[gi].owners)]
+        inputs = hessians.inputs_shared_by(joint_owners)
         wj = _blocks_over(net, i, go, joint_owners, inputs)
         wc = _blocks_over(net, i, go, (c,), inputs)
         d = None
         if config.method == "random":
             merged = random_merge(wj, wc, rng)
         else:
-            def h(t):
-                have = [gi for gi in shared_with_c if t in ins[gi].owners]
-                if t not in hess:
-                    hess[t] = (have, task_hessian(net, calib, i, t, have, rng))
-                have, full = hess[t]
-                sel = _row_selection(net, i, have, inputs)
-                return full[np.ix_(sel, sel)]
-            geometry = PairGeometry.from_hessians(sum(weights[t] * h(t) for t in joint_owners),
-                                                  weights[c] * h(c), config.damping)
+            geometry = hessians.geometry(joint_owners, inputs)
             merged = geometry.merged_weights(wj, wc)
             delta = wj - wc
             d = 0.5 * np.einsum("ki,ki->i", delta, geometry.m @ delta)

@@ -21,7 +21,9 @@ from pathlib import Path
 
 from mtz_mobile.errors import MTZError
 
-from .common import Progress, sha256_file
+from mtz_mobile.keras_io import sha256_of
+
+from .common import Progress
 from .host import describe_model, latency_ratios, match_baselines, ratio, storage_figures
 
 DEVICE_DIR = "/data/local/tmp/mtz"
@@ -178,7 +180,7 @@ def bench_android(model_path, baselines=(), serial: str | None = None, benchmark
                 "xnnpack_cache_path": ":memory" if "on" in caches else None,
                 "xnnpack_cache_chosen_by": "user" if caches != ("off", "on") else "default",
                 "switch_steps": None}
-    environment = dict(info, benchmark_binary={"path": str(binary), "sha256": sha256_file(binary),
+    environment = dict(info, benchmark_binary={"path": str(binary), "sha256": sha256_of(binary),
                                                "device_path": device_binary})
     report = new_report("android", settings, environment, model, base)
     report["storage"] = storage_figures(model, base)

@@ -19,7 +19,9 @@ import numpy as np
 
 from mtz_mobile.errors import MTZError
 
-from .common import Progress, sha256_file
+from mtz_mobile.keras_io import sha256_of
+
+from .common import Progress
 from .probe import MARKER
 
 RUNTIMES = ("interpreter", "compiled")
@@ -109,7 +111,7 @@ def describe_model(path: str | os.PathLike) -> dict:
     missing = [k for k in tasks + ([joint] if joint else []) if k not in signatures]
     if missing:
         raise MTZError(f"{path}'s manifest names signature(s) {', '.join(missing)} the file lacks: convert it again")
-    return {"path": str(path), "file_bytes": path.stat().st_size, "sha256": sha256_file(path),
+    return {"path": str(path), "file_bytes": path.stat().st_size, "sha256": sha256_of(path),
             "signatures": signatures, "tasks": tasks, "joint_key": joint, "unique_weight_bytes": weight_bytes,
             "weight_bytes_source": source, "inspected_weight_bytes": inspected, "has_manifest": manifest is not None}
 

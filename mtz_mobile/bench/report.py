@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from mtz_mobile.errors import MTZError
+from mtz_mobile.schemas import validate_json
 
 from .common import write_atomic
 
@@ -33,13 +34,7 @@ def new_report(mode: str, settings: dict, environment: dict, model: dict, baseli
 
 
 def validate_report(report: dict) -> None:
-    import jsonschema
-
-    try:
-        jsonschema.validate(report, load_schema())
-    except jsonschema.ValidationError as exc:
-        path = "/".join(map(str, exc.absolute_path)) or "(root)"
-        raise MTZError(f"bench report field {path} is invalid: {exc.message}") from None
+    validate_json(report, load_schema(), "bench report")
 
 
 def read_report(path) -> dict:
