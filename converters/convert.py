@@ -11,6 +11,7 @@ import numpy as np
 
 from mtz_mobile.data import TaskData, load_task_data
 from mtz_mobile.errors import MTZError
+from mtz_mobile.fileio import write_atomic
 from mtz_mobile.plan import ZipDir, load_zip_dir
 
 from . import flatbuffer as fb
@@ -77,13 +78,6 @@ def _convert_saved_model(module, signatures: dict, mode: str, representative) ->
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=list(signatures))
         _apply_quantization(converter, mode, representative)
         return converter.convert()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def representative_data(zipdir: ZipDir, datas: dict[str, TaskData] | None, data_dir, n: int, seed: int = 0):

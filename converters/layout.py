@@ -159,7 +159,7 @@ def prove_layout(model, file_bytes: int, operands: list[tuple[str, str, tuple[st
     weight_buffers = {b: u for b, u in uses.items()
                       if roles.get(b) in ("weights", "bias") or (roles.get(b) == "zero-bias" and b in placed)}
     task_sigs = set(tasks)
-    shared = task_only = 0
+    shared = 0
     per_task = {t: 0 for t in tasks}
     for b, u in weight_buffers.items():
         users = u.signatures & task_sigs

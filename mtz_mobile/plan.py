@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MTZError
+
 from .network import ZippedNetwork
 
 PLAN_FORMAT = "mtz-mobile/plan"
@@ -86,20 +87,6 @@ class Plan:
             if t.name == name:
                 return t
         raise MTZError(f"no task {name!r} in the plan: tasks are {', '.join(t.name for t in self.tasks)}")
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
 
 
 @dataclass

@@ -38,7 +38,8 @@ from .keras_io import ParsedModel
 from .mtz_math import HessianAccumulator, PairGeometry, random_merge
 from .network import ZippedNetwork
 from .pairing import PAIRINGS, random_pairs, select_pairs
-from .plan import LayerRecord, Plan, TaskRecord, publish_dir, write_json_atomic, write_npz_atomic
+from .fileio import write_json_atomic, write_npz_atomic
+from .plan import LayerRecord, Plan, TaskRecord, publish_dir
 from .retrain import STRATEGIES, RetrainSettings, retrain
 from .surgery import NewGroup, merge, regroup
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from .common import write_atomic
+from mtz_mobile.fileio import write_atomic
 
 COLORS = {"zipped": "#2b6cb0", "baselines": "#c05621", "floor": "#718096"}
 

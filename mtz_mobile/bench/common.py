@@ -1,32 +1,9 @@
-"""Small helpers the bench, push and deploy code share: atomic writes, checksums, progress."""
+"""The progress display the bench, push and deploy commands share."""
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 import time
-from pathlib import Path
-
-
-def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
-    """Write to a temporary file in the same directory, then rename: a reader sees the old file
-    or the whole new one, never half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
 
 
 

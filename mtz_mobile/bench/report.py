@@ -10,7 +10,7 @@ from pathlib import Path
 from mtz_mobile.errors import MTZError
 from mtz_mobile.schemas import validate_json
 
-from .common import write_atomic
+from mtz_mobile.fileio import write_atomic
 
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
 REPORT_FORMAT = "mtz-mobile/bench-report"
