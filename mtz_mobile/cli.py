@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-samples", type=int, default=10000, help="training images per task for the Hessians")
     p.add_argument("--max-instances", type=int, default=500_000,
                    help="cap on Hessian instances per task and layer (a conv layer has one per output position)")
+    p.add_argument("--sparse-mask", choices=["larger", "union"], default="larger",
+                   help="a merged sparse unit keeps the mask with more connections (the paper) or both masks")
     p.add_argument("--sparse", choices=["auto", "on", "off"], default="auto",
                    help="treat zero weights as pruned connections (auto: when at least 25%% of the weights are zero)")
     p.add_argument("--retrain-iterations", type=int, default=100, help="joint steps after each zipped layer")
@@ -123,6 +125,7 @@ def _zip(args) -> int:
         pairing=args.pairing, compensation=args.compensation, calibration_samples=args.calibration_samples,
         max_error_increase=args.max_error_increase, validation_samples=args.validation_samples,
         task_weights=args.task_weights, max_instances=args.max_instances, sparse=args.sparse,
+        sparse_mask=args.sparse_mask,
         seed=args.seed, retrain_iterations=args.retrain_iterations, retrain_batch_size=args.batch_size,
         retrain_learning_rate=args.learning_rate, retrain_strategy=args.strategy)
     p = result.plan.params

@@ -128,6 +128,17 @@ class PairGeometry:
     def functional_differences(self, w_a: np.ndarray, w_b: np.ndarray) -> np.ndarray:
         return self.compare(w_a, w_b).d
 
+    def merged_weights_masked(self, w_a: np.ndarray, w_b: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The minimiser of the same quadratic with the pruned weights held at zero (§3.6):
+        per column, w̃_m = S_mm⁻¹ (H_A w_A + H_B w_B)_m over the kept rows m (the bias always kept)."""
+        rhs = self.h_a @ w_a + self.h_b @ w_b
+        s = self.h_a + self.h_b
+        out = np.zeros_like(rhs)
+        for k in range(w_a.shape[1]):
+            keep = np.append(np.flatnonzero(mask[:, k]), len(s) - 1)
+            out[keep, k] = np.linalg.solve(s[np.ix_(keep, keep)], rhs[keep, k])
+        return out
+
     def merged_weights(self, w_a: np.ndarray, w_b: np.ndarray) -> np.ndarray:
         """w̃ = S⁻¹(H_A w_A + H_B w_B) for paired columns (Eq. 10–11)."""
         rhs = self.h_a @ w_a + self.h_b @ w_b

@@ -67,6 +67,7 @@ class ZipConfig:
     calibration_samples: int = 10000
     max_instances: int = 500_000
     sparse: str = "auto"
+    sparse_mask: str = "larger"               # sparse merges keep the larger mask (paper) or the "union"
     max_error_increase: float | None = None   # adaptive: per-task validation budget in percentage points
     validation_samples: int = 5000            # held out of each task's test set for the adaptive search
     retrain: RetrainSettings = field(default_factory=RetrainSettings)
@@ -91,7 +92,8 @@ class ZipConfig:
         for name, value, allowed in (("method", self.method, METHODS), ("pairing", self.pairing, PAIRINGS),
                                      ("compensation", self.compensation, COMPENSATIONS),
                                      ("strategy", self.retrain.strategy, STRATEGIES),
-                                     ("sparse", self.sparse, SPARSITY)):
+                                     ("sparse", self.sparse, SPARSITY),
+                                     ("sparse mask", self.sparse_mask, ("larger", "union"))):
             if value not in allowed:
                 raise MTZError(f"unknown {name} {value!r}: use one of {', '.join(allowed)}")
         if self.damping < 0:
@@ -325,9 +327,12 @@ def _new_groups(node, groups_j, g_c_index, c, pairs_by_group) -> tuple[list[NewG
     return new, merged_targets
 
 
-def _sparse_mask(w_joint: np.ndarray, w_new: np.ndarray) -> np.ndarray:
-    """Per merged unit, the mask of the two with more connections (paper §3.6)."""
+def _sparse_mask(w_joint: np.ndarray, w_new: np.ndarray, policy: str = "larger") -> np.ndarray:
+    """Per merged unit, the connections it keeps: the mask of the two with more connections (the
+    paper's §3.6, "larger") or both masks ("union"; still at most nnz(A) + nnz(B))."""
     m_j, m_c = w_joint[:-1] != 0, w_new[:-1] != 0
+    if policy == "union":
+        return (m_j | m_c).astype(np.float64)
     take_joint = m_j.sum(axis=0) >= m_c.sum(axis=0)
     return np.where(take_joint[None, :], m_j, m_c).astype(np.float64)
 
@@ -378,12 +383,13 @@ def zip_node(net: ZippedNetwork, original: ZippedNetwork, calib: Calibration, i:
             cols_j = [p for p, _ in local]
             cols_c = [q for _, q in local]
             wj, wc = side.w_joint[:, cols_j], side.w_new[:, cols_c]
+            mask = _sparse_mask(wj, wc, config.sparse_mask) if sparse else None
             if config.method == "random":
                 merged = random_merge(wj, wc, rng)
+            elif sparse:
+                merged = side.geometry.merged_weights_masked(wj, wc, mask)
             else:
-                cmp = comparisons[sides.index(side)]
-                merged = cmp.merged(local)
-            mask = _sparse_mask(wj, wc) if sparse else None
+                merged = comparisons[sides.index(side)].merged(local)
             merge(net, i, target, side.inputs, merged, mask)
             anchor = side.owners[0]
             units_j = node.groups[target].units
@@ -426,14 +432,15 @@ def _merge_pending(net, hessians: _LayerHessians, i, c, config, rng, pending, sp
         wj = _blocks_over(net, i, go, joint_owners, inputs)
         wc = _blocks_over(net, i, go, (c,), inputs)
         d = None
+        mask = _sparse_mask(wj, wc, config.sparse_mask) if sparse else None
         if config.method == "random":
             merged = random_merge(wj, wc, rng)
         else:
             geometry = hessians.geometry(joint_owners, inputs)
-            merged = geometry.merged_weights(wj, wc)
+            merged = geometry.merged_weights(wj, wc) if mask is None else geometry.merged_weights_masked(wj, wc, mask)
             delta = wj - wc
             d = 0.5 * np.einsum("ki,ki->i", delta, geometry.m @ delta)
-        merge(net, i, go, inputs, merged, _sparse_mask(wj, wc) if sparse else None)
+        merge(net, i, go, inputs, merged, mask)
         for n in range(node.groups[go].size):
             pairs.append([int(node.groups[go].units[joint_owners[0]][n]), int(node.groups[go].units[c][n]),
                           None if d is None else float(d[n])])

@@ -96,3 +96,28 @@ def test_metric_is_the_quadratic_change_of_both_errors(alpha):
         v = w + 1e-2 * rng.standard_normal(w.shape)
         ea, eb = v - w_a, v - w_b
         assert 0.5 * (ea.T @ h_a @ ea + eb.T @ h_b @ eb).item() >= change
+
+
+def test_masked_merge_is_the_constrained_optimum():
+    """With pruned rows held at zero, no other vector on the kept rows lowers the quadratic change."""
+    rng = np.random.default_rng(5)
+    h_a, h_b = 0.5 * random_spd(rng, 6), 0.5 * random_spd(rng, 6)
+    w_a, w_b = rng.standard_normal((6, 3)), rng.standard_normal((6, 3))
+    mask = rng.random((5, 3)) < 0.6
+    geom = PairGeometry.from_hessians(h_a, h_b, damping=0.0)
+    merged = geom.merged_weights_masked(w_a, w_b, mask)
+    assert np.all(merged[:-1][~mask] == 0)
+
+    def change(w, k):
+        da, db = w - w_a[:, k], w - w_b[:, k]
+        return 0.5 * (da @ h_a @ da + db @ h_b @ db)
+
+    for k in range(3):
+        keep = np.append(np.flatnonzero(mask[:, k]), 5)
+        for _ in range(30):
+            probe = merged[:, k].copy()
+            probe[keep] += 1e-3 * rng.standard_normal(len(keep))
+            assert change(probe, k) >= change(merged[:, k], k)
+    # with every row kept it is the unconstrained merge
+    np.testing.assert_allclose(geom.merged_weights_masked(w_a, w_b, np.ones((5, 3), bool)),
+                               geom.merged_weights(w_a, w_b), rtol=1e-9, atol=1e-12)
