@@ -85,9 +85,12 @@ def zip_models(model_paths: list[str | os.PathLike], out_dir: str | os.PathLike 
 
 def train_reference(out_dir: str | os.PathLike, data: str | list[str] = "fashion-mnist", seeds=(1, 2),
                     names=("a", "b"), epochs: int = 8, batch_size: int = 128, data_dir=None,
-                    overwrite: bool = False, verbose: int = 1):
-    """Two LeNet-300-100 (different seeds, hidden units permuted) saved as ``out_dir/{name}.keras``."""
+                    overwrite: bool = False, verbose: int = 1, arch: str = "mlp", hidden=(300, 100)):
+    """Reference models (default: two LeNet-300-100, different seeds, hidden units permuted) saved as
+    ``out_dir/{name}.keras``; ``arch`` "lenet5" or "resnet" for the convolutional ones."""
     specs = [data] * len(seeds) if isinstance(data, str) else list(data)
+    if len(specs) == 1:
+        specs = specs * len(seeds)
     datas = [load_task_data(s, data_dir) for s in specs]
-    return train_reference_pair(datas, out_dir, seeds=seeds, names=names, epochs=epochs,
-                                batch_size=batch_size, verbose=verbose, overwrite=overwrite)
+    return train_reference_pair(datas, out_dir, seeds=seeds, names=names, epochs=epochs, batch_size=batch_size,
+                                verbose=verbose, overwrite=overwrite, arch=arch, hidden=tuple(hidden))

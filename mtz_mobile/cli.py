@@ -40,14 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mtz-mobile {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train-reference", help="train two LeNet-300-100 on Fashion-MNIST (different seeds, "
-                                               "hidden units permuted)")
+    p = sub.add_parser("train-reference", help="train reference models on Fashion-MNIST (default: two "
+                                               "LeNet-300-100, different seeds, hidden units permuted)")
     p.add_argument("--out", required=True, help="directory for a.keras, b.keras and reference.json")
     p.add_argument("--data", action="append", help="data spec per model (default fashion-mnist for both)")
     p.add_argument("--data-dir", help="directory with Fashion-MNIST's *-idx?-ubyte.gz files")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")], default=[1, 2])
+    p.add_argument("--arch", choices=["mlp", "lenet5", "resnet"], default="mlp",
+                   help="mlp (LeNet-300-100 by default), lenet5 (Caffe's, 431K parameters) or a small resnet")
+    p.add_argument("--hidden", type=lambda s: [int(v) for v in s.split(",")], default=[300, 100],
+                   help="hidden widths of the mlp")
     p.add_argument("--overwrite", action="store_true")
 
     p = sub.add_parser("zip", help="zip two or more trained .keras models (Algorithm 1 + light retraining)")
@@ -144,7 +148,7 @@ def _train_reference(args) -> int:
 
     records = api.train_reference(args.out, data=args.data or "fashion-mnist", seeds=tuple(args.seeds),
                                   epochs=args.epochs, batch_size=args.batch_size, data_dir=args.data_dir,
-                                  overwrite=args.overwrite, verbose=2)
+                                  overwrite=args.overwrite, verbose=2, arch=args.arch, hidden=args.hidden)
     for r in records:
         print(f"{r.path}: test error {100 * r.test_error:.2f} % after {r.iterations} iterations (seed {r.seed})")
     return 0

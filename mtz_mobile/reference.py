@@ -31,6 +31,7 @@ class ReferenceRecord:
     iterations: int
     test_error: float
     permuted: bool
+    arch: str = "mlp"
 
 
 def build_mlp(input_shape, hidden, num_classes: int):
@@ -113,10 +114,23 @@ def test_error(model, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(pred != y))
 
 
+ARCHITECTURES = ("mlp", "lenet5", "resnet")
+
+
+def build_reference(arch: str, input_shape, num_classes: int, hidden=LENET_300_100):
+    if arch == "mlp":
+        return build_mlp(input_shape, hidden, num_classes)
+    if arch == "lenet5":
+        return build_lenet5(input_shape, num_classes)
+    if arch == "resnet":
+        return build_resnet(input_shape, num_classes)
+    raise MTZError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHITECTURES)}")
+
+
 def train_reference(data: TaskData, out_path: str | os.PathLike, seed: int, epochs: int = 8,
                     batch_size: int = 128, hidden=LENET_300_100, permute: bool = True,
-                    verbose: int = 1) -> ReferenceRecord:
-    """Train one network with Adam, permute its hidden units, save it atomically as .keras."""
+                    verbose: int = 1, arch: str = "mlp") -> ReferenceRecord:
+    """Train one network with Adam, permute its hidden units (chains only), save it atomically."""
     import keras
     import tensorflow as tf
 
@@ -124,7 +138,8 @@ def train_reference(data: TaskData, out_path: str | os.PathLike, seed: int, epoc
         raise MTZError("epochs and batch size must be positive")
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
-    model = build_mlp(data.x_train.shape[1:], hidden, data.num_classes)
+    model = build_reference(arch, data.x_train.shape[1:], data.num_classes, hidden)
+    permute = permute and arch != "resnet"  # a residual stream would need one permutation per stream
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     model.fit(data.x_train, data.y_train, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=verbose)
     if permute:
@@ -133,14 +148,14 @@ def train_reference(data: TaskData, out_path: str | os.PathLike, seed: int, epoc
     tmp = out_path.with_name(out_path.stem + ".tmp.keras")
     model.save(tmp)
     os.replace(tmp, out_path)
-    return ReferenceRecord(out_path.stem, str(out_path), data.spec, seed, list(hidden), epochs, batch_size,
-                           epochs * math.ceil(len(data.x_train) / batch_size),
-                           test_error(model, data.x_test, data.y_test), permute)
+    return ReferenceRecord(out_path.stem, str(out_path), data.spec, seed, list(hidden) if arch == "mlp" else [],
+                           epochs, batch_size, epochs * math.ceil(len(data.x_train) / batch_size),
+                           test_error(model, data.x_test, data.y_test), permute, arch)
 
 
 def train_reference_pair(datas: list[TaskData], out_dir: str | os.PathLike, seeds=(1, 2), names=("a", "b"),
                          epochs: int = 8, batch_size: int = 128, hidden=LENET_300_100, verbose: int = 1,
-                         overwrite: bool = False) -> list[ReferenceRecord]:
+                         overwrite: bool = False, arch: str = "mlp") -> list[ReferenceRecord]:
     """Train one reference model per task into ``out_dir`` (written under a temporary name)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
@@ -150,7 +165,8 @@ def train_reference_pair(datas: list[TaskData], out_dir: str | os.PathLike, seed
     partial.mkdir(parents=True)
     records = []
     for data, seed, name in zip(datas, seeds, names):
-        rec = train_reference(data, partial / f"{name}.keras", seed, epochs, batch_size, hidden, verbose=verbose)
+        rec = train_reference(data, partial / f"{name}.keras", seed, epochs, batch_size, hidden, verbose=verbose,
+                              arch=arch)
         rec.path = str(out_dir / f"{name}.keras")
         records.append(rec)
     (partial / "reference.json").write_text(json.dumps([asdict(r) for r in records], indent=1) + "\n")
