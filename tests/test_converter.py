@@ -91,6 +91,20 @@ def test_layout_read_back_independently(float_model):
         len(blobs[b]) for b, u in users.items() if {"a", "b"} <= u and len(blobs[b]) <= 64)
 
 
+def test_joint_signature_computes_the_shared_prefix_once(float_model):
+    """Fully shared hidden layers fed one input: 'all' runs them once, then each task's output."""
+    model = fb.load_model(float_model.path)
+    keys = fb.signature_subgraphs(model)
+
+    def fully_connected(key):
+        sg = model.subgraphs[keys[key]]
+        return sum(model.operatorCodes[op.opcodeIndex].builtinCode == schema.BuiltinOperator.FULLY_CONNECTED
+                   for op in sg.operators)
+
+    assert fully_connected("a") == fully_connected("b") == 3
+    assert fully_connected("all") == 2 + 2   # two shared hidden layers once, two output layers
+
+
 def test_nothing_shared_means_no_shared_buffer(zips, tmp_path):
     result = convert_zip(zips["none"], tmp_path / "none.tflite")
     assert result.layout.shared_weight_bytes == 0
