@@ -85,7 +85,8 @@ def representative_data(zipdir: ZipDir, datas: dict[str, TaskData] | None, data_
     for task in zipdir.plan.tasks:
         data = (datas or {}).get(task.name) or load_task_data(task.data, data_dir)
         idx = np.random.default_rng(seed).permutation(len(data.x_train))[:n]
-        out[task.name] = data.x_train[np.sort(idx)]
+        # in the signature's own input shape ((n, 28, 28) images feed a (28, 28, 1) input)
+        out[task.name] = data.x_train[np.sort(idx)].reshape((-1, *task.input_shape))
     return out
 
 
