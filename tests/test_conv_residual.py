@@ -202,6 +202,10 @@ def test_conv_zip_converts_and_litert_agrees(resnets, tmp_path):
         out = np.concatenate([runner(input=x[i:i + 1])["output"] for i in range(len(x))])
         assert np.max(np.abs(out - net.predict(task, x))) <= 1e-5
     assert result.layout.shared_weight_bytes == 4 * result.manifest["sharing"]["shared_params"]
+    # full-integer quantization calibrates each signature on its own (image-shaped) inputs
+    quantized = convert_zip(tmp_path / "zip", tmp_path / "resnet_int8.tflite", quantize="int8",
+                            datas={"a": data, "b": data}, representative_samples=12)
+    assert all(len(p.buffers) == 1 for p in quantized.layout.placements if p.kind == "kernel")
 
 
 # ----- sparse ---------------------------------------------------------------------------------
