@@ -47,7 +47,7 @@ class LayerRecord:
     n_shared: int
     units: dict          # units per task after the step
     alpha: float
-    damping: float       # the absolute λ added to S (split equally between H_A and H_B)
+    damping: float | None  # the absolute λ added to S (split equally between the two sides' Hessians)
     method: str
     pairing: str
     compensation: str

@@ -350,6 +350,7 @@ def zip_node(net: ZippedNetwork, original: ZippedNetwork, calib: Calibration, i:
     pending = [g for g, grp in enumerate(node.groups)
                if c in grp.owners and len(grp.owners) > 1 and (g, (c,)) in node.biases]
     hessians = _LayerHessians(net, calib, i, existing, c, weights, config.damping, rng)
+    lam = None  # the absolute damping added to S, for the record
     if pending:
         pairs = _merge_pending(net, hessians, i, c, config, rng, pending, sparse)
     else:
@@ -357,6 +358,7 @@ def zip_node(net: ZippedNetwork, original: ZippedNetwork, calib: Calibration, i:
             raise MTZError(f"internal: {node.name} has no unzipped group of task {c}")
         groups_j = [g for g, grp in enumerate(node.groups) if set(grp.owners) <= set(existing)]
         sides = _sides(net, hessians, i, c, config, groups_j, g_c[0])
+        lam = max((s.geometry.damping for s in sides if s.geometry is not None), default=None)
         n_joint = sum(node.groups[s.group].size for s in sides)
         n_new = node.groups[g_c[0][0]].size
         offsets = np.cumsum([0] + [node.groups[s.group].size for s in sides])
@@ -414,7 +416,7 @@ def zip_node(net: ZippedNetwork, original: ZippedNetwork, calib: Calibration, i:
     units = {t: sum(g.size for g in node.groups if t in g.owners) for t in net.tasks}
     n_joint = sum(g.size for g in node.groups if set(g.owners) & set(existing))
     return LayerRecord(index=k + 1, name=node.name, kind=node.op, newcomer=c, n_existing=n_joint, n_new=units[c],
-                       n_shared=len(pairs), units=units, alpha=config.alpha, damping=config.damping,
+                       n_shared=len(pairs), units=units, alpha=config.alpha, damping=lam,
                        method=config.method, pairing=config.pairing, compensation=config.compensation,
                        pairs=pairs, total_d=(None if any(p[2] is None for p in pairs)
                                              else float(sum(p[2] for p in pairs))),
