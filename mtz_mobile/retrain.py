@@ -70,10 +70,29 @@ class Progress:
         sys.stderr.flush()
 
 
-def _dataset(x: np.ndarray, y: np.ndarray, soft: np.ndarray | None, batch: int, seed: int) -> tf.data.Dataset:
-    parts = (x, y) if soft is None else (x, y, soft)
-    ds = tf.data.Dataset.from_tensor_slices(parts)
-    return ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).repeat().batch(batch, drop_remainder=True)
+def _batches(arrays: dict[str, tuple], batch: int, seed: int):
+    """Endless batches, one per task per step, each task's data reshuffled every epoch (numpy,
+    seeded). Fed through a generator: a dataset built from the arrays themselves would embed them
+    as graph constants that the traced step (and the optimizer it captures) keeps alive after
+    retraining returns — about twice the training data per call."""
+    rngs = {t: np.random.default_rng([seed, n]) for n, t in enumerate(arrays)}
+    orders = {t: rngs[t].permutation(len(a[0])) for t, a in arrays.items()}
+    pos = {t: 0 for t in arrays}
+    while True:
+        out = []
+        for t, parts in arrays.items():
+            if pos[t] + batch > len(orders[t]):
+                orders[t], pos[t] = rngs[t].permutation(len(parts[0])), 0
+            idx = np.sort(orders[t][pos[t]:pos[t] + batch])
+            pos[t] += batch
+            out.append(tuple(p[idx] for p in parts))
+        yield tuple(out)
+
+
+def _dataset(arrays: dict[str, tuple], batch: int, seed: int) -> tf.data.Dataset:
+    spec = tuple(tuple(tf.TensorSpec((batch,) + p.shape[1:], tf.float32 if p.dtype.kind == "f" else tf.int64)
+                       for p in parts) for parts in arrays.values())
+    return tf.data.Dataset.from_generator(lambda: _batches(arrays, batch, seed), output_signature=spec)
 
 
 def retrain(net: ZippedNetwork, data: dict[str, tuple[np.ndarray, np.ndarray]], weights: dict[str, float],
@@ -94,9 +113,13 @@ def retrain(net: ZippedNetwork, data: dict[str, tuple[np.ndarray, np.ndarray]], 
         optimizer.build(variables)
     mask_vars = {k: tf.constant(m.astype(np.float32)) for k, m in (masks or {}).items()}
 
-    datasets = tuple(_dataset(data[t][0], data[t][1], None if soft_targets is None else soft_targets[t],
-                              settings.batch_size, seed + 7919 * n) for n, t in enumerate(tasks))
-    iterator = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.zip(datasets)))
+    arrays = {t: (np.asarray(data[t][0], np.float32), np.asarray(data[t][1], np.int64))
+              + (() if soft_targets is None else (np.asarray(soft_targets[t], np.float32),)) for t in tasks}
+    for t, (x, _, *rest) in arrays.items():
+        if len(x) < settings.batch_size:
+            raise MTZError(f"task {t} has {len(x)} training samples, fewer than one batch of "
+                           f"{settings.batch_size}: lower --batch-size")
+    iterator = iter(strategy.experimental_distribute_dataset(_dataset(arrays, settings.batch_size, seed)))
     global_batch = settings.batch_size
 
     def replica_step(batches):
@@ -121,14 +144,14 @@ def retrain(net: ZippedNetwork, data: dict[str, tuple[np.ndarray, np.ndarray]], 
         return tf.stack(losses)
 
     @tf.function
-    def step():
-        per_replica = strategy.run(replica_step, args=(next(iterator),))
+    def step(batches):  # the batches come in as arguments: a captured iterator would outlive the call
+        per_replica = strategy.run(replica_step, args=(batches,))
         return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
     bar = Progress(settings.iterations, label, progress)
     first = last = None
     for it in range(settings.iterations):
-        losses = step().numpy()
+        losses = step(next(iterator)).numpy()
         first = losses if first is None else first
         last = losses
         bar.update(it + 1, " ".join(f"{t}:{v:.3f}" for t, v in zip(tasks, losses)))
