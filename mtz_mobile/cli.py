@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain-iterations", type=int, default=100, help="joint steps after each zipped layer")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--learning-rate", type=float, default=1e-4)
+    p.add_argument("--distill", type=float, default=0.5,
+                   help="weight of the original models' soft targets in each task's retraining loss "
+                        "(0: labels only, the paper's loss)")
     p.add_argument("--strategy", choices=["default", "mirrored"], default="default",
                    help="mirrored: tf.distribute.MirroredStrategy over every visible device")
     p.add_argument("--seed", type=int, default=0)
@@ -131,7 +134,8 @@ def _zip(args) -> int:
         task_weights=args.task_weights, max_instances=args.max_instances, sparse=args.sparse,
         sparse_mask=args.sparse_mask,
         seed=args.seed, retrain_iterations=args.retrain_iterations, retrain_batch_size=args.batch_size,
-        retrain_learning_rate=args.learning_rate, retrain_strategy=args.strategy)
+        retrain_learning_rate=args.learning_rate, retrain_strategy=args.strategy,
+        retrain_distill=args.distill)
     p = result.plan.params
     for layer in result.plan.layers:
         print(f"{layer.name}: {layer.newcomer}'s {layer.n_new} units, {layer.n_shared} shared with the "

@@ -29,7 +29,12 @@ class RetrainSettings:
     batch_size: int = 128
     learning_rate: float = 1e-4
     strategy: str = "default"
-    distill: float = 0.0   # weight of the originals' soft targets in each task's loss, 0 = labels only
+    # Each task's loss mixes the labels with the original model's soft targets (temperature T):
+    # (1 − distill)·CE(labels) + distill·T²·CE(softmax(z_orig/T), softmax(z/T)). Light retraining
+    # is meant to bring the zipped network back to the originals, and their outputs say where
+    # that is more precisely than labels (measured: worst of 3 seeds +0.07 pp instead of +0.25 pp
+    # on the LeNet-300-100 pair). distill = 0 is the paper's loss, labels only.
+    distill: float = 0.5
     temperature: float = 2.0
 
 

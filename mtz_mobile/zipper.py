@@ -162,12 +162,20 @@ class Calibration:
 
         self.ops = TFOps()
         self.config = config
+        self._soft: dict = {}
         self.x = {}
         for n, t in enumerate(net.tasks):
             if len(data[t].x_train) == 0:
                 raise MTZError(f"no training data for task {t} ({data[t].spec}): the Hessians need calibration samples")
             order = np.random.default_rng(config.seed + n).permutation(len(data[t].x_train))
             self.x[t] = data[t].x_train[np.sort(order[:config.calibration_samples])]
+
+    def soft_targets(self, original: ZippedNetwork, task: str, x: np.ndarray) -> np.ndarray:
+        """The original model's logits on the task's training data (computed once per zip)."""
+        key = (task, id(x))
+        if key not in self._soft:
+            self._soft[key] = original.predict(task, x, preactivation=True, ops=self.ops)
+        return self._soft[key]
 
     def node_values(self, net: ZippedNetwork, task: str, node: int, batch: int = 1000):
         """Yield the group values of ``node`` for the task's calibration data, batch by batch."""
@@ -407,7 +415,7 @@ def zip_node(net: ZippedNetwork, original: ZippedNetwork, calib: Calibration, i:
         train = {t: (data[t].x_train, data[t].y_train) for t in active}
         soft = None
         if config.retrain.distill > 0:
-            soft = {t: original.predict(t, data[t].x_train, preactivation=True) for t in active}
+            soft = {t: calib.soft_targets(original, t, data[t].x_train) for t in active}
         masks = _masks(net) if sparse else None
         stats = retrain(net, train, {t: weights[t] for t in active}, config.retrain,
                         seed=config.seed * 1000 + i + 100 * net.tasks.index(c), masks=masks, soft_targets=soft,
