@@ -601,13 +601,15 @@ def exp_resnet(out: Path, datas: dict[str, TaskData], s: Settings, args) -> dict
     base = {t: recs[t]["test_error"] for t in two}
     it = s.retrain_resnet
     rows, table = [], []
-    for label, shared, iters in (("all layers fully shared, retrained", ["all"], it),
-                                 ("half the channels of every layer shared, retrained", [0.5], it),
-                                 ("all layers fully shared, no retraining", ["all"], 0)):
+    for label, shared, iters, paper in (
+            ("all layers fully shared, retrained", ["all"], it, False),
+            ("all layers fully shared, retrained with the paper's loss (labels only)", ["all"], it, True),
+            ("half the channels of every layer shared, retrained", [0.5], it, False),
+            ("all layers fully shared, no retraining", ["all"], 0, False)):
         say(f"  resnet {label}")
         t0 = time.perf_counter()
         cfg = ZipConfig(shared=shared, seed=s.zip_seed, calibration_samples=s.calib_resnet,
-                        retrain=retrain(s, iters) if iters else no_retrain())
+                        retrain=retrain(s, iters, paper=paper) if iters else no_retrain())
         result = zip_pair(paths, two, cfg)
         errs = net_errors(result.network, two)
         params = result.plan.params
