@@ -105,19 +105,26 @@ def test_parsed_graph_computes_what_keras_computes():
     assert "activation" not in ops  # BatchNorm folded, ReLUs fused
 
 
-def test_cnn_nothing_shared_and_permuted_copy(tmp_path):
-    a_model, b_model = every_layer_cnn(1), every_layer_cnn(2)
-    x = images((20, 20, 3))
-    data = task_data(x)
+def assert_exact_at_none_and_permuted_copy(a_model, b_model, x, data, seed, atol):
+    """Ñ = 0 reproduces both models; A zipped fully with a permuted copy of itself gives A back.
+
+    Returns the permuted-copy zip and the permutations applied to the copy."""
     result = zip_pair(parse_model(a_model), parse_model(b_model), data, shared=[0])
     for task, model in (("a", a_model), ("b", b_model)):
-        np.testing.assert_allclose(result.network.predict(task, x), model.predict(x, verbose=0), atol=1e-5)
+        np.testing.assert_allclose(result.network.predict(task, x), model.predict(x, verbose=0), atol=atol)
 
-    copy, perms = permute_parsed(parse_model(a_model), np.random.default_rng(7))
+    copy, perms = permute_parsed(parse_model(a_model), np.random.default_rng(seed))
     result = zip_pair(parse_model(a_model), copy, data, compensation="none")
     expected = a_model.predict(x, verbose=0)
     for task in ("a", "b"):
-        np.testing.assert_allclose(result.network.predict(task, x), expected, atol=1e-5)
+        np.testing.assert_allclose(result.network.predict(task, x), expected, atol=atol)
+    return result, perms
+
+
+def test_cnn_nothing_shared_and_permuted_copy():
+    x = images((20, 20, 3))
+    result, perms = assert_exact_at_none_and_permuted_copy(every_layer_cnn(1), every_layer_cnn(2), x,
+                                                           task_data(x), seed=7, atol=1e-5)
     for record in result.plan.layers:
         node = next(i for i, n in enumerate(result.network.nodes) if n.name == record.name)
         perm = perms[node]
@@ -152,18 +159,8 @@ def resnets():
 
 
 def test_resnet_exactness(resnets):
-    a_model, b_model = resnets
     x = images((16, 16, 3), n=48)
-    data = task_data(x, classes=4)
-    result = zip_pair(parse_model(a_model), parse_model(b_model), data, shared=[0])
-    for task, model in (("a", a_model), ("b", b_model)):
-        np.testing.assert_allclose(result.network.predict(task, x), model.predict(x, verbose=0), atol=1e-4)
-
-    copy, _ = permute_parsed(parse_model(a_model), np.random.default_rng(11))
-    result = zip_pair(parse_model(a_model), copy, data, compensation="none")
-    expected = a_model.predict(x, verbose=0)
-    for task in ("a", "b"):
-        np.testing.assert_allclose(result.network.predict(task, x), expected, atol=1e-4)
+    result, _ = assert_exact_at_none_and_permuted_copy(*resnets, x, task_data(x, classes=4), seed=11, atol=1e-4)
     # the streams (stem + first stage, and each later stage with its projection) were paired once
     assert {len(s) for s in result.network.streams() if len(s) > 1} == {2}
     assert result.plan.params["shared"] == sum(arr.size for _, _, owners, arr in result.network.blocks()
