@@ -18,7 +18,7 @@ from . import flatbuffer as fb
 from .graph import TaskGraph, bias_name
 from .layout import LayoutReport, prove_layout
 from .manifest import build_manifest, validate_manifest
-from .names import MANIFEST_METADATA
+from .names import MANIFEST_METADATA, baseline_path
 
 from . import QUANTIZATIONS
 
@@ -66,8 +66,6 @@ def _apply_quantization(converter, mode: str, representative: dict[str, np.ndarr
 
         converter.representative_dataset = samples
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    elif mode != "dynamic-int8":
-        raise MTZError(f"unknown quantization {mode!r}: use one of {', '.join(QUANTIZATIONS)}")
 
 
 def _convert_saved_model(module, signatures: dict, mode: str, representative) -> bytes:
@@ -80,11 +78,11 @@ def _convert_saved_model(module, signatures: dict, mode: str, representative) ->
         return converter.convert()
 
 
-def representative_data(zipdir: ZipDir, datas: dict[str, TaskData] | None, data_dir, n: int, seed: int = 0):
+def representative_data(zipdir: ZipDir, datas: dict[str, TaskData] | None, data_dir, n: int):
     out = {}
     for task in zipdir.plan.tasks:
         data = (datas or {}).get(task.name) or load_task_data(task.data, data_dir)
-        idx = np.random.default_rng(seed).permutation(len(data.x_train))[:n]
+        idx = np.random.default_rng(0).permutation(len(data.x_train))[:n]
         # in the signature's own input shape ((n, 28, 28) images feed a (28, 28, 1) input)
         out[task.name] = data.x_train[np.sort(idx)].reshape((-1, *task.input_shape))
     return out
@@ -129,7 +127,7 @@ def convert_zip(zip_path: str | os.PathLike, out_path: str | os.PathLike, quanti
     result = Conversion(out_path, manifest, layout, saved)
     if baselines:
         for task in zipdir.plan.tasks:
-            path = out_path.with_name(f"{out_path.stem}.baseline_{task.name}.tflite")
+            path = baseline_path(out_path, task.name)
             write_atomic(path, convert_baseline(zipdir.source_path(task.name), task.name, quantize,
                                                 None if representative is None else representative[task.name]))
             result.baselines[task.name] = path

@@ -103,11 +103,11 @@ def buffer_bytes(model, index: int) -> bytes:
 
 
 def signature_subgraphs(model) -> dict[str, int]:
-    return {sig.signatureKey.decode() if isinstance(sig.signatureKey, bytes) else sig.signatureKey: sig.subgraphIndex
-            for sig in model.signatureDefs or []}
+    return {decode(sig.signatureKey): sig.subgraphIndex for sig in model.signatureDefs or []}
 
 
-def _decode(name) -> str:
+def decode(name) -> str:
+    """A flatbuffer string of the object API (bytes, str or None) as str."""
     return name.decode() if isinstance(name, bytes) else (name or "")
 
 
@@ -115,7 +115,6 @@ def _decode(name) -> str:
 class BufferUse:
     index: int
     nbytes: int
-    sha256: str
     signatures: set[str] = field(default_factory=set)
     tensors: list[tuple[str, str, str, tuple[int, ...]]] = field(default_factory=list)  # (signature, name, type, shape)
 
@@ -128,12 +127,14 @@ def buffer_uses(model) -> dict[int, BufferUse]:
     for sgi, sg in enumerate(model.subgraphs):
         sig = key_of.get(sgi, f"subgraph{sgi}")
         for t in sg.tensors or []:
-            data = buffer_bytes(model, t.buffer)
-            if not data:
-                continue
-            use = uses.setdefault(t.buffer, BufferUse(t.buffer, len(data), hashlib.sha256(data).hexdigest()))
+            if t.buffer not in uses:
+                data = model.buffers[t.buffer].data
+                if data is None or len(data) == 0:
+                    continue
+                uses[t.buffer] = BufferUse(t.buffer, len(data))
+            use = uses[t.buffer]
             use.signatures.add(sig)
-            use.tensors.append((sig, _decode(t.name), TYPE_NAMES.get(t.type, str(t.type)),
+            use.tensors.append((sig, decode(t.name), TYPE_NAMES.get(t.type, str(t.type)),
                                 tuple(int(d) for d in (t.shape if t.shape is not None else []))))
     for i in metadata_buffers:
         uses.pop(i, None)
@@ -183,7 +184,7 @@ def set_metadata(model, name: str, payload: bytes) -> None:
     buf = schema.BufferT()
     buf.data = np.frombuffer(payload, dtype=np.uint8).copy()
     for m in model.metadata or []:
-        if _decode(m.name) == name:
+        if decode(m.name) == name:
             model.buffers[m.buffer] = buf
             return
     model.buffers.append(buf)
@@ -195,7 +196,7 @@ def set_metadata(model, name: str, payload: bytes) -> None:
 
 def get_metadata(model, name: str) -> bytes | None:
     for m in model.metadata or []:
-        if _decode(m.name) == name:
+        if decode(m.name) == name:
             return buffer_bytes(model, m.buffer)
     return None
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from .flatbuffer import buffer_uses, load_model, signature_subgraphs
-from .layout import buffer_roles
+from .layout import buffer_roles, split_weight_bytes
 from .manifest import read_manifest, signature_tensors
 
 
@@ -21,18 +21,11 @@ def inspect_model(path: str | os.PathLike) -> dict:
         signatures[key] = {"inputs": inputs, "outputs": outputs}
     manifest = read_manifest(model)
     task_keys = [t["signature_key"] for t in manifest["tasks"]] if manifest else list(signatures)
-    buffers, shared, per_sig, other = [], 0, {k: 0 for k in task_keys}, 0
-    for index, use in sorted(uses.items()):
-        role = roles.get(index, "constant")
-        users = sorted(use.signatures & set(task_keys))
-        buffers.append({"index": index, "bytes": use.nbytes, "role": role, "signatures": sorted(use.signatures),
-                        "tensor": use.tensors[0][1], "dtype": use.tensors[0][2], "shape": list(use.tensors[0][3])})
-        if role not in ("weights", "bias"):
-            other += use.nbytes  # shapes, converter-added zero biases
-        elif len(users) >= 2:
-            shared += use.nbytes
-        elif users:
-            per_sig[users[0]] += use.nbytes
+    buffers = [{"index": index, "bytes": use.nbytes, "role": roles.get(index, "constant"),
+                "signatures": sorted(use.signatures), "tensor": use.tensors[0][1], "dtype": use.tensors[0][2],
+                "shape": list(use.tensors[0][3])} for index, use in sorted(uses.items())]
+    weight_bytes, shared, per_sig = split_weight_bytes(uses, roles, task_keys)
+    other = sum(use.nbytes for use in uses.values()) - weight_bytes  # shapes, converter-added zero biases
     return {"path": str(path), "file_bytes": path.stat().st_size, "signatures": signatures, "buffers": buffers,
             "shared_weight_bytes": shared, "task_weight_bytes": per_sig, "other_constant_bytes": other,
             "manifest": manifest}

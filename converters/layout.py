@@ -9,7 +9,7 @@ exactly one buffer that tensors of every owner task's subgraph reference.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
@@ -82,12 +82,21 @@ class LayoutReport:
     shared_weight_bytes: int          # … referenced by two or more task signatures
     task_weight_bytes: dict[str, int]  # … referenced by one task only
     duplicated_bytes: int             # bytes of shared blocks that could not be kept single
-    duplicates: list[str] = field(default_factory=list)
     placements: list[OperandPlacement] = field(default_factory=list)
-    buffers: list[dict] = field(default_factory=list)
 
-    def to_json(self) -> dict:
-        return asdict(self)
+
+def split_weight_bytes(uses, roles: dict[int, str], tasks: list[str], also: set[int] = frozenset()):
+    """(weight bytes, shared bytes, bytes per task) over the weight and bias buffers (and ``also``):
+    shared = referenced by two or more of ``tasks``' signatures, per task = by that one only."""
+    weights = {b: u for b, u in uses.items() if roles.get(b) in ("weights", "bias") or b in also}
+    shared, per_task = 0, {t: 0 for t in tasks}
+    for u in weights.values():
+        users = u.signatures & set(tasks)
+        if len(users) >= 2:
+            shared += u.nbytes
+        elif users:
+            per_task[next(iter(users))] += u.nbytes
+    return sum(u.nbytes for u in weights.values()), shared, per_task
 
 
 def _candidates(model, shape: tuple[int, ...]):
@@ -132,8 +141,7 @@ def prove_layout(model, file_bytes: int, operands: list[tuple[str, str, tuple[st
     """
     sig_of_subgraph = {v: k for k, v in signature_subgraphs(model).items()}
     uses = buffer_uses(model)
-    roles = buffer_roles(model)
-    placements, duplicates = [], []
+    placements, duplicated = [], 0
     for name, kind, owners, values in operands:
         if len(owners) < 2:
             continue
@@ -143,52 +151,21 @@ def prove_layout(model, file_bytes: int, operands: list[tuple[str, str, tuple[st
         placement = OperandPlacement(name, kind, list(owners), int(sum(uses[b].nbytes for b in buffers if b in uses)),
                                      buffers, sigs)
         placements.append(placement)
+        split_bias_ok = kind == "bias" and allow_split_bias
         if not buffers:
-            if kind == "bias" and allow_split_bias:
-                duplicates.append(f"{name}: stored as one int32 copy per task (scale depends on each task's input)")
+            if split_bias_ok:
                 continue
             raise MTZError(f"shared block {name} was not found in the converted file: the converter folded it "
                            "into another constant; report this with the zip directory")
         missing = [t for t in owners if t not in {s for b in buffers for s in uses[b].signatures}]
         if missing:
             raise MTZError(f"shared block {name} is not referenced by the signature(s) of {', '.join(missing)}")
-        if len(buffers) > 1 and kind == "bias" and allow_split_bias:
-            duplicates.append(f"{name}: {len(buffers)} int32 copies (scale = each task's input scale × weight scale)")
-            continue
         if len(buffers) > 1:
-            raise MTZError(f"shared block {name} is stored {len(buffers)} times after deduplication: "
-                           "the copies differ in bytes; report this with the zip directory")
+            if not split_bias_ok:
+                raise MTZError(f"shared block {name} is stored {len(buffers)} times after deduplication: "
+                               "the copies differ in bytes; report this with the zip directory")
+            duplicated += sum(uses[b].nbytes for b in buffers[1:])
+    # a zero bias the converter added counts as a parameter where it holds a shared (zero) bias
     placed = {b for p in placements for b in p.buffers}
-    weight_buffers = {b: u for b, u in uses.items()
-                      if roles.get(b) in ("weights", "bias") or (roles.get(b) == "zero-bias" and b in placed)}
-    task_sigs = set(tasks)
-    shared = 0
-    per_task = {t: 0 for t in tasks}
-    for b, u in weight_buffers.items():
-        users = u.signatures & task_sigs
-        if len(users) >= 2:
-            shared += u.nbytes
-        elif len(users) == 1:
-            per_task[next(iter(users))] += u.nbytes
-    # a full-integer file's per-task int32 copies of a shared bias count as duplicated bytes
-    duplicated = _split_bias_bytes(model, operands, uses) if allow_split_bias else 0
-    table = [{"index": b, "bytes": u.nbytes, "role": roles.get(b, "constant"),
-              "signatures": sorted(u.signatures), "tensors": [t[1] for t in u.tensors][:3]}
-             for b, u in sorted(uses.items())]
-    return LayoutReport(file_bytes, sum(u.nbytes for u in weight_buffers.values()), shared, per_task,
-                        duplicated, duplicates, placements, table)
-
-
-def _split_bias_bytes(model, operands, uses) -> int:
-    """Bytes of int32 bias buffers whose dequantised values equal a shared bias (one per task)."""
-    total = 0
-    for name, kind, owners, values in operands:
-        if kind != "bias" or len(owners) < 2:
-            continue
-        buffers = set()
-        for sgi, ti, t in _candidates(model, tuple(values.shape)):
-            if t.type == schema.TensorType.INT32 and _matches(model, sgi, ti, values):
-                buffers.add(t.buffer)
-        if len(buffers) > 1:
-            total += sum(uses[b].nbytes for b in sorted(buffers)[1:])
-    return total
+    weight_bytes, shared, per_task = split_weight_bytes(uses, buffer_roles(model), tasks, also=placed)
+    return LayoutReport(file_bytes, weight_bytes, shared, per_task, duplicated, placements)

@@ -10,7 +10,7 @@ from mtz_mobile.errors import MTZError
 from mtz_mobile.plan import Plan
 from mtz_mobile.schemas import validate_json
 
-from .flatbuffer import TYPE_NAMES, get_metadata, signature_subgraphs
+from .flatbuffer import TYPE_NAMES, decode, get_metadata, signature_subgraphs
 from .names import JOINT_KEY, MANIFEST_METADATA
 from .layout import LayoutReport
 
@@ -22,19 +22,15 @@ def load_schema() -> dict:
     return json.loads(SCHEMA_PATH.read_text())
 
 
-def _decode(s) -> str:
-    return s.decode() if isinstance(s, bytes) else s
-
-
 def signature_tensors(model, key: str) -> tuple[list[dict], list[dict]]:
     """(inputs, outputs) of a signature as {name, shape, dtype}, read from the flatbuffer."""
     for sig in model.signatureDefs or []:
-        if _decode(sig.signatureKey) == key:
+        if decode(sig.signatureKey) == key:
             sg = model.subgraphs[sig.subgraphIndex]
 
             def describe(tmap):
                 t = sg.tensors[tmap.tensorIndex]
-                return {"name": _decode(tmap.name), "shape": [int(d) for d in t.shape],
+                return {"name": decode(tmap.name), "shape": [int(d) for d in t.shape],
                         "dtype": TYPE_NAMES.get(t.type, str(t.type))}
 
             return [describe(m) for m in sig.inputs or []], [describe(m) for m in sig.outputs or []]

@@ -6,3 +6,11 @@ JOINT_KEY = "all"         # the optional signature that runs every task (outputs
 MANIFEST_METADATA = "mtz_manifest"  # the model metadata entry holding the manifest JSON
 APP_PACKAGE = "dev.mtzmobile.demo"  # the Android demo's application id (`mtz-mobile push --app`)
 DEVICE_MODEL_NAME = "model.tflite"  # the app's model: files/<this> when pushed, assets/<this> when bundled
+
+
+def baseline_path(model_path, task: str):
+    """Where `convert --baselines` writes task's original model, beside the zipped model."""
+    from pathlib import Path
+
+    model_path = Path(model_path)
+    return model_path.with_name(f"{model_path.stem}.baseline_{task}.tflite")

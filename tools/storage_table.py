@@ -18,7 +18,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from converters import QUANTIZATIONS, convert_zip  # noqa: E402
-from converters.inspect import inspect_model  # noqa: E402
 from mtz_mobile.fileio import write_atomic  # noqa: E402
 
 
@@ -26,11 +25,10 @@ def measure(zip_dir: Path, out: Path, mode: str) -> dict:
     model = out / f"{zip_dir.name}_{mode}.tflite"
     result = convert_zip(zip_dir, model, quantize=mode, baselines=True)
     separate = sum(p.stat().st_size for p in result.baselines.values())
-    info = inspect_model(model)
     return {"zip": zip_dir.name, "mode": mode, "zipped_bytes": result.layout.file_bytes,
             "separate_bytes": separate, "floor_bytes": result.layout.weight_bytes,
             "shared_bytes": result.layout.shared_weight_bytes, "duplicated_bytes": result.layout.duplicated_bytes,
-            "task_bytes": info["task_weight_bytes"], "ratio_to_separate": result.layout.file_bytes / separate,
+            "task_bytes": result.layout.task_weight_bytes, "ratio_to_separate": result.layout.file_bytes / separate,
             "over_floor_bytes": result.layout.file_bytes - result.layout.weight_bytes}
 
 
