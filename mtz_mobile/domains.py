@@ -10,26 +10,15 @@ the same offsets — checked here, refused otherwise.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
 from .errors import MTZError
-from .ops import same_padding
-
-
-def conv_output_size(size: int, k: int, s: int, d: int, padding: str) -> int:
-    if padding == "same":
-        return math.ceil(size / s)
-    return (size - (k - 1) * d - 1) // s + 1
-
-
-def _canonical(shape) -> tuple[int, ...]:
-    return tuple(shape) + ((1,) if len(shape) == 2 else ())
+from .ops import canonical_shape, same_padding
 
 
 def joint_input_shape(shapes: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
-    canon = {t: _canonical(s) for t, s in shapes.items()}
+    canon = {t: canonical_shape(s) for t, s in shapes.items()}
     ranks = {len(s) for s in canon.values()}
     if len(ranks) != 1:
         raise MTZError(f"input shapes {', '.join(f'{t} {s}' for t, s in shapes.items())} cannot be joined: "
@@ -45,7 +34,7 @@ def pad_first_layers(net, models) -> None:
     """Give every smaller task zero weights for the joint input it never sees (in place)."""
     joint = net.input_shape
     for t, model in models.items():
-        own = _canonical(model.input_shape)
+        own = canonical_shape(model.input_shape)
         if own == tuple(joint):
             continue
         _check_offsets(net, model, t)
@@ -62,21 +51,14 @@ def pad_first_layers(net, models) -> None:
                     node.kernels[key] = _remap_dense_rows(net, model, k, kernel, t)
 
 
-def _flatten_source(net, k: int):
-    j = net.nodes[k].inputs[0]
-    while net.nodes[j].op == "activation":
-        j = net.nodes[j].inputs[0]
-    return net.nodes[j].inputs[0] if net.nodes[j].op == "flatten" else None
-
-
 def _remap_dense_rows(net, model, k: int, kernel: np.ndarray, task: str) -> np.ndarray:
-    flat_src = _flatten_source(net, k)
+    flat_src = net.flatten_input(k)
     if flat_src is None:
         if net.source(net.nodes[k].inputs[0]) != 0:
             return kernel  # a dense layer on a vector the joint network computes at the task's width
         rows = net.input_shape[0]
         return np.pad(kernel, [(0, rows - kernel.shape[0]), (0, 0)])
-    own = _canonical(model.nodes[flat_src].out_shape) if flat_src == 0 else model.nodes[flat_src].out_shape
+    own = canonical_shape(model.nodes[flat_src].out_shape) if flat_src == 0 else model.nodes[flat_src].out_shape
     joint = net.nodes[flat_src].shape
     channels = own[-1] if flat_src != 0 else kernel.shape[0] // int(np.prod(own[:-1]))
     if tuple(own[:-1]) == tuple(joint[:-1]) and flat_src != 0:

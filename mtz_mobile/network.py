@@ -112,14 +112,17 @@ class ZippedNetwork:
     def input_groups(self, i: int) -> list[Group]:
         return self.groups(self.nodes[i].inputs[0])
 
-    def row_factor(self, i: int) -> int:
-        """Rows per input unit of weight node i: the positions a Flatten before it folds in."""
+    def flatten_input(self, i: int) -> int | None:
+        """The node a Flatten right before weight node i (activations aside) flattens, if any."""
         j = self.nodes[i].inputs[0]
         while self.nodes[j].op == "activation":
             j = self.nodes[j].inputs[0]
-        if self.nodes[j].op == "flatten":
-            return int(np.prod(self.nodes[self.nodes[j].inputs[0]].shape[:-1]))
-        return 1
+        return self.nodes[j].inputs[0] if self.nodes[j].op == "flatten" else None
+
+    def row_factor(self, i: int) -> int:
+        """Rows per input unit of weight node i: the positions a Flatten before it folds in."""
+        src = self.flatten_input(i)
+        return 1 if src is None else int(np.prod(self.nodes[src].shape[:-1]))
 
     def streams(self) -> list[set[int]]:
         """Sets of input/weight nodes whose outputs Add joins: they must keep one grouping."""
@@ -158,6 +161,7 @@ class ZippedNetwork:
         """An unzipped network: one group per task in every weight node. ``models`` maps task →
         keras_io.ParsedModel; their graphs must match node for node (widths may differ)."""
         from .domains import joint_input_shape, pad_first_layers
+        from .ops import canonical_shape
 
         tasks = list(models)
         first = models[tasks[0]]
@@ -167,7 +171,7 @@ class ZippedNetwork:
         for k, pn in enumerate(first.nodes):
             node = Node(pn.name, pn.op, list(pn.inputs), copy.deepcopy(pn.attrs))
             if pn.op == "input":
-                channels = joint[-1] if len(joint) != 2 else 1
+                channels = canonical_shape(joint)[-1]
                 node.groups = [Group(tuple(tasks), {t: list(range(channels)) for t in tasks})]
             elif pn.op in WEIGHT_OPS:
                 for t in tasks:
@@ -193,9 +197,9 @@ class ZippedNetwork:
 
     def infer_shapes(self, input_shape: tuple[int, ...]) -> None:
         """Per-sample output shapes of every node on the joint input (channels filled per node)."""
-        from .domains import conv_output_size
+        from .ops import canonical_shape, conv_output_size
 
-        canonical = tuple(input_shape) + ((1,) if len(input_shape) == 2 else ())
+        canonical = canonical_shape(input_shape)
         for node in self.nodes:
             if node.op == "input":
                 node.shape = canonical

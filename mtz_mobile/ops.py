@@ -14,15 +14,26 @@ import numpy as np
 from .errors import MTZError
 
 
+def canonical_shape(shape) -> tuple[int, ...]:
+    """A per-sample shape as the network sees it: (H, W) images get one channel."""
+    return tuple(shape) + ((1,) if len(shape) == 2 else ())
+
+
+def conv_output_size(size: int, k: int, s: int, d: int, padding: str) -> int:
+    if padding == "same":
+        return math.ceil(size / s)
+    return (size - (k - 1) * d - 1) // s + 1
+
+
 def same_padding(size: int, k: int, s: int, d: int) -> tuple[int, int]:
-    out = math.ceil(size / s)
+    out = conv_output_size(size, k, s, d, "same")
     total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
     return total // 2, total - total // 2
 
 
 def canonical(x, task_shape):
     """Samples in the task's own shape; (n, H, W) images become (n, H, W, 1)."""
-    return x.reshape((len(x),) + tuple(task_shape) + ((1,) if len(task_shape) == 2 else ()))
+    return x.reshape((len(x),) + canonical_shape(task_shape))
 
 
 def pad_to(x: np.ndarray, joint_shape) -> np.ndarray:
@@ -58,9 +69,8 @@ class NumpyOps:
         if attrs["padding"] == "same":
             (pt, pb), (pl, pr) = same_padding(h, kh, sh, dh), same_padding(w, kw, sw, dw)
             x = np.pad(x, [(0, 0), (pt, pb), (pl, pr), (0, 0)], constant_values=fill)
-            oh, ow = math.ceil(h / sh), math.ceil(w / sw)
-        else:
-            oh, ow = (h - (kh - 1) * dh - 1) // sh + 1, (w - (kw - 1) * dw - 1) // sw + 1
+        oh = conv_output_size(h, kh, sh, dh, attrs["padding"])
+        ow = conv_output_size(w, kw, sw, dw, attrs["padding"])
         for i in range(kh):
             for j in range(kw):
                 yield i, j, x[:, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw, :]
@@ -116,7 +126,7 @@ class TFOps:
 
     def prepare_input(self, x, task_shape, joint_shape):
         tf = self.tf
-        shape = list(task_shape) + ([1] if len(task_shape) == 2 else [])
+        shape = list(canonical_shape(task_shape))
         x = tf.reshape(tf.cast(x, tf.float32), [-1, *shape])
         pads = [[0, 0]] + [[0, j - n] for n, j in zip(shape, joint_shape)]
         return tf.pad(x, pads) if any(p[1] for p in pads) else x

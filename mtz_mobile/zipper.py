@@ -32,7 +32,7 @@ from typing import Callable
 import numpy as np
 
 from . import __version__
-from .data import TaskData
+from .data import TaskData, error_rate
 from .errors import MTZError
 from .keras_io import ParsedModel
 from .mtz_math import HessianAccumulator, PairGeometry, random_merge
@@ -149,7 +149,6 @@ def shared_count(value, n_a: int, n_b: int, layer_name: str) -> int:
 class ZipResult:
     plan: Plan
     network: ZippedNetwork
-    original: ZippedNetwork
 
 
 # ----- calibration --------------------------------------------------------------------------
@@ -165,8 +164,6 @@ class Calibration:
         self._soft: dict = {}
         self.x = {}
         for n, t in enumerate(net.tasks):
-            if len(data[t].x_train) == 0:
-                raise MTZError(f"no training data for task {t} ({data[t].spec}): the Hessians need calibration samples")
             order = np.random.default_rng(config.seed + n).permutation(len(data[t].x_train))
             self.x[t] = data[t].x_train[np.sort(order[:config.calibration_samples])]
 
@@ -246,7 +243,6 @@ def _blocks_over(net: ZippedNetwork, i: int, go: int, owners, inputs: list[int])
         k = node.kernels[key]
         parts.append(k)
     if node.op == "conv2d":
-        kh, kw = node.attrs["kernel_size"]
         w = np.concatenate(parts, axis=2).reshape(-1, n_out) if parts else np.zeros((0, n_out))
     else:
         w = np.concatenate(parts, axis=0) if parts else np.zeros((0, n_out))
@@ -276,6 +272,7 @@ class _LayerHessians:
         self.ins = ins
         self.shared_with_c = [gi for gi, grp in enumerate(ins) if c in grp.owners and set(grp.owners) & set(existing)]
         self.full: dict[str, tuple[list[int], np.ndarray]] = {}
+        self._geometries: dict[tuple, PairGeometry] = {}
 
     def inputs_shared_by(self, owners) -> list[int]:
         return [gi for gi in self.shared_with_c if set(owners) | {self.c} <= set(self.ins[gi].owners)]
@@ -290,8 +287,12 @@ class _LayerHessians:
 
     def geometry(self, joint_owners, inputs: list[int]) -> PairGeometry:
         """H_J = Σ_{t ∈ joint owners} w_t H_t (the units' present owners) against H_c = w_c H_c."""
-        h_joint = sum(self.weights[t] * self.task(t, inputs) for t in joint_owners)
-        return PairGeometry.from_hessians(h_joint, self.weights[self.c] * self.task(self.c, inputs), self.damping)
+        key = (tuple(joint_owners), tuple(inputs))
+        if key not in self._geometries:
+            h_joint = sum(self.weights[t] * self.task(t, inputs) for t in joint_owners)
+            self._geometries[key] = PairGeometry.from_hessians(
+                h_joint, self.weights[self.c] * self.task(self.c, inputs), self.damping)
+        return self._geometries[key]
 
 
 def _sides(net, hessians: _LayerHessians, i, c, config, groups_j, g_c) -> list[_Side]:
@@ -345,19 +346,27 @@ def _sparse_mask(w_joint: np.ndarray, w_new: np.ndarray, policy: str = "larger")
     return np.where(take_joint[None, :], m_j, m_c).astype(np.float64)
 
 
+def _pending_groups(node, c: str) -> list[int]:
+    """Groups of node whose pairs with newcomer c were chosen already (by the first layer of its
+    residual stream) and still wait for c's weights to be merged."""
+    return [g for g, grp in enumerate(node.groups)
+            if c in grp.owners and len(grp.owners) > 1 and (g, (c,)) in node.biases]
+
+
 def zip_node(net: ZippedNetwork, original: ZippedNetwork, calib: Calibration, i: int, k: int, existing: list[str],
              c: str, data: dict[str, TaskData], config: ZipConfig, sparse: bool, progress: bool,
-             count: int | None = None) -> LayerRecord:
+             count: int | None = None, hessians: "_LayerHessians | None" = None) -> LayerRecord:
     """Zip newcomer c's units of weight node i into the joint network's (k: hidden layer number;
-    ``count`` overrides the configured number of shared units)."""
+    ``count`` overrides the configured number of shared units; ``hessians``: this step's, when
+    several trials of the step share them)."""
     t0 = time.perf_counter()
     node = net.nodes[i]
     weights = config.weights(net.tasks)
     rng = np.random.default_rng([config.seed, i, net.tasks.index(c)])
     g_c = [(g, grp.owners) for g, grp in enumerate(node.groups) if grp.owners == (c,)]
-    pending = [g for g, grp in enumerate(node.groups)
-               if c in grp.owners and len(grp.owners) > 1 and (g, (c,)) in node.biases]
-    hessians = _LayerHessians(net, calib, i, existing, c, weights, config.damping, rng)
+    pending = _pending_groups(node, c)
+    if hessians is None:
+        hessians = _LayerHessians(net, calib, i, existing, c, weights, config.damping, rng)
     lam = None  # the absolute damping added to S, for the record
     if pending:
         pairs = _merge_pending(net, hessians, i, c, config, rng, pending, sparse)
@@ -407,7 +416,7 @@ def zip_node(net: ZippedNetwork, original: ZippedNetwork, calib: Calibration, i:
                 dist = None if d is None else float(d[offsets[sides.index(side)] + p, q])
                 pairs.append([int(units_j[anchor][n]), int(units_j[c][n]), dist])
     if config.compensation == "next-layer" and not sparse:
-        for t in net.tasks:
+        for t in existing + [c]:  # tasks not zipped yet still hold their original weights
             compensate_consumers(net, original, calib, i, t, config.compensation_ridge)
     stats = {"iterations": 0}
     if config.retrain.iterations > 0:
@@ -447,9 +456,9 @@ def _merge_pending(net, hessians: _LayerHessians, i, c, config, rng, pending, sp
             merged = random_merge(wj, wc, rng)
         else:
             geometry = hessians.geometry(joint_owners, inputs)
-            merged = geometry.merged_weights(wj, wc) if mask is None else geometry.merged_weights_masked(wj, wc, mask)
-            delta = wj - wc
-            d = 0.5 * np.einsum("ki,ki->i", delta, geometry.m @ delta)
+            d, merged = geometry.matched(wj, wc)
+            if mask is not None:
+                merged = geometry.merged_weights_masked(wj, wc, mask)
         merge(net, i, go, inputs, merged, mask)
         for n in range(node.groups[go].size):
             pairs.append([int(node.groups[go].units[joint_owners[0]][n]), int(node.groups[go].units[c][n]),
@@ -503,29 +512,13 @@ def compensate_consumers(net: ZippedNetwork, original: ZippedNetwork, calib: Cal
         current = _blocks_over(net, j, go, (task,), inputs)
         gram[np.diag_indices_from(gram)] += lam
         sol = np.linalg.solve(gram, rhs + lam * current)
-        _write_blocks(net, j, go, (task,), inputs, sol)
+        merge(net, j, go, inputs, sol)  # the group is the task's alone: its blocks become sol
 
 
 def _position_of(original_order: np.ndarray, current_order: np.ndarray) -> np.ndarray:
     """Columns of the original's view to take so they follow the current view's unit order."""
     where = {int(u): n for n, u in enumerate(original_order)}
     return np.array([where[int(u)] for u in current_order], np.int64)
-
-
-def _write_blocks(net: ZippedNetwork, j: int, go: int, owners, inputs: list[int], sol: np.ndarray) -> None:
-    node = net.nodes[j]
-    ins = net.input_groups(j)
-    if node.op == "conv2d":
-        kh, kw = node.attrs["kernel_size"]
-        w = sol[:-1].reshape(kh, kw, -1, sol.shape[-1])
-        bounds = np.cumsum([0] + [ins[gi].size for gi in inputs])
-        for n, gi in enumerate(inputs):
-            node.kernels[(gi, go, owners)] = w[:, :, bounds[n]:bounds[n + 1], :]
-    else:
-        bounds = np.cumsum([0] + [net.row_factor(j) * ins[gi].size for gi in inputs])
-        for n, gi in enumerate(inputs):
-            node.kernels[(gi, go, owners)] = sol[bounds[n]:bounds[n + 1]]
-    node.biases[(go, owners)] = sol[-1]
 
 
 # ----- the whole zip --------------------------------------------------------------------------
@@ -633,13 +626,13 @@ def zip_networks(models: dict[str, ParsedModel], data: dict[str, TaskData], conf
             data[t], validation[t] = data[t].split_validation(config.validation_samples, seed=config.seed)
     try:
         calib = Calibration(net, data, config)
+        base_errors = None if validation is None else validation_errors(original, tasks, validation, calib.ops)
         for step in range(start, len(steps)):
             n, k, i = steps[step]
             node = net.nodes[i]
-            pending = any(tasks[n] in g.owners and len(g.owners) > 1 for g in node.groups)
-            if validation is not None and not pending:
+            if validation is not None and not _pending_groups(node, tasks[n]):
                 record, net = adaptive_step(net, original, calib, i, k, tasks[:n], tasks[n], data, validation,
-                                            config, sparse, progress)
+                                            base_errors, config, sparse, progress)
             else:
                 record = zip_node(net, original, calib, i, k, tasks[:n], tasks[n], data, config, sparse, progress)
             plan.layers.append(record)
@@ -659,15 +652,14 @@ def zip_networks(models: dict[str, ParsedModel], data: dict[str, TaskData], conf
         write_json_atomic(partial / "plan.json", plan.to_json())
         checkpoint.remove()
         publish_dir(partial, out, overwrite)
-    return ZipResult(plan, net, original)
+    return ZipResult(plan, net)
 
 
 def validation_errors(net: ZippedNetwork, tasks: list[str], validation: dict, ops) -> dict[str, float]:
-    return {t: float(np.mean(np.argmax(net.predict(t, validation[t][0], ops=ops), 1) != validation[t][1]))
-            for t in tasks}
+    return {t: error_rate(net.predict(t, validation[t][0], ops=ops), validation[t][1]) for t in tasks}
 
 
-def adaptive_step(net, original, calib, i, k, existing, c, data, validation, config, sparse, progress):
+def adaptive_step(net, original, calib, i, k, existing, c, data, validation, base_errors, config, sparse, progress):
     """The largest shared count on a grid of N/8 steps whose validation error, after light
     retraining, stays within the budget for every task; found by bisection (assuming more
     sharing never helps accuracy). Returns the record (with the search) and the chosen network."""
@@ -677,7 +669,10 @@ def adaptive_step(net, original, calib, i, k, existing, c, data, validation, con
     n_new = sum(g.size for g in node.groups if g.owners == (c,))
     top = min(n_joint, n_new)
     grid = sorted({int(round(top * q / 8)) for q in range(9)})
-    base = validation_errors(original, active, validation, calib.ops)
+    base = {t: base_errors[t] for t in active}
+    # every trial starts from the same network, so they share its Hessians (pairs differ by count only)
+    hessians = _LayerHessians(net, calib, i, existing, c, config.weights(net.tasks), config.damping,
+                              np.random.default_rng([config.seed, i, net.tasks.index(c)]))
     budget = config.max_error_increase / 100.0
     trials: dict[int, tuple] = {}
 
@@ -685,7 +680,7 @@ def adaptive_step(net, original, calib, i, k, existing, c, data, validation, con
         if idx not in trials:
             candidate = net.copy()
             record = zip_node(candidate, original, calib, i, k, existing, c, data, config, sparse, progress,
-                              count=grid[idx])
+                              count=grid[idx], hessians=hessians)
             errors = validation_errors(candidate, active, validation, calib.ops)
             ok = all(errors[t] - base[t] <= budget for t in active)
             trials[idx] = (ok, candidate, record, errors)

@@ -43,6 +43,12 @@ def test_s_form_equals_explicit_inverse_form():
         for w in (geom.merged_weights(w_a[:, [i]], w_b[:, [j]])[:, 0], comparison.merged([(i, j)])[:, 0]):
             assert np.linalg.norm(w - from_a) <= 1e-6 * np.linalg.norm(from_a)
             assert np.linalg.norm(w - from_b) <= 1e-6 * np.linalg.norm(from_b)
+    # pairs fixed beforehand (column i with column i), as a residual stream's later layers merge
+    d_matched, merged_matched = geom.matched(w_a, w_b[:, :n_a])
+    np.testing.assert_allclose(d_matched, np.diag(d_ref[:, :n_a]), rtol=1e-6)
+    for i in range(n_a):
+        from_a = merged_ref[i, i][0]
+        assert np.linalg.norm(merged_matched[:, i] - from_a) <= 1e-6 * np.linalg.norm(from_a)
 
 
 def test_hessian_is_the_augmented_second_moment():
