@@ -14,7 +14,7 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
-from .data import TaskData, load_task_data
+from .data import TaskData, load_specs
 from .errors import MTZError
 from .evaluate import evaluate_dir as evaluate, evaluation_json, evaluation_table  # noqa: F401 (re-export)
 from .keras_io import read_model
@@ -75,11 +75,7 @@ def zip_models(model_paths: list[str | os.PathLike], out_dir: str | os.PathLike 
             specs = specs * len(paths)
         if len(specs) != len(paths):
             raise MTZError(f"{len(specs)} data specs for {len(paths)} models: give one, or one per model")
-        loaded: dict[str, TaskData] = {}
-        for spec in specs:
-            if spec not in loaded:
-                loaded[spec] = load_task_data(spec, data_dir)
-        datas = {t: loaded[s] for t, s in zip(tasks, specs)}
+        datas = dict(zip(tasks, load_specs(specs, data_dir)))
     return zip_networks(models, datas, config, out_dir, resume=resume, overwrite=overwrite, progress=progress)
 
 
@@ -91,6 +87,6 @@ def train_reference(out_dir: str | os.PathLike, data: str | list[str] = "fashion
     specs = [data] * len(seeds) if isinstance(data, str) else list(data)
     if len(specs) == 1:
         specs = specs * len(seeds)
-    datas = [load_task_data(s, data_dir) for s in specs]
+    datas = load_specs(specs, data_dir)
     return train_reference_pair(datas, out_dir, seeds=seeds, names=names, epochs=epochs, batch_size=batch_size,
                                 verbose=verbose, overwrite=overwrite, arch=arch, hidden=tuple(hidden))

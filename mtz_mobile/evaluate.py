@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 
-import numpy as np
-
-from .data import TaskData, load_task_data
+from .data import TaskData, error_rate, load_specs
 from .keras_io import load_keras_model
+from .markdown import markdown_table
 from .plan import ZipDir, load_zip_dir
 
 
@@ -25,17 +24,16 @@ class TaskEvaluation:
         return 100.0 * (self.zipped_error - self.original_error)
 
 
-def error_rate(scores: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(np.argmax(scores, axis=1) != labels))
-
-
 def evaluate_zip(zipdir: ZipDir, datas: dict[str, TaskData] | None = None, data_dir=None,
                  limit: int | None = None) -> list[TaskEvaluation]:
     """Test error of every task, original model (from sources/) vs zipped network."""
     results = []
     settings = zipdir.plan.settings
+    given = datas or {}
+    missing = [task for task in zipdir.plan.tasks if not given.get(task.name)]
+    loaded = dict(zip((task.name for task in missing), load_specs((task.data for task in missing), data_dir)))
     for task in zipdir.plan.tasks:
-        data = (datas or {}).get(task.name) or load_task_data(task.data, data_dir)
+        data = given.get(task.name) or loaded[task.name]
         if settings.get("max_error_increase") is not None:
             # the adaptive search chose its counts on these images: report on the rest
             data, _ = data.split_validation(settings["validation_samples"], seed=settings["seed"])
@@ -52,12 +50,9 @@ def evaluate_dir(path: str | os.PathLike, data_dir=None, limit: int | None = Non
 
 
 def evaluation_table(results: list[TaskEvaluation]) -> str:
-    lines = ["| task | data | test images | original error | zipped error | change |",
-             "|---|---|---|---|---|---|"]
-    for r in results:
-        lines.append(f"| {r.task} | {r.data} | {r.samples} | {100 * r.original_error:.2f} % | "
-                     f"{100 * r.zipped_error:.2f} % | {r.increase_pp:+.2f} pp |")
-    return "\n".join(lines)
+    return markdown_table(["task", "data", "test images", "original error", "zipped error", "change"],
+                          [[r.task, r.data, r.samples, f"{100 * r.original_error:.2f} %",
+                            f"{100 * r.zipped_error:.2f} %", f"{r.increase_pp:+.2f} pp"] for r in results])
 
 
 def evaluation_json(results: list[TaskEvaluation]) -> list[dict]:

@@ -74,6 +74,16 @@ def load_keras_model(path: str | os.PathLike):
                        "re-save it with Keras 3") from exc
 
 
+def save_keras_atomic(model, path: str | os.PathLike) -> Path:
+    """model.save under a temporary name, then a rename: an interrupted save leaves no half-written
+    model where a cache check would take it for a finished one."""
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".tmp.keras")  # Keras refuses to save to a name without .keras
+    model.save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
 def _activation_name(layer, path) -> str:
     act = layer.get_config().get("activation", "linear")
     if isinstance(act, dict):

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import TaskData
+from .data import TaskData, error_rate
 from .errors import MTZError
+from .keras_io import save_keras_atomic
 
 LENET_300_100 = (300, 100)
 
@@ -110,8 +111,7 @@ def permute_hidden_units(model, rng: np.random.Generator) -> None:
 
 
 def test_error(model, x: np.ndarray, y: np.ndarray) -> float:
-    pred = np.argmax(model.predict(x, batch_size=4096, verbose=0), axis=1)
-    return float(np.mean(pred != y))
+    return error_rate(model.predict(x, batch_size=4096, verbose=0), y)
 
 
 ARCHITECTURES = ("mlp", "lenet5", "resnet")
@@ -144,10 +144,7 @@ def train_reference(data: TaskData, out_path: str | os.PathLike, seed: int, epoc
     model.fit(data.x_train, data.y_train, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=verbose)
     if permute:
         permute_hidden_units(model, np.random.default_rng(seed + 10_000))
-    out_path = Path(out_path)
-    tmp = out_path.with_name(out_path.stem + ".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, out_path)
+    out_path = save_keras_atomic(model, out_path)
     return ReferenceRecord(out_path.stem, str(out_path), data.spec, seed, list(hidden) if arch == "mlp" else [],
                            epochs, batch_size, epochs * math.ceil(len(data.x_train) / batch_size),
                            test_error(model, data.x_test, data.y_test), permute, arch)

@@ -12,15 +12,10 @@ import pytest
 from mtz_mobile.data import TaskData, load_task_data
 
 
-def _slice(data: TaskData, n_train: int, n_test: int) -> TaskData:
-    return TaskData(data.spec, data.x_train[:n_train], data.y_train[:n_train], data.x_test[:n_test],
-                    data.y_test[:n_test], data.labels, data.preprocessing)
-
-
 @pytest.fixture(scope="session")
 def fmnist() -> TaskData:
     """4,000 training and 2,000 test images: enough to train and zip small models in seconds."""
-    return _slice(load_task_data("fashion-mnist"), 4000, 2000)
+    return load_task_data("fashion-mnist").head(4000, 2000)
 
 
 def train_small_mlp(data: TaskData, path, seed: int, hidden=(48, 24), epochs: int = 2, permute: bool = True):

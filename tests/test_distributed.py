@@ -15,12 +15,11 @@ SCRIPT = textwrap.dedent("""
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from mtz_mobile.data import load_task_data, TaskData
+    from mtz_mobile.data import load_task_data
     from mtz_mobile.keras_io import read_model
     from mtz_mobile.retrain import RetrainSettings
     from mtz_mobile.zipper import ZipConfig, zip_networks
-    d = load_task_data("fashion-mnist")
-    d = TaskData(d.spec, d.x_train[:2000], d.y_train[:2000], d.x_test[:500], d.y_test[:500], d.labels)
+    d = load_task_data("fashion-mnist").head(2000, 500)
     chains = {"a": read_model(sys.argv[1]), "b": read_model(sys.argv[2])}
     out = {}
     for strategy in ("mirrored", "default"):

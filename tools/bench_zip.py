@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mtz_mobile.markdown import markdown_row, markdown_table  # noqa: E402
 from mtz_mobile.mtz_math import HessianAccumulator, PairGeometry, layer_hessian  # noqa: E402
 from mtz_mobile.pairing import select_pairs  # noqa: E402
 
@@ -88,10 +89,9 @@ def vgg_layer(images: int, repeats: int, rng: np.random.Generator) -> None:
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     print(f"\nVGG-16-sized conv layer, 512 kernels of 3×3×512 on 14×14 maps, {images} images per task "
           f"({images * 196:,} instances), median of {repeats}:")
-    print("| total s | Hessians (im2col + XᵀX) s | factor s | metric s | pairing s | merge s |")
-    print("|---|---|---|---|---|---|")
-    print(f"| {med['total']:.1f} | {med['hessians']:.1f} | {med['factor']:.2f} | {med['metric']:.2f} | "
-          f"{med['pairing']:.2f} | {med['merge']:.2f} |", flush=True)
+    print(markdown_table(["total s", "Hessians (im2col + XᵀX) s", "factor s", "metric s", "pairing s", "merge s"],
+                         [[f"{med['total']:.1f}", f"{med['hessians']:.1f}", f"{med['factor']:.2f}",
+                           f"{med['metric']:.2f}", f"{med['pairing']:.2f}", f"{med['merge']:.2f}"]]), flush=True)
 
 
 def main(argv=None) -> int:
@@ -112,9 +112,9 @@ def main(argv=None) -> int:
 
     rng = np.random.default_rng(args.seed)
     rows = []
-    print("| N | d | n | Hessians GEMM s | WᵀMW s | unavoidable s | zip s (hessians / factor / metric / "
-          "pairing / merge) | ratio |")
-    print("|---|---|---|---|---|---|---|---|")
+    # the header now, each row as its runs finish
+    print(markdown_table(["N", "d", "n", "Hessians GEMM s", "WᵀMW s", "unavoidable s",
+                          "zip s (hessians / factor / metric / pairing / merge)", "ratio"], []))
     for d in args.inputs:
         for n_units in args.units:
             runs = []
@@ -126,10 +126,11 @@ def main(argv=None) -> int:
             med["ratio"] = statistics.median(r["zip_total"] / r["unavoidable"] for r in runs)
             med.update(units=n_units, inputs=d, samples=args.samples, repeats=args.repeats)
             rows.append(med)
-            print(f"| {n_units} | {d} | {args.samples} | {med['gemm_hessians']:.2f} | {med['gemm_wmw']:.2f} | "
-                  f"{med['unavoidable']:.2f} | {med['zip_total']:.2f} ({med['zip_hessians']:.2f} / "
-                  f"{med['zip_factor']:.2f} / {med['zip_metric']:.2f} / {med['zip_pairing']:.2f} / "
-                  f"{med['zip_merge']:.2f}) | {med['ratio']:.2f}× |", flush=True)
+            print(markdown_row([n_units, d, args.samples, f"{med['gemm_hessians']:.2f}", f"{med['gemm_wmw']:.2f}",
+                                f"{med['unavoidable']:.2f}",
+                                f"{med['zip_total']:.2f} ({med['zip_hessians']:.2f} / {med['zip_factor']:.2f} / "
+                                f"{med['zip_metric']:.2f} / {med['zip_pairing']:.2f} / {med['zip_merge']:.2f})",
+                                f"{med['ratio']:.2f}×"]), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
     return 0

@@ -43,8 +43,9 @@ if str(REPO) not in sys.path:  # run from a checkout without `pip install -e .`
 from converters import flatbuffer as fb  # noqa: E402
 from converters.manifest import read_manifest, validate_manifest  # noqa: E402
 from converters.names import DEVICE_MODEL_NAME  # noqa: E402
-from mtz_mobile.data import COARSE_LABELS, FASHION_LABELS, TaskData, load_task_data  # noqa: E402
+from mtz_mobile.data import COARSE_LABELS, FASHION_LABELS, TaskData, load_specs  # noqa: E402
 from mtz_mobile.errors import MTZError  # noqa: E402
+from mtz_mobile.fileio import write_atomic  # noqa: E402
 
 DEFAULT_MODEL = REPO / "demo_out" / "model.tflite"
 DEFAULT_ASSETS = REPO / "android_demo" / "app" / "src" / "main" / "assets"
@@ -124,26 +125,13 @@ def _json_numbers(values: np.ndarray) -> list:
     return [float(f"{v:.7g}") for v in flat]
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def build_samples(model_bytes: bytes, manifest: dict, specs: dict[str, str], data_dir=None,
                   per_source: int = 10) -> dict:
     """samples.json's content: per image source, a few test images with each task's truth and output."""
     from mtz_mobile.litert_runtime import make_interpreter
 
     tasks = {t["name"]: t for t in manifest["tasks"]}
-    datas: dict[str, TaskData] = {}
-    for name, spec in specs.items():
-        if spec not in datas:
-            datas[spec] = load_task_data(spec, data_dir)
+    datas = dict(zip(specs.values(), load_specs(specs.values(), data_dir)))
     groups: dict[str, list[str]] = {}
     for name, spec in specs.items():
         groups.setdefault(_SAME_IMAGES.get(spec, spec), []).append(name)
@@ -198,8 +186,8 @@ def export_assets(model_path=DEFAULT_MODEL, out_dir=DEFAULT_ASSETS, zip_dir=None
         raise MTZError("--per-source must be at least 1")
     samples = build_samples(model_bytes, manifest, task_specs(manifest, zip_dir, data), data_dir, per_source)
     paths = {"model": out_dir / DEVICE_MODEL_NAME, "samples": out_dir / SAMPLES_NAME}
-    _write_atomic(paths["model"], model_bytes)
-    _write_atomic(paths["samples"], (json.dumps(samples, separators=(",", ":")) + "\n").encode("utf-8"))
+    write_atomic(paths["model"], model_bytes)
+    write_atomic(paths["samples"], json.dumps(samples, separators=(",", ":")) + "\n")
     return paths
 
 

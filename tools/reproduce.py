@@ -52,10 +52,10 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtz_mobile.data import TaskData, load_task_data  # noqa: E402
-from mtz_mobile.evaluate import error_rate  # noqa: E402
+from mtz_mobile.data import TaskData, error_rate, load_task_data  # noqa: E402
 from mtz_mobile.fileio import write_atomic  # noqa: E402
-from mtz_mobile.keras_io import load_keras_model, read_model  # noqa: E402
+from mtz_mobile.keras_io import load_keras_model, read_model, save_keras_atomic  # noqa: E402
+from mtz_mobile.markdown import markdown_table  # noqa: E402
 from mtz_mobile.prune import HAN_LENET_5, HAN_LENET_300_100, fine_tune_pruned, kernel_densities, prune_model  # noqa: E402
 from mtz_mobile.reference import train_reference_pair  # noqa: E402
 from mtz_mobile.retrain import RetrainSettings  # noqa: E402
@@ -149,12 +149,6 @@ def _csv_value(v):
     return "" if v is None else v
 
 
-def md_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.2f} %"
 
@@ -172,13 +166,6 @@ def say(*parts) -> None:
 
 
 # ----- data and references ---------------------------------------------------------------------
-
-def sliced(data: TaskData, s: Settings) -> TaskData:
-    if s.n_train is None and s.n_test is None:
-        return data
-    return TaskData(data.spec, data.x_train[:s.n_train], data.y_train[:s.n_train], data.x_test[:s.n_test],
-                    data.y_test[:s.n_test], data.labels, data.preprocessing)
-
 
 def keras_input(model, x: np.ndarray) -> np.ndarray:
     return x.reshape((len(x),) + tuple(model.input_shape[1:]))
@@ -210,9 +197,7 @@ def reference(out: Path, kind: str, data: TaskData, seed: int, epochs: int, s: S
     for chains) or load from the cache one reference model; returns its record."""
     from mtz_mobile.reference import train_reference
 
-    if n_train is not None:
-        data = TaskData(data.spec, data.x_train[:n_train], data.y_train[:n_train], data.x_test, data.y_test,
-                        data.labels, data.preprocessing)
+    data = data.head(n_train=n_train)
     name = f"{kind}_{data.spec}_s{seed}_e{epochs}_n{len(data.x_train)}" + ("_perm" if permute else "")
     path = out / "refs" / f"{name}.keras"
     rec_path = path.with_suffix(".json")
@@ -243,9 +228,7 @@ def pruned_reference(out: Path, rec: dict, densities, data: TaskData, s: Setting
     err_pruned = keras_error(model, data)
     ft = fine_tune_pruned(model, masks, keras_input(model, data.x_train), data.y_train, epochs=s.prune_epochs,
                           batch_size=s.batch_size, learning_rate=s.prune_lr, seed=rec["seed"])
-    tmp = path.with_name(path.stem + ".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    save_keras_atomic(model, path)
     new = dict(rec, name=path.stem, path=str(path), densities_target=list(densities),
                densities=kernel_densities(model), error_after_pruning=err_pruned,
                fine_tune_iterations=ft.iterations, iterations=rec["iterations"] + ft.iterations,
@@ -287,7 +270,7 @@ def layer_widths(plan) -> list[int]:
 
 # ----- lenet300 ----------------------------------------------------------------------------------
 
-def exp_lenet300(out: Path, datas: dict[str, TaskData], s: Settings, args) -> dict:
+def exp_lenet300(out: Path, datas: dict[str, TaskData], s: Settings) -> dict:
     data = datas["fine"]
     paths, records = mlp_pair(out, data, s.mlp_epochs, s)
     base = {r["name"]: r["test_error"] for r in records}
@@ -310,7 +293,7 @@ def exp_lenet300(out: Path, datas: dict[str, TaskData], s: Settings, args) -> di
                      "increase_pp": 100 * inc})
         table.append([label, pct(errs["a"]), pct(errs["b"]), pp(inc)])
         say(f"  lenet300 layer 1, {label}: a {pct(errs['a'])}, b {pct(errs['b'])}")
-    md += [md_table(["method", "error a", "error b", "mean increase (pp)"], table), ""]
+    md += [markdown_table(["method", "error a", "error b", "mean increase (pp)"], table), ""]
 
     md.append(f"### (2) both hidden layers fully shared, {s.retrain_mlp} retraining iterations after each layer\n")
     table = []
@@ -331,8 +314,8 @@ def exp_lenet300(out: Path, datas: dict[str, TaskData], s: Settings, args) -> di
                           f"{pct(errs['b'])} ({pp(errs['b'] - base['b'])})", iters,
                           f"1/{train_iters / max(iters, 1):.1f}"])
             say(f"  lenet300 full, {label}, seed {seed}: a {pct(errs['a'])}, b {pct(errs['b'])}, {iters} iterations")
-    md += [md_table(["method", "zip seed", "error a (Δ pp)", "error b (Δ pp)", "retraining iterations",
-                     "/ training iterations"], table), ""]
+    md += [markdown_table(["method", "zip seed", "error a (Δ pp)", "error b (Δ pp)", "retraining iterations",
+                           "/ training iterations"], table), ""]
     full = [r for r in rows if r["exp"] == "full" and r["method"] == "MTZ + compensation"]
     md.append(f"MTZ + compensation over zip seeds {s.lenet300_seeds}: median Δa "
               f"{statistics.median(r['delta_a_pp'] for r in full):+.2f} pp, median Δb "
@@ -351,7 +334,7 @@ FIG2_CURVES = [  # (key, label, method, compensation)
 ]
 
 
-def exp_fig2(out: Path, datas: dict[str, TaskData], s: Settings, args) -> dict:
+def exp_fig2(out: Path, datas: dict[str, TaskData], s: Settings) -> dict:
     """Panel (a): Ñ_1 shared in layer 1, layer 2 not shared. Panel (b): layer 1 fully shared (by the
     same method), Ñ_2 shared in layer 2. (With layer 1 not shared a layer-2 unit has no shared
     inputs, so sharing it would share its bias only.)"""
@@ -395,7 +378,8 @@ def exp_fig2(out: Path, datas: dict[str, TaskData], s: Settings, args) -> dict:
                 line.append(pct(r["error_mean"]) + (f" ({pct(r['error_min'])}–{pct(r['error_max'])})"
                                                     if len(r["seeds"]) > 1 else ""))
             table.append(line)
-        md += [f"#### Shared neurons in {title}\n", md_table(["shared Ñ"] + [c[1] for c in FIG2_CURVES], table), ""]
+        md += [f"#### Shared neurons in {title}\n",
+               markdown_table(["shared Ñ"] + [c[1] for c in FIG2_CURVES], table), ""]
     md.append(f"![Fig. 2 analogue]({png.name})\n")
     return {"reference": records, "rows": rows, "markdown": "\n".join(md), "png": str(png)}
 
@@ -446,7 +430,7 @@ def plot_fig2(rows: list[dict], base: dict, path: Path, s: Settings) -> None:
 
 # ----- table1 ----------------------------------------------------------------------------------
 
-def exp_table1(out: Path, datas: dict[str, TaskData], s: Settings, args) -> dict:
+def exp_table1(out: Path, datas: dict[str, TaskData], s: Settings) -> dict:
     data = datas["fine"]
     two = {"a": data, "b": data}
     paths, records = mlp_pair(out, data, s.mlp_epochs, s)
@@ -507,20 +491,20 @@ def exp_table1(out: Path, datas: dict[str, TaskData], s: Settings, args) -> dict
           "err_A/err_B: the references; 'zipped': after zipping with no retraining; re-err_C: after zipping "
           f"and retraining (Adam, lr {s.retrain_lr:g} unless the row says otherwise). Training iterations: one "
           "reference (sparse: + masked fine-tuning).\n",
-          md_table(["network", "", "err_A", "err_B", "zipped, no retraining (A / B)", "re-err_C (A / B)",
-                    "retraining iterations", "training iterations (one reference)", "shared params"], table), "",
+          markdown_table(["network", "", "err_A", "err_B", "zipped, no retraining (A / B)", "re-err_C (A / B)",
+                          "retraining iterations", "training iterations (one reference)", "shared params"], table), "",
           "Sparse references and the zipped network. 'sparse': a merged unit keeps the mask of the unit with "
           "more connections (paper §3.6); 'union mask': it keeps both units' connections. Merged weights are "
           "the constrained optimum on the kept connections; masks are kept during retraining.\n",
-          md_table(["network", "zip", "reference A density per layer (%)", "nonzero weights A+B (references)",
-                    "nonzero per task after zipping (A / B)", "nonzero stored (zipped)", "stored weights (zipped)"],
-                   sparse_table), ""]
+          markdown_table(["network", "zip", "reference A density per layer (%)", "nonzero weights A+B (references)",
+                          "nonzero per task after zipping (A / B)", "nonzero stored (zipped)",
+                          "stored weights (zipped)"], sparse_table), ""]
     return {"reference": {"lenet300": mlp_recs, "lenet5": lenet5_recs}, "rows": rows, "markdown": "\n".join(md)}
 
 
 # ----- table3 ----------------------------------------------------------------------------------
 
-def exp_table3(out: Path, datas: dict[str, TaskData], s: Settings, args) -> dict:
+def exp_table3(out: Path, datas: dict[str, TaskData], s: Settings) -> dict:
     """Fine (10 item types) vs coarse (5 groups) LeNet-5 on the same images."""
     fine, coarse = datas["fine"], datas["coarse"]
     recs = {"fine": reference(out, "lenet5", fine, 1, s.lenet5_epochs, s),
@@ -583,15 +567,15 @@ def exp_table3(out: Path, datas: dict[str, TaskData], s: Settings, args) -> dict
           f"use ({s.validation} were its validation set). References: fine {pct(base['fine'])}, coarse "
           f"{pct(base['coarse'])}; one reference trained {recs['fine']['iterations']} iterations. Layers "
           f"{', '.join(names)} have {' / '.join(str(w) for w in widths)} units/channels.\n",
-          md_table(["configuration", "Ñ_l per layer", "error fine", "error coarse", "increase (pp) fine / coarse",
-                    "retraining iterations", "shared params"], table), "",
+          markdown_table(["configuration", "Ñ_l per layer", "error fine", "error coarse", "increase (pp) fine / coarse",
+                          "retraining iterations", "shared params"], table), "",
           f"Shared params = {runs[0][2].plan.params['shared_fraction_definition']}.\n"]
     return {"reference": recs, "baseline_on_rest": base, "rows": rows, "markdown": "\n".join(md)}
 
 
 # ----- resnet ----------------------------------------------------------------------------------
 
-def exp_resnet(out: Path, datas: dict[str, TaskData], s: Settings, args) -> dict:
+def exp_resnet(out: Path, datas: dict[str, TaskData], s: Settings) -> dict:
     fine, coarse = datas["fine"], datas["coarse"]
     recs = {"fine": reference(out, "resnet16", fine, 1, s.resnet_epochs, s, n_train=s.resnet_train, permute=False),
             "coarse": reference(out, "resnet16", coarse, 2, s.resnet_epochs, s, n_train=s.resnet_train,
@@ -634,8 +618,8 @@ def exp_resnet(out: Path, datas: dict[str, TaskData], s: Settings, args) -> dict
           f"(5 groups, seed 2) {pct(base['coarse'])}; {recs['fine']['iterations']} training iterations each. "
           f"Channels per zipped layer: {' / '.join(str(w) for w in widths)}. Retraining: {it} iterations after "
           "each zipped layer.\n",
-          md_table(["configuration", "Ñ_l per layer", "error fine", "error coarse", "retraining iterations",
-                    "shared params", "stored params (of separate)"], table), ""]
+          markdown_table(["configuration", "Ñ_l per layer", "error fine", "error coarse", "retraining iterations",
+                          "shared params", "stored params (of separate)"], table), ""]
     return {"reference": recs, "rows": rows, "markdown": "\n".join(md)}
 
 
@@ -694,12 +678,12 @@ def main(argv=None) -> int:
                 say(f"experiment {name} failed (exit status {proc.returncode})")
                 return proc.returncode
     else:
-        datas = {"fine": sliced(load_task_data("fashion-mnist", args.data_dir), s),
-                 "coarse": sliced(load_task_data("fashion-mnist-coarse", args.data_dir), s)}
+        datas = {"fine": load_task_data("fashion-mnist", args.data_dir).head(s.n_train, s.n_test),
+                 "coarse": load_task_data("fashion-mnist-coarse", args.data_dir).head(s.n_train, s.n_test)}
         for name in names:
             say(f"\n== {name}: {TITLES[name]}" + (" (quick)" if s.quick else ""))
             t0 = time.perf_counter()
-            result = EXPERIMENTS[name](out, datas, s, args)
+            result = EXPERIMENTS[name](out, datas, s)
             result = {"experiment": name, "title": TITLES[name], "paper": PAPER, "settings": asdict(s), **result}
             write_json(out / f"{name}.json", result)
             write_csv(out / f"{name}.csv", result["rows"])

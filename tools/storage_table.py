@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from converters import QUANTIZATIONS, convert_zip  # noqa: E402
 from mtz_mobile.fileio import write_atomic  # noqa: E402
+from mtz_mobile.markdown import markdown_row, markdown_table  # noqa: E402
 
 
 def measure(zip_dir: Path, out: Path, mode: str) -> dict:
@@ -39,22 +40,21 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results/storage"))
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    lines = ["| zip | mode | zipped file | separate files (sum) | zipped / separate | unique-weight floor | "
-             "file − floor | shared bytes (every task signature) | task-only bytes | int32 bias copies |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    rows, table = [], []
+    head = ["zip", "mode", "zipped file", "separate files (sum)", "zipped / separate", "unique-weight floor",
+            "file − floor", "shared bytes (every task signature)", "task-only bytes", "int32 bias copies"]
     for zip_dir in args.zips:
         for mode in args.modes:
             print(f"converting {zip_dir} ({mode})", file=sys.stderr, flush=True)
             r = measure(zip_dir, args.out, mode)
             rows.append(r)
             task = ", ".join(f"{t} {n:,}" for t, n in r["task_bytes"].items())
-            lines.append(f"| {r['zip']} | {mode} | {r['zipped_bytes']:,} | {r['separate_bytes']:,} | "
-                         f"{r['ratio_to_separate']:.3f} | {r['floor_bytes']:,} | {r['over_floor_bytes']:,} | "
-                         f"{r['shared_bytes']:,} | {task} | {r['duplicated_bytes']:,} |")
-            print(lines[-1], flush=True)
+            table.append([r["zip"], mode, f"{r['zipped_bytes']:,}", f"{r['separate_bytes']:,}",
+                          f"{r['ratio_to_separate']:.3f}", f"{r['floor_bytes']:,}", f"{r['over_floor_bytes']:,}",
+                          f"{r['shared_bytes']:,}", task, f"{r['duplicated_bytes']:,}"])
+            print(markdown_row(table[-1]), flush=True)
     write_atomic(args.out / "storage.json", json.dumps(rows, indent=1) + "\n")
-    write_atomic(args.out / "storage.md", "\n".join(lines) + "\n")
+    write_atomic(args.out / "storage.md", markdown_table(head, table) + "\n")
     return 0
 
 

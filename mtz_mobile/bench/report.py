@@ -11,6 +11,7 @@ from mtz_mobile.errors import MTZError
 from mtz_mobile.schemas import validate_json
 
 from mtz_mobile.fileio import write_atomic
+from mtz_mobile.markdown import markdown_table
 
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
 REPORT_FORMAT = "mtz-mobile/bench-report"
@@ -85,12 +86,6 @@ def _mb(v) -> str:
     return "–" if v is None else f"{v:,.2f}"
 
 
-def _table(head: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return lines + [""]
-
-
 def _stage(m) -> str:
     return {"load": "after load", "task": f"after task {m['task']}", "all_tasks": "after all tasks",
             "joint": f"after joint signature {m['task']}"}[m["stage"]]
@@ -122,7 +117,7 @@ def render_markdown(r: dict) -> str:
     rows = [["zipped file", _kb(st["zipped_file_bytes"]), _kb(st["baselines_file_bytes"]), _x(st["file_ratio"])],
             ["weights + biases", _kb(st["unique_weight_bytes"]), _kb(st["baselines_weight_bytes"]),
              _x(None if not st["baselines_weight_bytes"] else st["unique_weight_bytes"] / st["baselines_weight_bytes"])]]
-    out += _table(["bytes", "zipped", "baselines (sum)", "ratio"], rows)
+    out += [markdown_table(["bytes", "zipped", "baselines (sum)", "ratio"], rows), ""]
     out.append(f"Unique-weight floor {st['unique_weight_bytes']:,} bytes (from the {st['weight_bytes_source']}); the "
                f"zipped file is {st['zipped_over_floor_bytes']:,} bytes above it ({_x(st['floor_ratio'])} the floor)."
                + ("" if st["saving_bytes"] is None else
@@ -145,7 +140,8 @@ def render_markdown(r: dict) -> str:
             rows.append([stage, q["metric"], _kb(q["zipped"]), _kb(q["baselines"]), _x(q["ratio"]),
                          _kb(q["zipped_delta"]), _kb(q["baselines_delta"]), _x(q["ratio_delta"])])
         if rows:
-            out += _table(["stage", "metric", "zipped", "baselines", "ratio", "zipped Δ", "baselines Δ", "ratio Δ"], rows)
+            out += [markdown_table(["stage", "metric", "zipped", "baselines", "ratio", "zipped Δ", "baselines Δ",
+                                    "ratio Δ"], rows), ""]
         rows = [[q["metric"], _kb(q["zipped_all_tasks"]), _kb(q["one_original"]), q["original_task"], _x(q["ratio"]),
                  _kb(q["zipped_delta"]), _kb(q["one_original_delta"]), _x(q["ratio_delta"])]
                 for q in mem.get("versus_one_original", []) if q["zipped_all_tasks"] or q["one_original"]]
@@ -153,8 +149,8 @@ def render_markdown(r: dict) -> str:
             out.append("The zipped file serving every task vs ONE original model serving its own task (the "
                        "largest of them), each in its own fresh process:")
             out.append("")
-            out += _table(["metric", "zipped, all tasks", "one original", "its task", "ratio", "zipped Δ",
-                           "original Δ", "ratio Δ"], rows)
+            out += [markdown_table(["metric", "zipped, all tasks", "one original", "its task", "ratio", "zipped Δ",
+                                    "original Δ", "ratio Δ"], rows), ""]
         rows = []
         for m in mem["measurements"]:
             a, b = m["after"], m["before"]
@@ -162,8 +158,8 @@ def render_markdown(r: dict) -> str:
                          _kb(a.get("RssShmem")), _kb(a["VmRSS"] - b["VmRSS"]), f"{m['load_seconds'] * 1000:.1f}"])
         out.append("All measurements:")
         out.append("")
-        out += _table(["variant", "stage", "VmHWM (peak)", "VmRSS", "RssAnon", "RssFile", "RssShmem", "VmRSS Δ",
-                       "load ms"], rows)
+        out += [markdown_table(["variant", "stage", "VmHWM (peak)", "VmRSS", "RssAnon", "RssFile", "RssShmem",
+                                "VmRSS Δ", "load ms"], rows), ""]
     else:
         out.append("From benchmark_model (one process per run; a baseline runs alone, so 'baselines' is the "
                    "matching single-task file). MB as printed by the tool.")
@@ -173,7 +169,8 @@ def render_markdown(r: dict) -> str:
             rows.append([q["task"] or "", q.get("xnnpack_cache") or "", q["metric"], _mb(q["zipped"]),
                          _mb(q["baselines"]), _x(q["ratio"])])
         if rows:
-            out += _table(["signature", "weight cache", "metric", "zipped", "baseline", "ratio"], rows)
+            out += [markdown_table(["signature", "weight cache", "metric", "zipped", "baseline", "ratio"], rows),
+                    ""]
 
     lat = r["latency"]
     out += ["## Latency per signature", ""]
@@ -182,10 +179,12 @@ def render_markdown(r: dict) -> str:
         rows.append([q["signature"], q["xnnpack_cache"], q["statistic"], _us(q["zipped_us"]), _us(q["baselines_us"]),
                      _x(q["ratio"]), q["note"]])
     if rows:
-        out += _table(["signature", "weight cache", "statistic", "zipped", "baselines", "ratio", "compared"], rows)
+        out += [markdown_table(["signature", "weight cache", "statistic", "zipped", "baselines", "ratio", "compared"],
+                               rows), ""]
     rows = [[e["variant"], e["signature"], e["xnnpack_cache"], _us(e["median_us"]), _us(e["p90_us"]), _us(e["mean_us"]),
              str(e["runs"]), e["source"]] for e in lat["entries"]]
-    out += _table(["variant", "signature", "weight cache", "median", "p90", "mean", "runs", "source"], rows)
+    out += [markdown_table(["variant", "signature", "weight cache", "median", "p90", "mean", "runs", "source"], rows),
+            ""]
 
     sw = r["switching"]
     if sw:
@@ -199,7 +198,7 @@ def render_markdown(r: dict) -> str:
             m = sw["modes"][name]
             rows.append([name, sw["definitions"][name], _us(m["median_us"]), _us(m["p90_us"]),
                          _x(m["median_us"] / z if z else None)])
-        out += _table(["mode", "what a step does", "median", "p90", "ratio to zipped"], rows)
+        out += [markdown_table(["mode", "what a step does", "median", "p90", "ratio to zipped"], rows), ""]
 
     if r["android"]:
         a = r["android"]
@@ -213,8 +212,8 @@ def render_markdown(r: dict) -> str:
             rows.append([run["variant"], run["signature"], run["xnnpack_cache"], _us(p["inference_avg_us"]),
                          _us(p.get("median_us")), _mb(p.get("peak_mb")), _mb(p.get("overall_mb")),
                          p["format"]])
-        out += _table(["file", "signature", "weight cache", "Inference (avg)", "median", "peak MB", "overall MB",
-                       "output format"], rows)
+        out += [markdown_table(["file", "signature", "weight cache", "Inference (avg)", "median", "peak MB",
+                                "overall MB", "output format"], rows), ""]
     if r["files"]["charts"]:
         out += ["## Charts", ""] + [f"![{c}]({c})" for c in r["files"]["charts"]] + [""]
     return "\n".join(out)
