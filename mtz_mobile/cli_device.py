@@ -21,6 +21,8 @@ def _positive_int(text: str) -> int:
 
 def add_device_commands(sub) -> dict:
     """Register the subcommands on ``sub``; return {name: handler(args) -> exit code}."""
+    from converters.names import APP_PACKAGE
+
     p = sub.add_parser("bench", help="measure a zipped .tflite against its separate baselines: storage, memory "
                                      "(fresh process per figure), latency, task switching; host or Android")
     p.add_argument("model", help="the zipped .tflite")
@@ -44,7 +46,7 @@ def add_device_commands(sub) -> dict:
                                     "the app's files/model.tflite with --app")
     p.add_argument("model")
     p.add_argument("--serial", help="the device (default: the only one attached)")
-    p.add_argument("--app", nargs="?", const="__default__", metavar="PACKAGE",
+    p.add_argument("--app", nargs="?", const=APP_PACKAGE, metavar="PACKAGE",
                    help="push into PACKAGE's files dir via run-as (PACKAGE defaults to the demo app)")
 
     p = sub.add_parser("deploy", help="zip → convert (with baselines) → bench on the host → push; resumes, "
@@ -63,15 +65,9 @@ def add_device_commands(sub) -> dict:
     p.add_argument("--xnnpack-cache", choices=["on", "off"])
     p.add_argument("--push", action="store_true", help="push the model to the device at the end")
     p.add_argument("--serial")
-    p.add_argument("--app", nargs="?", const="__default__", metavar="PACKAGE")
+    p.add_argument("--app", nargs="?", const=APP_PACKAGE, metavar="PACKAGE")
     p.add_argument("--quiet", action="store_true")
     return {"bench": _bench, "push": _push, "deploy": _deploy}
-
-
-def _app(value):
-    from converters.names import APP_PACKAGE
-
-    return APP_PACKAGE if value == "__default__" else value
 
 
 def _bench(args) -> int:
@@ -106,7 +102,7 @@ def _bench(args) -> int:
 def _push(args) -> int:
     from .device import push_model
 
-    result = push_model(args.model, serial=args.serial, app=_app(args.app) if args.app else None)
+    result = push_model(args.model, serial=args.serial, app=args.app)
     where = f"{result.app}:{result.remote}" if result.app else result.remote
     state = "already there (same sha256), nothing pushed" if result.skipped else "pushed and verified"
     print(f"{where}: {state}, {result.bytes:,} bytes, sha256 {result.sha256}")
@@ -119,7 +115,7 @@ def _deploy(args) -> int:
     extra = {} if args.retrain_iterations is None else {"retrain_iterations": args.retrain_iterations}
     result = deploy(args.models, args.out, data=args.data or "fashion-mnist", names=args.names,
                     data_dir=args.data_dir, push=args.push, serial=args.serial,
-                    app=_app(args.app) if args.app else None, quantize=args.quantize, bench=not args.no_bench,
+                    app=args.app, quantize=args.quantize, bench=not args.no_bench,
                     threads=args.threads, runs=args.runs, runtime=args.runtime, xnnpack_cache=args.xnnpack_cache,
                     progress=not args.quiet, **extra)
     for stage, state in result.stages.items():

@@ -31,28 +31,50 @@ class DeployResult:
     stages: dict[str, str] = field(default_factory=dict)  # stage → "done" | "skipped"
 
 
-def _zip_complete(zip_dir: Path) -> bool:
+def _load_zip(zip_dir: Path):
+    """The finished zip directory, or None where it is missing or damaged (zip again)."""
     from .plan import load_zip_dir
 
-    if not (zip_dir / "plan.json").is_file():
-        return False
     try:
-        load_zip_dir(zip_dir)
+        return load_zip_dir(zip_dir)
     except MTZError:
-        return False
-    return True
+        return None
 
 
-def _convert_complete(model: Path, zip_dir: Path, tasks: list[str]) -> bool:
+def _data_specs(data, tasks: list[str]) -> list:
+    """Each task's data spec as the zipper records it in plan.tasks[i].data; a malformed ``data``
+    gives specs that differ from any plan's, so the zip runs and reports the mistake itself."""
+    if isinstance(data, dict):
+        return [getattr(data.get(t), "spec", None) for t in tasks]
+    specs = [data] if isinstance(data, str) else list(data)
+    return specs * len(tasks) if len(specs) == 1 else specs
+
+
+def _stale_reason(plan, model_hashes: list[str], config, specs: list) -> str | None:
+    """Why the saved zip was not made from these inputs, or None when it was."""
+    if [t.sha256 for t in plan.tasks] != model_hashes:
+        return "models changed"  # the same task names from other files, e.g. retrained references
+    from .zipper import ZipConfig
+
+    # the zipper's own --resume check: the saved settings read back as a config, compared as JSON
+    saved = ZipConfig.from_json({k: v for k, v in plan.settings.items() if k != "sparse_detected"})
+    if saved.to_json() != config.to_json():
+        return "zip settings changed"
+    if [t.data for t in plan.tasks] != specs:
+        return "data changed"
+    return None
+
+
+def _convert_complete(model: Path, zipped, tasks: list[str]) -> bool:
     """model.tflite and every baseline exist, load, and were converted from this zip's plan."""
     from converters.flatbuffer import load_model
     from converters.manifest import read_manifest
-    from .plan import load_zip_dir
+    from converters.names import baseline_path
 
-    paths = [model] + [model.with_name(f"{model.stem}.baseline_{t}.tflite") for t in tasks]
+    paths = [model] + [baseline_path(model, t) for t in tasks]
     if not all(p.is_file() for p in paths):
         return False
-    if any(p.stat().st_mtime < (zip_dir / "plan.json").stat().st_mtime for p in paths):
+    if any(p.stat().st_mtime < (zipped.path / "plan.json").stat().st_mtime for p in paths):
         return False
     try:
         manifest = read_manifest(load_model(model))
@@ -62,8 +84,7 @@ def _convert_complete(model: Path, zip_dir: Path, tasks: list[str]) -> bool:
         return False
     if manifest is None:
         return False
-    plan = load_zip_dir(zip_dir).plan
-    want = {t.name: t.sha256 for t in plan.tasks}
+    want = {t.name: t.sha256 for t in zipped.plan.tasks}
     return {t["name"]: t["source"]["sha256"] for t in manifest["tasks"]} == want
 
 
@@ -88,11 +109,11 @@ def deploy(models: list[str | os.PathLike], out_dir: str | os.PathLike, data="fa
            progress: bool = True, **zip_options) -> DeployResult:
     """Run (or resume) every stage; returns where each output is and which stages ran."""
     from converters import convert_zip
+    from converters.names import baseline_path
 
     from . import api
     from .bench import bench_host
     from .keras_io import sha256_of
-    from .plan import load_zip_dir
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -107,32 +128,34 @@ def deploy(models: list[str | os.PathLike], out_dir: str | os.PathLike, data="fa
     bar = Progress(3 + int(bench) + int(push), enabled=progress, label="deploy")
     stages = {}
 
-    stale = False
-    if _zip_complete(zip_dir):
-        saved = load_zip_dir(zip_dir).plan.tasks
-        if [t.name for t in saved] != tasks:
-            raise MTZError(f"{zip_dir} holds tasks {', '.join(t.name for t in saved)}, not {', '.join(tasks)}: "
+    config = zip_options["config"] if "config" in zip_options else api.make_config(**zip_options)
+    saved = _load_zip(zip_dir)
+    stale = None
+    if saved is not None:
+        saved_tasks = saved.plan.tasks
+        if [t.name for t in saved_tasks] != tasks:
+            raise MTZError(f"{zip_dir} holds tasks {', '.join(t.name for t in saved_tasks)}, not {', '.join(tasks)}: "
                            "use another --out or delete it")
-        # the same task names from other model files (e.g. retrained references): zip again
-        stale = [t.sha256 for t in saved] != [sha256_of(m) for m in models]
-    if _zip_complete(zip_dir) and not stale:
+        stale = _stale_reason(saved.plan, [sha256_of(m) for m in models], config, _data_specs(data, tasks))
+    if saved is not None and stale is None:
         bar.step("zip: complete, skipped")
         stages["zip"] = "skipped"
     else:
         partial = zip_dir.with_name(zip_dir.name + ".partial")
-        bar.step("zip: models changed, zipping again" if stale else "zip: resuming" if partial.exists() else "zip")
+        bar.step(f"zip: {stale}, zipping again" if stale else "zip: resuming" if partial.exists() else "zip")
         api.zip_models(models, out_dir=zip_dir, data=data, names=names, data_dir=data_dir,
-                       resume=partial.exists() and not stale, overwrite=stale, progress=progress, **zip_options)
+                       resume=partial.exists() and not stale, overwrite=bool(stale), progress=progress,
+                       **zip_options)
         stages["zip"] = "done"
 
-    if stages["zip"] == "skipped" and _convert_complete(model, zip_dir, tasks):
+    if stages["zip"] == "skipped" and _convert_complete(model, saved, tasks):
         bar.step("convert: complete, skipped")
         stages["convert"] = "skipped"
     else:
         bar.step("convert (with baselines)")
         convert_zip(zip_dir, model, quantize=quantize, joint=joint, baselines=True, data_dir=data_dir)
         stages["convert"] = "done"
-    baselines = {t: model.with_name(f"{model.stem}.baseline_{t}.tflite") for t in tasks}
+    baselines = {t: baseline_path(model, t) for t in tasks}
 
     report = None
     if bench:

@@ -18,7 +18,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from converters.names import APP_PACKAGE, DEVICE_MODEL_NAME  # noqa: F401 (re-exported for callers)
+from converters.names import DEVICE_MODEL_NAME
 
 from .keras_io import sha256_of
 from .errors import MTZError
@@ -41,12 +41,11 @@ def find_adb() -> str:
 class DeviceEntry:
     serial: str
     state: str
-    details: str = ""
 
 
 def parse_devices(text: str) -> list[DeviceEntry]:
-    """The lines of `adb devices [-l]` after its header: serial, state (several words for
-    'no permissions (…)'), details."""
+    """The lines of `adb devices [-l]` after its header: serial and state (several words for
+    'no permissions (…)')."""
     out, listing = [], False
     for line in text.splitlines():
         line = line.strip()
@@ -59,11 +58,8 @@ def parse_devices(text: str) -> list[DeviceEntry]:
         if len(parts) < 2:
             continue
         serial, rest = parts
-        if rest.startswith("no permissions"):
-            state, details = "no permissions", rest[len("no permissions"):].strip()
-        else:
-            state, _, details = rest.partition(" ")
-        out.append(DeviceEntry(serial, state.strip(), details.strip()))
+        state = "no permissions" if rest.startswith("no permissions") else rest.partition(" ")[0]
+        out.append(DeviceEntry(serial, state.strip()))
     return out
 
 
@@ -130,11 +126,10 @@ class Adb:
             raise error
         return cls(chosen.serial, adb, timeout_s)
 
-    def run(self, *args: str, timeout_s: float | None = None, input_bytes: bytes | None = None
-            ) -> subprocess.CompletedProcess:
+    def run(self, *args: str, timeout_s: float | None = None) -> subprocess.CompletedProcess:
         cmd = [self.adb, "-s", self.serial, *args]
         try:
-            proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s or self.timeout_s, input=input_bytes)
+            proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s or self.timeout_s)
         except subprocess.TimeoutExpired:
             raise MTZError(f"`adb {' '.join(args[:2])}` ran past {timeout_s or self.timeout_s:.0f} s: check the "
                            "device, or use fewer --runs") from None

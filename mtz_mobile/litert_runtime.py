@@ -6,14 +6,11 @@ from .errors import MTZError
 
 try:  # the current package
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    RUNTIME = "ai-edge-litert"
 except ImportError:  # pragma: no cover - only where ai-edge-litert is not installed
     try:
         from tflite_runtime.interpreter import Interpreter, OpResolverType  # type: ignore
-        RUNTIME = "tflite-runtime"
     except ImportError:
         Interpreter = OpResolverType = None  # type: ignore
-        RUNTIME = None
 
 
 def make_interpreter(model_path=None, model_content=None, num_threads: int | None = None, xnnpack: bool = True):

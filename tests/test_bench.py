@@ -123,6 +123,22 @@ def test_deploy_skips_complete_stages_and_redoes_a_missing_one(deployed, small_m
     check_host_report(read_report(deployed.out_dir / "bench" / "report.json"), deployed.out_dir / "bench")
 
 
+def test_deploy_zips_again_when_retraining_iterations_change(deployed, small_models, fmnist, tmp_path, capsys):
+    import shutil
+
+    from mtz_mobile.deploy import deploy
+    from mtz_mobile.plan import load_zip_dir
+
+    # a copy: the session's deployed directory stays as the other tests expect it
+    out = tmp_path / "out"
+    shutil.copytree(deployed.out_dir / "zip", out / "zip")
+    result = deploy(small_models, out, data={"a": fmnist, "b": fmnist}, bench=False, progress=True,
+                    retrain_iterations=1, calibration_samples=500)
+    assert result.stages == {"zip": "done", "convert": "done"}
+    assert "zip: zip settings changed, zipping again" in capsys.readouterr().err
+    assert load_zip_dir(out / "zip").plan.settings["retrain"]["iterations"] == 1
+
+
 def one_line(capsys, argv) -> str:
     code = main(argv)
     lines = [l for l in capsys.readouterr().err.splitlines() if l.startswith("mtz-mobile")]

@@ -9,11 +9,6 @@ The report is a dict that validates against ``report.schema.json`` beside this f
 ``out_dir`` it is also written as report.json, report.md and PNG charts.
 """
 
+from .android import bench_android  # noqa: F401
 from .host import HostSettings, bench_host  # noqa: F401
 from .report import load_schema, read_report, render_markdown, validate_report, write_report  # noqa: F401
-
-
-def bench_android(*args, **kwargs):
-    from .android import bench_android as run
-
-    return run(*args, **kwargs)

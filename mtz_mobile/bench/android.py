@@ -23,7 +23,7 @@ from mtz_mobile.errors import MTZError
 
 from mtz_mobile.keras_io import sha256_of
 
-from .common import Progress
+from .common import Progress, default_warmup
 from .host import describe_model, latency_ratios, match_baselines, ratio, storage_figures
 
 DEVICE_DIR = "/data/local/tmp/mtz"
@@ -135,7 +135,7 @@ def bench_android(model_path, baselines=(), serial: str | None = None, benchmark
     for name, value in (("threads", threads), ("runs", runs)):
         if not isinstance(value, int) or value < 1:
             raise MTZError(f"{name} must be a whole number >= 1, got {value!r}")
-    warmup = max(1, min(20, runs // 5)) if warmup is None else warmup
+    warmup = default_warmup(runs) if warmup is None else warmup
     caches = tuple(caches)
     if not caches or any(c not in ("on", "off") for c in caches):
         raise MTZError(f"weight-cache settings must be on and/or off, got {', '.join(caches) or 'none'}")

@@ -1,10 +1,14 @@
-"""The progress display the bench, push and deploy commands share."""
+"""What the bench, push and deploy commands share: the progress display, the default warm-up."""
 
 from __future__ import annotations
 
 import sys
 import time
 
+
+def default_warmup(runs: int) -> int:
+    """Warm-up runs before timing when none are given: a fifth of the timed runs, 1 to 20."""
+    return max(1, min(20, runs // 5))
 
 
 class Progress:

@@ -21,8 +21,8 @@ from mtz_mobile.errors import MTZError
 
 from mtz_mobile.keras_io import sha256_of
 
-from .common import Progress
-from .probe import MARKER
+from .common import Progress, default_warmup
+from .probe import MARKER, STATUS_KEYS
 
 RUNTIMES = ("interpreter", "compiled")
 CACHE_STATES = ("on", "off")
@@ -56,7 +56,7 @@ class HostSettings:
             if not isinstance(value, int) or value < 1:
                 raise MTZError(f"{name} must be a whole number >= 1, got {value!r}")
         if self.warmup is None:
-            self.warmup = max(1, min(20, self.runs // 5))
+            self.warmup = default_warmup(self.runs)
         if self.warmup < 0:
             raise MTZError(f"warmup must be >= 0, got {self.warmup}")
         if self.switch_steps is None:
@@ -213,9 +213,6 @@ def _memory_plan(model: dict, baselines: list[dict]) -> list[tuple[str, str, str
     return plan
 
 
-MEMORY_METRICS = ("VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem")
-
-
 def memory_ratios(measurements: list[dict]) -> list[dict]:
     by = {(m["variant"], m["stage"], m["task"]): m for m in measurements}
     out = []
@@ -225,7 +222,7 @@ def memory_ratios(measurements: list[dict]) -> list[dict]:
         b = by.get(("baselines", stage, task))
         if b is None:
             continue
-        for metric in MEMORY_METRICS:
+        for metric in STATUS_KEYS:
             zv, bv = z["after"].get(metric, 0), b["after"].get(metric, 0)
             zd, bd = zv - z["before"].get(metric, 0), bv - b["before"].get(metric, 0)
             out.append({"stage": stage, "task": task, "metric": metric, "zipped": zv, "baselines": bv,
@@ -241,7 +238,7 @@ def versus_one_original(measurements: list[dict]) -> list[dict]:
     if zipped is None or not singles:
         return []
     out = []
-    for metric in MEMORY_METRICS:
+    for metric in STATUS_KEYS:
         largest = max(singles, key=lambda m: m["after"].get(metric, 0))
         zv, sv = zipped["after"].get(metric, 0), largest["after"].get(metric, 0)
         zd = zv - zipped["before"].get(metric, 0)
@@ -277,7 +274,7 @@ def latency_ratios(entries: list[dict], model: dict) -> list[dict]:
     return out
 
 
-def host_environment(settings: HostSettings) -> dict:
+def host_environment() -> dict:
     from importlib import metadata
 
     def version(name):
@@ -312,7 +309,7 @@ def bench_host(model_path, baselines=(), settings: HostSettings | None = None, o
     switch = bool(base) and len(model["tasks"]) >= 2
     bar = Progress(1 + len(plan) + 1 + int(switch) + int(out_dir is not None), enabled=progress)
 
-    report = new_report("host", settings.to_json(), host_environment(settings), model, base)
+    report = new_report("host", settings.to_json(), host_environment(), model, base)
     bar.step("storage")
     report["storage"] = storage_figures(model, base)
 

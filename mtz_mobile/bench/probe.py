@@ -13,7 +13,8 @@ import sys
 import time
 
 MARKER = "MTZ-PROBE "
-STATUS_KEYS = ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem")
+# also the report's metric order (peak first): the host bench iterates this tuple
+STATUS_KEYS = ("VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem")
 
 
 def proc_status() -> dict[str, int]:

@@ -77,8 +77,7 @@ def benchmark(scenario, command):
         name = scenario["list_signatures"]
     else:
         key = flags.get("signature_to_run_for", "")
-        table = scenario["transcripts_cache_on"] if flags.get("xnnpack_weight_cache_file_path") and \
-            scenario.get("transcripts_cache_on") else scenario["transcripts"]
+        table = scenario["transcripts"]
         name = table.get(os.path.basename(graph) + ":" + key) or table.get(key) or table["*"]
     with open(name) as f:
         sys.stdout.write(f.read())
