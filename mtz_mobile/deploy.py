@@ -144,7 +144,7 @@ def deploy(models: list[str | os.PathLike], out_dir: str | os.PathLike, data="fa
         partial = zip_dir.with_name(zip_dir.name + ".partial")
         bar.step(f"zip: {stale}, zipping again" if stale else "zip: resuming" if partial.exists() else "zip")
         api.zip_models(models, out_dir=zip_dir, data=data, names=names, data_dir=data_dir,
-                       resume=partial.exists() and not stale, overwrite=bool(stale), progress=progress,
+                       resume=partial.exists(), overwrite=bool(stale), progress=progress,
                        **zip_options)
         stages["zip"] = "done"
 
