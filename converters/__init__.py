@@ -7,7 +7,7 @@
 Names resolve lazily so that reading a file (inspect) does not start TensorFlow.
 """
 
-QUANTIZATIONS = ("none", "fp16", "dynamic-int8", "int8")
+from mtz_mobile.contract import QUANTIZATIONS  # noqa: F401 (re-export)
 
 
 def __getattr__(name):
@@ -16,7 +16,7 @@ def __getattr__(name):
 
         return getattr(convert, name)
     if name in ("inspect_model", "format_inspection"):
-        from . import inspect
+        from . import inspection
 
-        return getattr(inspect, name)
+        return getattr(inspection, name)
     raise AttributeError(name)

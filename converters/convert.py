@@ -12,15 +12,15 @@ import numpy as np
 from mtz_mobile.data import TaskData, load_task_data
 from mtz_mobile.errors import MTZError
 from mtz_mobile.fileio import write_atomic
-from mtz_mobile.plan import ZipDir, load_zip_dir
+from mtz_mobile.zipper.plan import ZipDir, load_zip_dir
 
 from . import flatbuffer as fb
 from .graph import TaskGraph, bias_name
 from .layout import LayoutReport, prove_layout
 from .manifest import build_manifest, validate_manifest
-from .names import MANIFEST_METADATA, baseline_path
+from mtz_mobile.contract import MANIFEST_METADATA, baseline_path
 
-from . import QUANTIZATIONS
+from mtz_mobile.contract import QUANTIZATIONS
 
 
 @dataclass
@@ -153,8 +153,8 @@ def convert_baseline(keras_path: Path, key: str, quantize: str, representative: 
     """One original model as its own .tflite, built by the same graph code as the zipped file
     (same op pattern, signature key, input name and quantization), so benchmarks compare like
     with like."""
-    from mtz_mobile.keras_io import read_model
-    from mtz_mobile.network import ZippedNetwork
+    from mtz_mobile.graph.keras_io import read_model
+    from mtz_mobile.graph.network import ZippedNetwork
 
     graph = TaskGraph(ZippedNetwork.from_models({key: read_model(keras_path)}))
     reps = None if representative is None else {key: representative}

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from mtz_mobile.network import ZippedNetwork
-from mtz_mobile.ops import TFOps
+from mtz_mobile.graph.network import ZippedNetwork
+from mtz_mobile.graph.ops import TFOps
 
-from .names import INPUT_NAME, JOINT_KEY, OUTPUT_NAME
+from mtz_mobile.contract import INPUT_NAME, JOINT_KEY, OUTPUT_NAME
 
 
 @dataclass(frozen=True)

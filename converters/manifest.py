@@ -7,11 +7,11 @@ from pathlib import Path
 
 from mtz_mobile import __version__
 from mtz_mobile.errors import MTZError
-from mtz_mobile.plan import Plan
+from mtz_mobile.zipper.plan import Plan
 from mtz_mobile.schemas import validate_json
 
 from .flatbuffer import TYPE_NAMES, decode, get_metadata, signature_subgraphs
-from .names import JOINT_KEY, MANIFEST_METADATA
+from mtz_mobile.contract import JOINT_KEY, MANIFEST_METADATA
 from .layout import LayoutReport
 
 SCHEMA_PATH = Path(__file__).with_name("manifest.schema.json")

@@ -16,11 +16,12 @@ from pathlib import Path
 
 from .data import TaskData, load_specs
 from .errors import MTZError
-from .evaluate import evaluate_dir as evaluate, evaluation_json, evaluation_table  # noqa: F401 (re-export)
-from .keras_io import read_model
+from mtz_mobile.zipper.evaluate import evaluate_dir as evaluate, evaluation_json, evaluation_table  # noqa: F401 (re-export)
+from mtz_mobile.graph.keras_io import read_model
 from .reference import train_reference_pair
-from .retrain import RetrainSettings
-from .zipper import ZipConfig, ZipResult, zip_networks
+from mtz_mobile.zipper.config import RetrainSettings
+from mtz_mobile.zipper.config import ZipConfig
+from mtz_mobile.zipper.run import ZipResult, zip_networks
 
 _RETRAIN_KEYS = {f"retrain_{f.name}": f.name for f in fields(RetrainSettings)}
 

@@ -1,7 +1,7 @@
 """Android devices over adb: find the one to use, read its properties, push a file verified by
 checksum (temporary name → sha256 on the device → rename), into /data/local/tmp or an app's files.
 
-    from mtz_mobile.device import Adb, push_model
+    from .device import Adb, push_model
     adb = Adb.connect()                       # the one attached device, or Adb.connect("SERIAL")
     push_model("model.tflite", app="dev.mtzmobile.demo")
 
@@ -18,9 +18,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from converters.names import DEVICE_MODEL_NAME
+from .contract import DEVICE_MODEL_NAME
 
-from .keras_io import sha256_of
+from mtz_mobile.graph.keras_io import sha256_of
 from .errors import MTZError
 
 DEVICE_TMP = "/data/local/tmp"

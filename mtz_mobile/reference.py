@@ -15,7 +15,7 @@ import numpy as np
 
 from .data import TaskData, error_rate
 from .errors import MTZError
-from .keras_io import save_keras_atomic
+from mtz_mobile.graph.keras_io import save_keras_atomic
 
 LENET_300_100 = (300, 100)
 
@@ -167,7 +167,7 @@ def train_reference_pair(datas: list[TaskData], out_dir: str | os.PathLike, seed
         rec.path = str(out_dir / f"{name}.keras")
         records.append(rec)
     (partial / "reference.json").write_text(json.dumps([asdict(r) for r in records], indent=1) + "\n")
-    from .plan import publish_dir
+    from mtz_mobile.zipper.plan import publish_dir
 
     publish_dir(partial, out_dir, overwrite)
     return records

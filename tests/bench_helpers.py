@@ -11,7 +11,7 @@ ELF_AARCH64_HEADER = (b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8) + (2).to_bytes
 
 @pytest.fixture(scope="session")
 def deployed(tmp_path_factory, small_models, fmnist):
-    from mtz_mobile.deploy import deploy
+    from mtz_mobile.pipeline import deploy
 
     out = tmp_path_factory.mktemp("deploy") / "out"
     result = deploy(small_models, out, data={"a": fmnist, "b": fmnist}, runs=3, progress=False,

@@ -20,10 +20,10 @@ from ai_edge_litert import schema_py_generated as schema
 
 from converters import convert_zip
 from converters import flatbuffer as fb
-from converters import names
+from mtz_mobile import contract as names
 from converters.manifest import MANIFEST_FORMAT, load_schema, read_manifest
-from mtz_mobile import keras_io
-from mtz_mobile.retrain import RetrainSettings
+from mtz_mobile.graph import keras_io
+from mtz_mobile.zipper.config import RetrainSettings
 from mtz_mobile.zipper import ZipConfig, zip_networks
 
 REPO = Path(__file__).resolve().parents[1]

@@ -111,7 +111,7 @@ def test_zipped_model_alone(deployed):
 
 
 def test_deploy_skips_complete_stages_and_redoes_a_missing_one(deployed, small_models, fmnist):
-    from mtz_mobile.deploy import deploy
+    from mtz_mobile.pipeline import deploy
 
     kwargs = dict(data={"a": fmnist, "b": fmnist}, runs=3, progress=False, retrain_iterations=0,
                   calibration_samples=500)
@@ -126,8 +126,8 @@ def test_deploy_skips_complete_stages_and_redoes_a_missing_one(deployed, small_m
 def test_deploy_zips_again_when_retraining_iterations_change(deployed, small_models, fmnist, tmp_path, capsys):
     import shutil
 
-    from mtz_mobile.deploy import deploy
-    from mtz_mobile.plan import load_zip_dir
+    from mtz_mobile.pipeline import deploy
+    from mtz_mobile.zipper.plan import load_zip_dir
 
     # a copy: the session's deployed directory stays as the other tests expect it
     out = tmp_path / "out"

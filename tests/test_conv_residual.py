@@ -12,15 +12,16 @@ import pytest
 from converters import convert_zip
 from mtz_mobile.data import TaskData
 from mtz_mobile.errors import MTZError
-from mtz_mobile.joint_model import JointModel
-from mtz_mobile.keras_io import parse_model, read_model
+from mtz_mobile.graph.joint_model import JointModel
+from mtz_mobile.graph.keras_io import parse_model, read_model
 from mtz_mobile.litert_runtime import make_interpreter
-from mtz_mobile.mtz_math import PairGeometry
-from mtz_mobile.network import ZippedNetwork
-from mtz_mobile.ops import NUMPY_OPS
-from mtz_mobile.pairing import select_pairs
+from mtz_mobile.zipper.mtz_math import PairGeometry
+from mtz_mobile.graph.network import ZippedNetwork
+from mtz_mobile.graph.ops import NUMPY_OPS
+from mtz_mobile.zipper.pairing import select_pairs
 from mtz_mobile.reference import build_resnet
-from mtz_mobile.retrain import RetrainSettings, retrain
+from mtz_mobile.zipper.config import RetrainSettings
+from mtz_mobile.zipper.retrain import retrain
 from mtz_mobile.zipper import ZipConfig, zip_networks
 
 NO_RETRAIN = RetrainSettings(iterations=0)
@@ -189,7 +190,7 @@ def test_conv_zip_converts_and_litert_agrees(resnets, tmp_path):
     b_model.save(tmp_path / "b.keras")
     zip_networks({"a": read_model(tmp_path / "a.keras"), "b": read_model(tmp_path / "b.keras")},
                  {"a": data, "b": data}, cfg, tmp_path / "zip", progress=False)
-    from mtz_mobile.plan import load_zip_dir
+    from mtz_mobile.zipper.plan import load_zip_dir
 
     net = load_zip_dir(tmp_path / "zip").network
     result = convert_zip(tmp_path / "zip", tmp_path / "resnet.tflite", joint=True)
@@ -229,7 +230,7 @@ def test_sparse_zip_keeps_masks():
     merged = [a for _, key, o, a in zipped.network.blocks() if len(o) == 2 and "/kernel/" in key]
     assert merged and all(np.count_nonzero(m) < m.size for m in merged)
 
-    from mtz_mobile.zipper import _masks
+    from mtz_mobile.zipper.run import _masks
 
     net = zipped.network.copy()
     before = net.arrays()

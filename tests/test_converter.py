@@ -15,10 +15,10 @@ from mtz_mobile.cli import main
 from mtz_mobile.data import load_task_data
 from mtz_mobile.errors import MTZError
 from mtz_mobile.litert_runtime import make_interpreter
-from mtz_mobile.plan import load_zip_dir
-from mtz_mobile.retrain import RetrainSettings
+from mtz_mobile.zipper.plan import load_zip_dir
+from mtz_mobile.zipper.config import RetrainSettings
 from mtz_mobile.zipper import ZipConfig, zip_networks
-from mtz_mobile.keras_io import read_model
+from mtz_mobile.graph.keras_io import read_model
 
 
 def make_zip(models, data, out, shared, iterations=0):

@@ -222,7 +222,7 @@ def test_damaged_transfer_leaves_nothing_where_it_is_read(device, tflite, capsys
 
 
 def test_push_into_the_app_files_dir(device, tflite, capsys):
-    from converters.names import APP_PACKAGE, DEVICE_MODEL_NAME
+    from mtz_mobile.contract import APP_PACKAGE, DEVICE_MODEL_NAME
 
     app = device.add_app(APP_PACKAGE)
     (app / "files").mkdir()
@@ -313,8 +313,8 @@ def test_android_bench_end_to_end(device, deployed, arm64_binary, tmp_path, caps
 
 
 def test_deploy_push_resumes(device, deployed, small_models, fmnist):
-    from converters.names import APP_PACKAGE, DEVICE_MODEL_NAME
-    from mtz_mobile.deploy import deploy
+    from mtz_mobile.contract import APP_PACKAGE, DEVICE_MODEL_NAME
+    from mtz_mobile.pipeline import deploy
 
     app = device.add_app(APP_PACKAGE)
     again = deploy(small_models, deployed.out_dir, data={"a": fmnist, "b": fmnist}, runs=3, progress=False,

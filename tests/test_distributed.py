@@ -16,8 +16,8 @@ SCRIPT = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from mtz_mobile.data import load_task_data
-    from mtz_mobile.keras_io import read_model
-    from mtz_mobile.retrain import RetrainSettings
+    from mtz_mobile.graph.keras_io import read_model
+    from mtz_mobile.zipper.config import RetrainSettings
     from mtz_mobile.zipper import ZipConfig, zip_networks
     d = load_task_data("fashion-mnist").head(2000, 500)
     chains = {"a": read_model(sys.argv[1]), "b": read_model(sys.argv[2])}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mtz_mobile.mtz_math import PairGeometry, layer_hessian
+from mtz_mobile.zipper.mtz_math import PairGeometry, layer_hessian
 
 
 def random_spd(rng, n):

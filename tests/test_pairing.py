@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mtz_mobile.errors import MTZError
-from mtz_mobile.pairing import random_pairs, select_pairs, total_cost
+from mtz_mobile.zipper.pairing import random_pairs, select_pairs, total_cost
 
 
 def brute_force(d, k):

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from mtz_mobile.joint_model import JointModel
-from mtz_mobile.keras_io import load_keras_model, read_model
-from mtz_mobile.retrain import RetrainSettings
+from mtz_mobile.graph.joint_model import JointModel
+from mtz_mobile.graph.keras_io import load_keras_model, read_model
+from mtz_mobile.zipper.config import RetrainSettings
 from mtz_mobile.zipper import ZipConfig, zip_networks
 
 NO_RETRAIN = RetrainSettings(iterations=0)

@@ -25,8 +25,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mtz_mobile.markdown import markdown_row, markdown_table  # noqa: E402
-from mtz_mobile.mtz_math import HessianAccumulator, PairGeometry, layer_hessian  # noqa: E402
-from mtz_mobile.pairing import select_pairs  # noqa: E402
+from mtz_mobile.zipper.mtz_math import HessianAccumulator, PairGeometry, layer_hessian  # noqa: E402
+from mtz_mobile.zipper.pairing import select_pairs  # noqa: E402
 
 
 def timed(fn):
@@ -62,7 +62,7 @@ def vgg_layer(images: int, repeats: int, rng: np.random.Generator) -> None:
     """One VGG-16-sized convolution (512 kernels of 3×3×512, on 14×14 maps as in conv5): the
     Hessians from im2col patches (every output position of every image is an instance), metric,
     exact pairing of all 512 kernels and merge — what zipping that layer costs, retraining aside."""
-    from mtz_mobile.ops import TFOps
+    from mtz_mobile.graph.ops import TFOps
 
     ops = TFOps()
     attrs = {"kernel_size": [3, 3], "strides": [1, 1], "padding": "same", "dilation": [1, 1]}

@@ -42,7 +42,7 @@ if str(REPO) not in sys.path:  # run from a checkout without `pip install -e .`
 
 from converters import flatbuffer as fb  # noqa: E402
 from converters.manifest import read_manifest, validate_manifest  # noqa: E402
-from converters.names import DEVICE_MODEL_NAME  # noqa: E402
+from mtz_mobile.contract import DEVICE_MODEL_NAME  # noqa: E402
 from mtz_mobile.data import COARSE_LABELS, FASHION_LABELS, TaskData, load_specs  # noqa: E402
 from mtz_mobile.errors import MTZError  # noqa: E402
 from mtz_mobile.fileio import write_atomic  # noqa: E402

@@ -54,11 +54,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mtz_mobile.data import TaskData, error_rate, load_task_data  # noqa: E402
 from mtz_mobile.fileio import write_atomic  # noqa: E402
-from mtz_mobile.keras_io import load_keras_model, read_model, save_keras_atomic  # noqa: E402
+from mtz_mobile.graph.keras_io import load_keras_model, read_model, save_keras_atomic  # noqa: E402
 from mtz_mobile.markdown import markdown_table  # noqa: E402
 from mtz_mobile.prune import HAN_LENET_5, HAN_LENET_300_100, fine_tune_pruned, kernel_densities, prune_model  # noqa: E402
 from mtz_mobile.reference import train_reference_pair  # noqa: E402
-from mtz_mobile.retrain import RetrainSettings  # noqa: E402
+from mtz_mobile.zipper.config import RetrainSettings  # noqa: E402
 from mtz_mobile.zipper import ZipConfig, zip_networks  # noqa: E402
 
 PAPER = "He, Zhou & Thiele, Multi-Task Zipping via Layer-wise Neuron Sharing, NeurIPS 2018 (arXiv 1805.09791)"
@@ -246,7 +246,7 @@ def zip_pair(paths: dict[str, str | Path], datas: dict[str, TaskData], cfg: ZipC
 
 
 def net_errors(net, datas: dict[str, TaskData], rest: dict[str, tuple] | None = None) -> dict[str, float]:
-    from mtz_mobile.ops import TFOps
+    from mtz_mobile.graph.ops import TFOps
 
     ops = TFOps()
     out = {}

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from mtz_mobile.errors import MTZError
 
-from mtz_mobile.keras_io import sha256_of
+from mtz_mobile.graph.keras_io import sha256_of
 
 from .common import Progress, default_warmup
 from .host import describe_model, latency_ratios, match_baselines, ratio, storage_figures

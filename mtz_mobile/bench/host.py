@@ -19,7 +19,7 @@ import numpy as np
 
 from mtz_mobile.errors import MTZError
 
-from mtz_mobile.keras_io import sha256_of
+from mtz_mobile.graph.keras_io import sha256_of
 
 from .common import Progress, default_warmup
 from .probe import MARKER, STATUS_KEYS
@@ -87,7 +87,7 @@ class HostSettings:
 
 def describe_model(path: str | os.PathLike) -> dict:
     """Bytes, checksum, signatures, tasks and the unique weight bytes of a .tflite."""
-    from converters.inspect import inspect_model
+    from converters.inspection import inspect_model
 
     path = Path(path)
     if not path.is_file():
@@ -103,7 +103,7 @@ def describe_model(path: str | os.PathLike) -> dict:
         joint = manifest["joint"]["signature_key"] if manifest.get("joint") else None
         weight_bytes, source = int(manifest["sharing"]["file"]["weight_bytes"]), "manifest"
     else:
-        from converters.names import JOINT_KEY
+        from mtz_mobile.contract import JOINT_KEY
 
         tasks = [k for k in signatures if k != JOINT_KEY]
         joint = JOINT_KEY if JOINT_KEY in signatures else None

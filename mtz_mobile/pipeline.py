@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .bench.common import Progress
+from mtz_mobile.bench.common import Progress
 from .errors import MTZError
 
 MODEL_NAME = "model.tflite"
@@ -33,7 +33,7 @@ class DeployResult:
 
 def _load_zip(zip_dir: Path):
     """The finished zip directory, or None where it is missing or damaged (zip again)."""
-    from .plan import load_zip_dir
+    from mtz_mobile.zipper.plan import load_zip_dir
 
     try:
         return load_zip_dir(zip_dir)
@@ -54,7 +54,7 @@ def _stale_reason(plan, model_hashes: list[str], config, specs: list) -> str | N
     """Why the saved zip was not made from these inputs, or None when it was."""
     if [t.sha256 for t in plan.tasks] != model_hashes:
         return "models changed"  # the same task names from other files, e.g. retrained references
-    from .zipper import ZipConfig
+    from mtz_mobile.zipper.config import ZipConfig
 
     # the zipper's own --resume check: the saved settings read back as a config, compared as JSON
     saved = ZipConfig.from_json({k: v for k, v in plan.settings.items() if k != "sparse_detected"})
@@ -69,7 +69,7 @@ def _convert_complete(model: Path, zipped, tasks: list[str]) -> bool:
     """model.tflite and every baseline exist, load, and were converted from this zip's plan."""
     from converters.flatbuffer import load_model
     from converters.manifest import read_manifest
-    from converters.names import baseline_path
+    from .contract import baseline_path
 
     paths = [model] + [baseline_path(model, t) for t in tasks]
     if not all(p.is_file() for p in paths):
@@ -89,8 +89,8 @@ def _convert_complete(model: Path, zipped, tasks: list[str]) -> bool:
 
 
 def _bench_complete(bench_dir: Path, model: Path) -> bool:
-    from .keras_io import sha256_of
-    from .bench.report import read_report
+    from mtz_mobile.graph.keras_io import sha256_of
+    from mtz_mobile.bench.report import read_report
 
     if not (bench_dir / "report.json").is_file():
         return False
@@ -109,11 +109,11 @@ def deploy(models: list[str | os.PathLike], out_dir: str | os.PathLike, data="fa
            progress: bool = True, **zip_options) -> DeployResult:
     """Run (or resume) every stage; returns where each output is and which stages ran."""
     from converters import convert_zip
-    from converters.names import baseline_path
+    from .contract import baseline_path
 
     from . import api
     from .bench import bench_host
-    from .keras_io import sha256_of
+    from mtz_mobile.graph.keras_io import sha256_of
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -160,7 +160,7 @@ def deploy(models: list[str | os.PathLike], out_dir: str | os.PathLike, data="fa
     report = None
     if bench:
         if stages["convert"] == "skipped" and _bench_complete(bench_dir, model):
-            from .bench.report import read_report
+            from mtz_mobile.bench.report import read_report
 
             bar.step("bench: complete, skipped")
             report = read_report(bench_dir / "report.json")

@@ -21,7 +21,7 @@ def _positive_int(text: str) -> int:
 
 def add_device_commands(sub) -> dict:
     """Register the subcommands on ``sub``; return {name: handler(args) -> exit code}."""
-    from converters.names import APP_PACKAGE
+    from mtz_mobile.contract import APP_PACKAGE
 
     p = sub.add_parser("bench", help="measure a zipped .tflite against its separate baselines: storage, memory "
                                      "(fresh process per figure), latency, task switching; host or Android")
@@ -71,11 +71,11 @@ def add_device_commands(sub) -> dict:
 
 
 def _bench(args) -> int:
-    from .errors import MTZError
+    from mtz_mobile.errors import MTZError
 
     android = args.adb_serial is not None or args.benchmark_binary is not None
     if android:
-        from .bench import bench_android
+        from mtz_mobile.bench import bench_android
 
         if args.runtime != "interpreter":
             raise MTZError("--runtime applies to the host bench; on Android benchmark_model is the runtime: "
@@ -85,7 +85,7 @@ def _bench(args) -> int:
                                benchmark_binary=args.benchmark_binary, threads=args.threads, runs=args.runs,
                                warmup=args.warmup, caches=caches, out_dir=args.out, progress=not args.quiet)
     else:
-        from .bench import bench_host
+        from mtz_mobile.bench import bench_host
 
         report = bench_host(args.model, args.baselines, out_dir=args.out, progress=not args.quiet,
                             threads=args.threads, runs=args.runs, warmup=args.warmup, runtime=args.runtime,
@@ -100,7 +100,7 @@ def _bench(args) -> int:
 
 
 def _push(args) -> int:
-    from .device import push_model
+    from mtz_mobile.device import push_model
 
     result = push_model(args.model, serial=args.serial, app=args.app)
     where = f"{result.app}:{result.remote}" if result.app else result.remote
@@ -110,7 +110,7 @@ def _push(args) -> int:
 
 
 def _deploy(args) -> int:
-    from .deploy import deploy
+    from mtz_mobile.pipeline import deploy
 
     extra = {} if args.retrain_iterations is None else {"retrain_iterations": args.retrain_iterations}
     result = deploy(args.models, args.out, data=args.data or "fashion-mnist", names=args.names,

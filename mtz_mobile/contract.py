@@ -8,6 +8,9 @@ APP_PACKAGE = "dev.mtzmobile.demo"  # the Android demo's application id (`mtz-mo
 DEVICE_MODEL_NAME = "model.tflite"  # the app's model: files/<this> when pushed, assets/<this> when bundled
 
 
+QUANTIZATIONS = ("none", "fp16", "dynamic-int8", "int8")  # the manifest records which one made the file
+
+
 def baseline_path(model_path, task: str):
     """Where `convert --baselines` writes task's original model, beside the zipped model."""
     from pathlib import Path

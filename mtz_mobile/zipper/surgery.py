@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import MTZError
-from .network import Group, Owners, ZippedNetwork
+from mtz_mobile.errors import MTZError
+from mtz_mobile.graph.network import Group, Owners, ZippedNetwork
 
 
 @dataclass

@@ -31,119 +31,18 @@ from typing import Callable
 
 import numpy as np
 
-from . import __version__
-from .data import TaskData, error_rate
-from .errors import MTZError
-from .keras_io import ParsedModel
+from mtz_mobile import __version__
+from mtz_mobile.data import TaskData, error_rate
+from mtz_mobile.errors import MTZError
+from mtz_mobile.graph.keras_io import ParsedModel
 from .mtz_math import HessianAccumulator, PairGeometry, random_merge
-from .network import ZippedNetwork
-from .pairing import PAIRINGS, random_pairs, select_pairs
-from .fileio import write_json_atomic, write_npz_atomic
+from mtz_mobile.graph.network import ZippedNetwork
+from .pairing import random_pairs, select_pairs
+from mtz_mobile.fileio import write_json_atomic, write_npz_atomic
 from .plan import LayerRecord, Plan, TaskRecord, publish_dir
-from .retrain import STRATEGIES, RetrainSettings, retrain
+from .config import ZipConfig, shared_count
+from .retrain import retrain
 from .surgery import NewGroup, merge, regroup
-
-METHODS = ("mtz", "random")
-COMPENSATIONS = ("none", "next-layer")
-SPARSITY = ("auto", "on", "off")
-
-
-@dataclass
-class ZipConfig:
-    """How much to share and how. ``shared`` has one entry per hidden weight layer (or one for
-    all): ``"all"``, a count of units (int) or a fraction of the narrower layer (float in [0, 1]).
-    ``threshold`` (one ε per hidden layer) replaces ``shared`` when given. ``alpha`` weights the
-    first task against the second; with more tasks ``task_weights`` (default: equal)."""
-
-    shared: list = field(default_factory=lambda: ["all"])
-    threshold: list[float] | None = None
-    alpha: float = 0.5
-    task_weights: list[float] | None = None
-    damping: float = 1e-4
-    method: str = "mtz"
-    pairing: str = "exact"
-    compensation: str = "next-layer"
-    compensation_ridge: float = 1e-3
-    calibration_samples: int = 10000
-    max_instances: int = 500_000
-    sparse: str = "auto"
-    sparse_mask: str = "larger"               # sparse merges keep the larger mask (paper) or the "union"
-    max_error_increase: float | None = None   # adaptive: per-task validation budget in percentage points
-    validation_samples: int = 5000            # held out of each task's test set for the adaptive search
-    retrain: RetrainSettings = field(default_factory=RetrainSettings)
-    seed: int = 0
-
-    def to_json(self) -> dict:
-        out = asdict(self)
-        out["retrain"] = asdict(self.retrain)
-        return out
-
-    @classmethod
-    def from_json(cls, obj: dict) -> "ZipConfig":
-        obj = dict(obj)
-        obj["retrain"] = RetrainSettings(**obj["retrain"])
-        return cls(**obj)
-
-    def validate(self, n_hidden: int, n_tasks: int) -> None:
-        if not 0.0 < self.alpha < 1.0:
-            raise MTZError(f"alpha must lie strictly between 0 and 1, got {self.alpha}: it weights task A against B")
-        if self.task_weights is not None and (len(self.task_weights) != n_tasks or min(self.task_weights) <= 0):
-            raise MTZError(f"give {n_tasks} positive task weights, got {self.task_weights}")
-        for name, value, allowed in (("method", self.method, METHODS), ("pairing", self.pairing, PAIRINGS),
-                                     ("compensation", self.compensation, COMPENSATIONS),
-                                     ("strategy", self.retrain.strategy, STRATEGIES),
-                                     ("sparse", self.sparse, SPARSITY),
-                                     ("sparse mask", self.sparse_mask, ("larger", "union"))):
-            if value not in allowed:
-                raise MTZError(f"unknown {name} {value!r}: use one of {', '.join(allowed)}")
-        if self.damping < 0:
-            raise MTZError(f"damping must be non-negative, got {self.damping}")
-        if self.calibration_samples <= 0 or self.max_instances <= 0:
-            raise MTZError("calibration_samples and max_instances must be positive: the Hessians need data")
-        if self.retrain.iterations < 0 or self.retrain.batch_size <= 0:
-            raise MTZError("retraining iterations must be >= 0 and the batch size > 0")
-        per_layer = self.threshold if self.threshold is not None else self.shared
-        if len(per_layer) not in (1, n_hidden):
-            raise MTZError(f"give one sharing value for all hidden layers or one for each of the {n_hidden}, "
-                           f"got {len(per_layer)}")
-        if self.threshold is not None and self.method == "random":
-            raise MTZError("random sharing needs a count, not a threshold: use --shared")
-        if self.max_error_increase is not None:
-            if self.max_error_increase < 0:
-                raise MTZError(f"max error increase must be >= 0 pp, got {self.max_error_increase}")
-            if self.threshold is not None:
-                raise MTZError("give either --threshold or --max-error-increase, not both")
-            if self.validation_samples <= 0:
-                raise MTZError("the adaptive search needs validation samples: raise --validation-samples")
-
-    def layer_value(self, k: int):
-        per_layer = self.threshold if self.threshold is not None else self.shared
-        return per_layer[0] if len(per_layer) == 1 else per_layer[k]
-
-    def weights(self, tasks: list[str]) -> dict[str, float]:
-        if len(tasks) == 2 and self.task_weights is None:
-            return {tasks[0]: self.alpha, tasks[1]: 1.0 - self.alpha}
-        w = self.task_weights or [1.0] * len(tasks)
-        return {t: v / sum(w) for t, v in zip(tasks, w)}
-
-
-def shared_count(value, n_a: int, n_b: int, layer_name: str) -> int:
-    """Resolve "all" / a count / a fraction into a number of shared units."""
-    top = min(n_a, n_b)
-    if value == "all" or value is None:
-        return top
-    if isinstance(value, bool):
-        raise MTZError(f"sharing value {value!r} for {layer_name} is not a count or a fraction")
-    if isinstance(value, float):
-        if not 0.0 <= value <= 1.0:
-            raise MTZError(f"fraction {value} for {layer_name} is outside [0, 1]: give a fraction or a count")
-        return int(round(value * top))
-    count = int(value)
-    if count < 0 or count > top:
-        raise MTZError(f"cannot share {count} units in {layer_name}: it has {n_a} units in the joint network and "
-                       f"{n_b} in the new model, so at most {top}")
-    return count
-
 
 @dataclass
 class ZipResult:
@@ -157,7 +56,7 @@ class Calibration:
     """Each task's calibration images and the forward passes the Hessians need."""
 
     def __init__(self, net: ZippedNetwork, data: dict[str, TaskData], config: ZipConfig):
-        from .ops import TFOps
+        from mtz_mobile.graph.ops import TFOps
 
         self.ops = TFOps()
         self.config = config
@@ -467,7 +366,7 @@ def _merge_pending(net, hessians: _LayerHessians, i, c, config, rng, pending, sp
 
 
 def _masks(net: ZippedNetwork) -> dict[str, np.ndarray]:
-    from .network import kernel_key
+    from mtz_mobile.graph.network import kernel_key
 
     return {kernel_key(node.name, *key): (k != 0) for node in net.nodes if node.is_weight
             for key, k in node.kernels.items()}

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MTZError
+from mtz_mobile.errors import MTZError
 
-from .network import ZippedNetwork
+from mtz_mobile.graph.network import ZippedNetwork
 
 PLAN_FORMAT = "mtz-mobile/plan"
 PLAN_VERSION = 1

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from .errors import MTZError
+from mtz_mobile.errors import MTZError
 
 
 def _sharing_list(text: str) -> list:
@@ -33,7 +33,7 @@ def _float_list(text: str) -> list[float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from mtz_mobile import __version__
 
     parser = argparse.ArgumentParser(prog="mtz-mobile", description="Zip trained networks for correlated tasks "
                                      "into one multi-task network (Multi-Task Zipping).")
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--json", action="store_true")
 
-    from .cli_device import add_device_commands
+    from .device_commands import add_device_commands
 
     COMMANDS.update(add_device_commands(sub))
 
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _zip(args) -> int:
-    from . import api
+    from mtz_mobile import api
 
     result = api.zip_models(
         args.models, out_dir=args.out, data=args.data or "fashion-mnist", names=args.names, data_dir=args.data_dir,
@@ -148,7 +148,7 @@ def _zip(args) -> int:
 
 
 def _train_reference(args) -> int:
-    from . import api
+    from mtz_mobile import api
 
     records = api.train_reference(args.out, data=args.data or "fashion-mnist", seeds=tuple(args.seeds),
                                   epochs=args.epochs, batch_size=args.batch_size, data_dir=args.data_dir,
@@ -159,7 +159,7 @@ def _train_reference(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from . import api
+    from mtz_mobile import api
 
     results = api.evaluate(args.zipdir, data_dir=args.data_dir)
     print(json.dumps(api.evaluation_json(results), indent=1) if args.json else api.evaluation_table(results))
@@ -180,7 +180,7 @@ def _convert(args) -> int:
 
 
 def _inspect(args) -> int:
-    from converters.inspect import format_inspection, inspect_model
+    from converters.inspection import format_inspection, inspect_model
 
     info = inspect_model(args.model)
     print(json.dumps(info, indent=1) if args.json else format_inspection(info))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import MTZError
+from mtz_mobile.errors import MTZError
 from .ops import canonical_shape, same_padding
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 
-from .data import TaskData, error_rate, load_specs
-from .keras_io import load_keras_model
-from .markdown import markdown_table
+from mtz_mobile.data import TaskData, error_rate, load_specs
+from mtz_mobile.graph.keras_io import load_keras_model
+from mtz_mobile.markdown import markdown_table
 from .plan import ZipDir, load_zip_dir
 
 

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from .errors import MTZError
+from mtz_mobile.errors import MTZError
 
 
 def canonical_shape(shape) -> tuple[int, ...]:

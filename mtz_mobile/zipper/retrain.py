@@ -11,32 +11,15 @@ from __future__ import annotations
 import functools
 import sys
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
-from .errors import MTZError
-from .joint_model import JointModel
-from .network import ZippedNetwork
+from mtz_mobile.errors import MTZError
+from mtz_mobile.graph.joint_model import JointModel
+from mtz_mobile.graph.network import ZippedNetwork
 
-STRATEGIES = ("default", "mirrored")
-
-
-@dataclass
-class RetrainSettings:
-    iterations: int = 100
-    batch_size: int = 128
-    learning_rate: float = 1e-4
-    strategy: str = "default"
-    # Each task's loss mixes the labels with the original model's soft targets (temperature T):
-    # (1 − distill)·CE(labels) + distill·T²·CE(softmax(z_orig/T), softmax(z/T)). Light retraining
-    # is meant to bring the zipped network back to the originals, and their outputs say where
-    # that is more precisely than labels (measured: worst of 3 seeds +0.07 pp instead of +0.25 pp
-    # on the LeNet-300-100 pair). distill = 0 is the paper's loss, labels only.
-    distill: float = 0.5
-    temperature: float = 2.0
-
+from .config import STRATEGIES, RetrainSettings
 
 @functools.lru_cache(maxsize=None)
 def make_strategy(name: str) -> tf.distribute.Strategy:

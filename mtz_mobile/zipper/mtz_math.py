@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import cho_solve, cholesky, solve_triangular
 
-from .errors import MTZError
+from mtz_mobile.errors import MTZError
 
 
 class HessianAccumulator:

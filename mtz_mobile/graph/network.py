@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import MTZError
+from mtz_mobile.errors import MTZError
 
 WEIGHT_OPS = ("dense", "conv2d")
 PASS_OPS = ("maxpool", "avgpool", "gap", "flatten", "add", "activation")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MTZError
+from mtz_mobile.errors import MTZError
 
 ACTIVATION_NAMES = ("linear", "relu", "relu6", "tanh", "sigmoid", "softmax")
 SUPPORTED = ("Dense, Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, Flatten, Add, "

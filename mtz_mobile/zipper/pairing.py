@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from .errors import MTZError
+from mtz_mobile.errors import MTZError
 
-PAIRINGS = ("exact", "greedy")
+from .config import PAIRINGS
 
 
 def _exact_count(d: np.ndarray, k: int) -> list[tuple[int, int]]:

@@ -1,0 +1,1 @@
+"""The network as plain data: reading Keras models, the zipped network, its ops, the joint input."""
