@@ -230,7 +230,7 @@ def test_sparse_zip_keeps_masks():
     merged = [a for _, key, o, a in zipped.network.blocks() if len(o) == 2 and "/kernel/" in key]
     assert merged and all(np.count_nonzero(m) < m.size for m in merged)
 
-    from mtz_mobile.zipper.run import _masks
+    from mtz_mobile.zipper.step import masks as _masks
 
     net = zipped.network.copy()
     before = net.arrays()

@@ -11,7 +11,9 @@ from dataclasses import asdict, dataclass, field
 
 from mtz_mobile.errors import MTZError
 
-METHODS = ("mtz", "random")
+from .merge import METHODS as MERGE_METHODS
+
+METHODS = tuple(MERGE_METHODS)   # one entry per merge method in merge.METHODS
 PAIRINGS = ("exact", "greedy")
 COMPENSATIONS = ("none", "next-layer")
 SPARSITY = ("auto", "on", "off")
@@ -112,8 +114,8 @@ class ZipConfig:
         if len(per_layer) not in (1, n_hidden):
             raise MTZError(f"give one sharing value for all hidden layers or one for each of the {n_hidden}, "
                            f"got {len(per_layer)}")
-        if self.threshold is not None and self.method == "random":
-            raise MTZError("random sharing needs a count, not a threshold: use --shared")
+        if self.threshold is not None and not MERGE_METHODS[self.method].uses_metric:
+            raise MTZError(f"{self.method} sharing needs a count, not a threshold: use --shared")
         if self.max_error_increase is not None:
             if self.max_error_increase < 0:
                 raise MTZError(f"max error increase must be >= 0 pp, got {self.max_error_increase}")

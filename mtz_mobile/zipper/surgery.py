@@ -118,3 +118,21 @@ def merge(net: ZippedNetwork, i: int, go: int, shared_inputs: list[int], merged:
     for key in [k for k in node.biases if k[0] == go]:
         del node.biases[key]
     node.biases[(go, owners)] = merged[-1]
+
+
+def incoming_weights(net: ZippedNetwork, i: int, go: int, owners, inputs: list[int]) -> np.ndarray:
+    """The incoming weights of group go owned by ``owners`` over input groups ``inputs``, bias last."""
+    node = net.nodes[i]
+    n_out = node.groups[go].size
+    parts = []
+    for gi in inputs:
+        key = (gi, go, tuple(owners))
+        if key not in node.kernels:
+            raise MTZError(f"internal: {node.name} has no block {key}")
+        k = node.kernels[key]
+        parts.append(k)
+    if node.op == "conv2d":
+        w = np.concatenate(parts, axis=2).reshape(-1, n_out) if parts else np.zeros((0, n_out))
+    else:
+        w = np.concatenate(parts, axis=0) if parts else np.zeros((0, n_out))
+    return np.vstack([w, node.biases[(go, tuple(owners))][None, :]])

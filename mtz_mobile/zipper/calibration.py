@@ -1,0 +1,132 @@
+"""Calibration: each task's images, the forward passes through the partially zipped network,
+and the Hessians of Eq. 7–8 over a layer's inputs (augmented with the bias unit).
+
+A step's Hessians are computed once per task and sliced to the inputs a group of owners shares,
+so the several geometries of one step (one per joint group) and the trials of the adaptive
+search cost one pass over the calibration data per task.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mtz_mobile.data import TaskData
+from mtz_mobile.graph.network import ZippedNetwork
+
+from .config import ZipConfig
+from .mtz_math import HessianAccumulator, PairGeometry
+
+
+class Calibration:
+    """Each task's calibration images and the forward passes the Hessians need."""
+
+    def __init__(self, net: ZippedNetwork, data: dict[str, TaskData], config: ZipConfig):
+        from mtz_mobile.graph.ops import TFOps  # deferred: TensorFlow starts here
+
+        self.ops = TFOps()
+        self.config = config
+        self._soft: dict = {}
+        self.x = {}
+        for n, t in enumerate(net.tasks):
+            order = np.random.default_rng(config.seed + n).permutation(len(data[t].x_train))
+            self.x[t] = data[t].x_train[np.sort(order[:config.calibration_samples])]
+
+    def soft_targets(self, original: ZippedNetwork, task: str, x: np.ndarray) -> np.ndarray:
+        """The original model's logits on the task's training data (computed once per zip)."""
+        key = (task, id(x))
+        if key not in self._soft:
+            self._soft[key] = original.predict(task, x, preactivation=True, ops=self.ops)
+        return self._soft[key]
+
+    def node_values(self, net: ZippedNetwork, task: str, node: int, batch: int = 1000):
+        """Yield the group values of ``node`` for the task's calibration data, batch by batch."""
+        x = self.x[task]
+        for s in range(0, len(x), batch):
+            values = net.forward(task, x[s:s + batch], ops=self.ops, upto=node)
+            yield {g: np.asarray(v) for g, v in values[node].items()}
+
+
+def _input_rows(net: ZippedNetwork, i: int, groups: list[int]):
+    """How to build the Hessian's input vector for node i from a list of its input groups."""
+    node = net.nodes[i]
+    ins = net.input_groups(i)
+    if node.op == "conv2d":
+        return [ins[g].size for g in groups]
+    return [net.row_factor(i) * ins[g].size for g in groups]
+
+
+def _row_selection(net: ZippedNetwork, i: int, have: list[int], want: list[int]) -> np.ndarray:
+    """Indices (in the Hessian over input groups ``have``, bias last) of the rows of groups ``want``."""
+    node = net.nodes[i]
+    sizes = _input_rows(net, i, have)
+    starts = dict(zip(have, np.cumsum([0] + sizes[:-1])))
+    width = sum(sizes)
+    if node.op == "conv2d":
+        kh, kw = node.attrs["kernel_size"]
+        picks = [p * width + starts[g] + np.arange(sizes[have.index(g)]) for p in range(kh * kw) for g in want]
+        total = kh * kw * width
+    else:
+        picks = [starts[g] + np.arange(sizes[have.index(g)]) for g in want]
+        total = width
+    return np.concatenate(picks + [np.array([total])]).astype(np.int64)
+
+
+def task_hessian(net: ZippedNetwork, calib: Calibration, i: int, task: str, groups: list[int],
+                 rng: np.random.Generator) -> np.ndarray:
+    """Σ x̃ x̃ᵀ / n over the task's inputs of node i in ``groups`` (weight 1; the caller weights)."""
+    node = net.nodes[i]
+    src = node.inputs[0]
+    dim = sum(_input_rows(net, i, groups)) * (int(np.prod(node.attrs["kernel_size"])) if node.op == "conv2d" else 1)
+    acc = HessianAccumulator(dim)
+    total_instances = len(calib.x[task]) * (int(np.prod(node.shape[:2])) if node.op == "conv2d" else 1)
+    keep = min(1.0, calib.config.max_instances / max(total_instances, 1))
+    for values in calib.node_values(net, task, src):
+        if not groups:  # nothing shared feeds this layer yet: the bias unit alone
+            n = len(next(iter(values.values())))
+            x = np.zeros((n * (int(np.prod(node.shape[:2])) if node.op == "conv2d" else 1), 0), np.float32)
+        elif node.op == "conv2d":
+            x = np.concatenate([values[g] for g in groups], axis=-1)
+            x = np.asarray(calib.ops.patches(x, node.attrs)).reshape(-1, dim)
+        else:
+            x = np.concatenate([values[g].reshape(len(values[g]), -1) for g in groups], axis=-1)
+        if keep < 1.0:
+            x = x[rng.random(len(x)) < keep]
+        acc.update(x)
+    return acc.hessian(1.0)
+
+
+class LayerHessians:
+    """Each task's Hessian over node i's inputs shared with newcomer c, computed once per step;
+    sliced to the inputs a group of owners shares (rows of the other groups dropped)."""
+
+    def __init__(self, net: ZippedNetwork, calib: Calibration, i: int, existing: list[str], newcomer: str,
+                 weights: dict[str, float], damping: float, rng: np.random.Generator):
+        self.net, self.calib, self.i, self.newcomer, self.weights, self.damping, self.rng = \
+            net, calib, i, newcomer, weights, damping, rng
+        ins = net.input_groups(i)
+        self.ins = ins
+        self.shared_with_newcomer = [gi for gi, grp in enumerate(ins)
+                                     if newcomer in grp.owners and set(grp.owners) & set(existing)]
+        self.full: dict[str, tuple[list[int], np.ndarray]] = {}
+        self._geometries: dict[tuple, PairGeometry] = {}
+
+    def inputs_shared_by(self, owners) -> list[int]:
+        """Input groups that the newcomer shares with every one of ``owners``."""
+        return [gi for gi in self.shared_with_newcomer if set(owners) | {self.newcomer} <= set(self.ins[gi].owners)]
+
+    def task(self, t: str, inputs: list[int]) -> np.ndarray:
+        if t not in self.full:
+            have = [gi for gi in self.shared_with_newcomer if t in self.ins[gi].owners]
+            self.full[t] = (have, task_hessian(self.net, self.calib, self.i, t, have, self.rng))
+        have, full = self.full[t]
+        sel = _row_selection(self.net, self.i, have, inputs)
+        return full[np.ix_(sel, sel)]
+
+    def geometry(self, joint_owners, inputs: list[int]) -> PairGeometry:
+        """H_J = Σ_{t ∈ joint owners} w_t H_t (the units' present owners) against H_c = w_c H_c."""
+        key = (tuple(joint_owners), tuple(inputs))
+        if key not in self._geometries:
+            h_joint = sum(self.weights[t] * self.task(t, inputs) for t in joint_owners)
+            self._geometries[key] = PairGeometry.from_hessians(
+                h_joint, self.weights[self.newcomer] * self.task(self.newcomer, inputs), self.damping)
+        return self._geometries[key]
