@@ -177,3 +177,34 @@ def random_merge(w_a: np.ndarray, w_b: np.ndarray, rng: np.random.Generator) -> 
     """The paper's baseline: each shared unit keeps one of its two weight vectors, at random."""
     take_a = rng.random(w_a.shape[1]) < 0.5
     return np.where(take_a[None, :], w_a, w_b)
+
+
+def channelwise_merge(h_a: np.ndarray, h_b: np.ndarray, w_a: np.ndarray, w_b: np.ndarray,
+                      damping: float = 1e-4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Eq. 10–12 for C independent channels at once (a depthwise layer: channel c's output reads
+    only its own k×k patch, so each channel has its own (k²+1)² Hessians and one merge).
+
+    h_a, h_b: (C, D, D) weighted Hessians; w_a, w_b: (C, D), bias last. The damping follows
+    ``PairGeometry.from_hessians`` channel by channel: λ_c = damping · mean diag(H_A + H_B) of
+    channel c, split equally. Returns d (C,), merged w̃ (C, D) and λ (C,).
+    """
+    if not (np.all(np.isfinite(h_a)) and np.all(np.isfinite(h_b))):
+        raise MTZError("the layer inputs contain NaN or inf: check the models' weights and the data")
+    dim = h_a.shape[-1]
+    scale = np.mean(np.diagonal(h_a, axis1=1, axis2=2) + np.diagonal(h_b, axis1=1, axis2=2), axis=1)
+    lam = np.where(scale > 0, damping * scale, damping)
+    eye = np.eye(dim)[None]
+    h_a = h_a + 0.5 * lam[:, None, None] * eye
+    h_b = h_b + 0.5 * lam[:, None, None] * eye
+    p_a, p_b = np.einsum("cij,cj->ci", h_a, w_a), np.einsum("cij,cj->ci", h_b, w_b)
+    try:
+        merged = np.linalg.solve(h_a + h_b, (p_a + p_b)[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        raise MTZError("S = H_A + H_B of a depthwise channel is singular even with damping: raise --damping") \
+            from None
+    # M = H_A S⁻¹ H_B, so ΔᵀMΔ = (H_A Δ)ᵀ S⁻¹ (H_B Δ)
+    delta = w_a - w_b
+    m_delta = np.einsum("cij,cj->ci", h_b, delta)
+    s_inv_m_delta = np.linalg.solve(h_a + h_b, m_delta[..., None])[..., 0]
+    d = np.maximum(0.5 * np.einsum("ci,ci->c", np.einsum("cij,cj->ci", h_a, delta), s_inv_m_delta), 0.0)
+    return d, merged, lam

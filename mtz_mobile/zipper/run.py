@@ -181,7 +181,7 @@ def _run_steps(original: ZippedNetwork, net: ZippedNetwork, plan: Plan, data: di
         n, k, i = steps[done]
         step = LayerStep(net, original, calib, i, k, tasks[:n], tasks[n], data, config,
                          plan.settings["sparse_detected"], progress)
-        if validation is not None and not pending_groups(net.nodes[i], tasks[n]):
+        if validation is not None and not net.nodes[i].inherits and not pending_groups(net.nodes[i], tasks[n]):
             record, net = adaptive_layer(step, validation, base_errors)
         else:
             record = zip_layer(step)

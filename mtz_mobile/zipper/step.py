@@ -18,15 +18,15 @@ from mtz_mobile.data import TaskData
 from mtz_mobile.errors import MTZError
 from mtz_mobile.graph.network import ZippedNetwork, kernel_key
 
-from .calibration import Calibration, LayerHessians
+from .calibration import Calibration, LayerHessians, channel_hessians
 from .compensation import compensate_consumers
 from .config import ZipConfig, shared_count
 from .merge import METHODS, MergeOperands, sparse_mask
-from .mtz_math import PairGeometry
+from .mtz_math import PairGeometry, channelwise_merge
 from .pairing import random_pairs, select_pairs
 from .plan import LayerRecord
 from .retrain import retrain
-from .surgery import NewGroup, incoming_weights, merge, regroup
+from .surgery import NewGroup, channel_weights, incoming_weights, merge, merge_channels, regroup
 
 
 @dataclass
@@ -83,7 +83,9 @@ def zip_layer(step: LayerStep, count: int | None = None, hessians: LayerHessians
         hessians = step.hessians(rng)
     damping = None  # the absolute damping added to S, for the record
     pending = pending_groups(node, step.newcomer)
-    if pending:
+    if node.inherits:  # no pairing of its own: merge what its input's pairing shares, channel by channel
+        pairs = _merge_channels(step, rng, pending)
+    elif pending:
         pairs = _merge_pending(step, hessians, rng, pending)
     else:
         pairs, damping = _pair_and_merge(step, hessians, rng, count)
@@ -210,6 +212,32 @@ def _merge_pending(step: LayerStep, hessians: LayerHessians, rng, pending: list[
         for n in range(node.groups[go].size):
             pairs.append([int(node.groups[go].units[joint_owners[0]][n]), int(node.groups[go].units[step.newcomer][n]),
                           None if d is None else float(d[n])])
+    return pairs
+
+
+def _merge_channels(step: LayerStep, rng, pending: list[int]) -> list:
+    """A depthwise node's shared channels: each merged with its own (k²+1)² Hessians (§8)."""
+    net, i, newcomer = step.net, step.node, step.newcomer
+    node = net.nodes[i]
+    method = METHODS[step.config.method]
+    weights = step.config.weights(net.tasks)
+    pairs = []
+    for go in pending:
+        joint_owners = tuple(t for t in node.groups[go].owners if t != newcomer)
+        wj = channel_weights(net, i, go, joint_owners)
+        wc = channel_weights(net, i, go, (newcomer,))
+        d, dense = None, None
+        if method.uses_metric:
+            h_joint = sum(weights[t] * channel_hessians(net, step.calib, i, t, go, rng) for t in joint_owners)
+            h_new = weights[newcomer] * channel_hessians(net, step.calib, i, newcomer, go, rng)
+            d, merged, _ = channelwise_merge(h_joint, h_new, wj.T, wc.T, step.config.damping)
+            dense = lambda merged=merged: merged.T  # noqa: E731
+        # masks of pruned depthwise kernels are not kept: a depthwise layer is never pruned by Han et al.
+        merged = method.merge(MergeOperands(wj, wc, None, None, rng, dense), sparse=False)
+        merge_channels(net, i, go, merged)
+        units = node.groups[go].units
+        pairs += [[int(units[joint_owners[0]][n]), int(units[newcomer][n]), None if d is None else float(d[n])]
+                  for n in range(node.groups[go].size)]
     return pairs
 
 

@@ -68,7 +68,9 @@ def regroup(net: ZippedNetwork, i: int, new_groups: list[NewGroup]) -> None:
                 tasks = [t for t in owners if t in new.owners]
                 src = _source_of(new, tasks)
                 if src and src[0] == go:
-                    kernels[(gi, go_new, tuple(tasks))] = _take_cols(k, np.array(src[1], np.int64))
+                    # a depthwise kernel reads its own channels: its input group moves with its output
+                    key = (go_new if node.inherits else gi, go_new, tuple(tasks))
+                    kernels[key] = _take_cols(k, np.array(src[1], np.int64))
             for (go, owners), b in node.biases.items():
                 tasks = [t for t in owners if t in new.owners]
                 src = _source_of(new, tasks)
@@ -136,3 +138,27 @@ def incoming_weights(net: ZippedNetwork, i: int, go: int, owners, inputs: list[i
     else:
         w = np.concatenate(parts, axis=0) if parts else np.zeros((0, n_out))
     return np.vstack([w, node.biases[(go, tuple(owners))][None, :]])
+
+
+def channel_weights(net: ZippedNetwork, i: int, go: int, owners) -> np.ndarray:
+    """Depthwise node i's kernel of group go owned by ``owners`` as (k²+1, C): channel c's taps
+    in column c, bias last (the layout ``random_merge`` and ``merge_channels`` use)."""
+    node = net.nodes[i]
+    key = (go, go, tuple(owners))
+    if key not in node.kernels:
+        raise MTZError(f"internal: {node.name} has no block {key}")
+    kernel = node.kernels[key]
+    return np.vstack([kernel.reshape(-1, kernel.shape[-1]), node.biases[(go, tuple(owners))][None, :]])
+
+
+def merge_channels(net: ZippedNetwork, i: int, go: int, merged: np.ndarray) -> None:
+    """Replace depthwise group go's per-task kernels and biases by one, ``merged`` (k²+1, C)."""
+    node = net.nodes[i]
+    owners = node.groups[go].owners
+    for key in [k for k in node.kernels if k[1] == go]:
+        del node.kernels[key]
+    for key in [k for k in node.biases if k[0] == go]:
+        del node.biases[key]
+    kh, kw = node.attrs["kernel_size"]
+    node.kernels[(go, go, owners)] = merged[:-1].reshape(kh, kw, -1)
+    node.biases[(go, owners)] = merged[-1]

@@ -1,0 +1,132 @@
+"""Zipping mobile graphs (depthwise, inverted residuals, squeeze-and-excite, 1-D convs).
+
+The independent check: a copy of a model whose channels were permuted consistently — one
+permutation per channel stream (a residual stream, a depthwise layer with the layer it
+follows, a squeeze-and-excite gate with the map it scales) — computes the same function, so at
+100 % sharing it must zip back into the original exactly and the pairs must undo the
+permutation. The permutation is drawn here from the graph's own structure, independently of the
+zipper's pairing.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from mtz_mobile.data import TaskData
+from mtz_mobile.graph.keras_io import parse_model
+from mtz_mobile.graph.network import ZippedNetwork
+from mtz_mobile.zipper import ZipConfig, zip_networks
+from mtz_mobile.zipper.config import RetrainSettings
+
+keras = pytest.importorskip("keras")
+
+
+def randomise_batchnorm(model, rng) -> None:
+    """Non-trivial BN statistics, so that folding and the depthwise merges see real scales."""
+    for layer in model.layers:
+        if type(layer).__name__ == "BatchNormalization":
+            n = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 0.1, n).astype(np.float32))
+            layer.moving_variance.assign(rng.uniform(0.5, 1.5, n).astype(np.float32))
+            if layer.scale:
+                layer.gamma.assign(rng.uniform(0.7, 1.3, n).astype(np.float32))
+            if layer.center:
+                layer.beta.assign(rng.normal(0.05, 0.1, n).astype(np.float32))
+
+
+def permuted_copy(parsed, rng):
+    """The parsed model with every channel stream permuted; returns (copy, {stream node: perm})."""
+    net = ZippedNetwork.from_models({"a": parsed})
+    out = copy.deepcopy(parsed)
+    perms = {}
+    for stream in net.streams():
+        if 0 in stream or net.output in stream:
+            continue  # the input's and the output's order are the task's interface
+        width = out.nodes[min(stream)].kernel.shape[-1]
+        perm = rng.permutation(width)
+        for i in stream:
+            perms[i] = perm
+            out.nodes[i].kernel = out.nodes[i].kernel[..., perm]
+            out.nodes[i].bias = out.nodes[i].bias[perm]
+        for j in net.consumers(stream):
+            k = out.nodes[j].kernel
+            if out.nodes[j].op == "conv2d":
+                out.nodes[j].kernel = k[:, :, perm, :]
+            else:
+                positions = k.shape[0] // width
+                out.nodes[j].kernel = k.reshape(positions, width, -1)[:, perm].reshape(k.shape)
+    return out, perms
+
+
+def _zip_copy(model, x, n_calib: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    parsed = parse_model(model, "a.keras")
+    twin, perms = permuted_copy(parsed, rng)
+    y = np.zeros(len(x), np.int64)
+    data = {t: TaskData("synthetic", x, y, x[:8], y[:8], [str(c) for c in range(10)]) for t in ("a", "b")}
+    config = ZipConfig(shared=["all"], compensation="none", calibration_samples=n_calib, max_instances=200_000,
+                       retrain=RetrainSettings(iterations=0))
+    result = zip_networks({"a": parsed, "b": twin}, data, config, progress=False)
+    return result, perms
+
+
+def _check_zipped_back(model, result, perms, x):
+    want = model.predict(x, verbose=0)
+    scale = np.abs(want).max()
+    for task in ("a", "b"):
+        got = result.network.predict(task, x)
+        assert np.abs(got - want).max() / scale <= 1e-4, task
+    params = result.plan.params
+    assert params["zipped"] == params["per_task"]["a"] + (params["per_task"]["b"] - params["shared"]), params
+    hidden_output = {l.name for l in result.plan.layers}
+    recovered = total = 0
+    for layer in result.plan.layers:
+        i = next(n for n, node in enumerate(result.network.nodes) if node.name == layer.name)
+        assert layer.n_shared == layer.n_new, layer.name     # 100 % shared
+        for unit_a, unit_b, _ in layer.pairs:
+            recovered += int(perms[i][unit_b] == unit_a)
+            total += 1
+    assert hidden_output and recovered == total, f"{recovered} of {total} pairs undo the permutation"
+
+
+def _images(n, shape, seed=1):
+    return np.random.default_rng(seed).random((n, *shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("builder", ["mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0"])
+def test_permuted_application_model_zips_back(builder):
+    keras.utils.set_random_seed(3)
+    build = {
+        "mobilenet_v2": lambda: keras.applications.MobileNetV2(alpha=0.35, weights=None, input_shape=(32, 32, 3),
+                                                                classes=10),
+        "mobilenet_v3_small": lambda: keras.applications.MobileNetV3Small(
+            alpha=0.75, weights=None, input_shape=(32, 32, 3), classes=10, include_preprocessing=True),
+        "efficientnet_b0": lambda: keras.applications.EfficientNetB0(weights=None, input_shape=(32, 32, 3),
+                                                                      classes=10),
+    }[builder]
+    model = build()
+    randomise_batchnorm(model, np.random.default_rng(4))
+    x = _images(96, (32, 32, 3)) * (255.0 if builder != "mobilenet_v2" else 1.0)
+    result, perms = _zip_copy(model, x, n_calib=96)
+    _check_zipped_back(model, result, perms, x[:16])
+
+
+def test_permuted_conv1d_net_zips_back():
+    layers = keras.layers
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((64, 3))
+    h = layers.Conv1D(12, 5, padding="same", use_bias=False)(inp)
+    h = layers.ReLU()(layers.BatchNormalization()(h))
+    r = layers.Conv1D(12, 3, padding="same", activation="relu")(h)
+    h = layers.Add()([h, layers.Conv1D(12, 3, padding="same")(r)])
+    h = layers.MaxPooling1D(2)(h)
+    h = layers.Conv1D(16, 3, strides=2, activation="relu")(h)
+    h = layers.GlobalAveragePooling1D()(h)
+    model = keras.Model(inp, layers.Dense(6)(h))
+    randomise_batchnorm(model, np.random.default_rng(6))
+    x = _images(64, (64, 3))
+    result, perms = _zip_copy(model, x, n_calib=64)
+    _check_zipped_back(model, result, perms, x[:16])
