@@ -10,6 +10,9 @@ weight *and* bias buffer) packs a shared block once for every task.
 
 Dense kernels are stored as (out, in) and multiplied with ``transpose_b`` — the layout of
 TFLite's FULLY_CONNECTED — so the converter needs no transposed copy of a shared constant.
+A depthwise group's operand is its one block as (kh, kw, C, 1): one DEPTHWISE_CONV_2D per
+group and owner set (a group's input is the group itself, so there is nothing to concatenate),
+whose filter TFLite stores as (1, kh, kw, C) with the same bytes (see ``tflite_layout``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,12 @@ class Operand:
     @property
     def name(self) -> str:
         return f"n{self.node}_g{self.out_group}_from{'_'.join(map(str, self.in_groups))}_{'_'.join(self.owners)}"
+
+
+def tflite_layout(op: str, values: np.ndarray) -> np.ndarray:
+    """A stored kernel operand as the .tflite holds it: CONV_2D filters are (out, kh, kw, in),
+    DEPTHWISE_CONV_2D filters (1, kh, kw, C); dense operands are already (out, in)."""
+    return values.transpose(3, 0, 1, 2) if op in ("conv2d", "depthwise") else values
 
 
 def bias_name(node: int, go: int, owners: tuple[str, ...]) -> str:
@@ -81,6 +90,8 @@ class TaskGraph(tf.Module):
             blocks = [node.kernels[(gi, op.out_group, op.owners)] for gi in op.in_groups]
             if node.op == "dense":
                 stored = np.concatenate(blocks, axis=0).T
+            elif node.op == "depthwise":
+                stored = blocks[0][..., None]
             else:
                 stored = np.concatenate(blocks, axis=2)
             self.kernels[name] = tf.Variable(stored.astype(np.float32), name=name)
@@ -103,6 +114,8 @@ class TaskGraph(tf.Module):
             w = self.kernels[op.name]
             if node.op == "dense":
                 y = tf.matmul(x, w, transpose_b=True)
+            elif node.op == "depthwise":
+                y = self.ops.depthwise(x, w, node.attrs)
             else:
                 y = self.ops.conv(x, w, node.attrs)
             if op.carries_bias:

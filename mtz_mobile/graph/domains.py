@@ -17,24 +17,25 @@ from mtz_mobile.errors import MTZError
 from .ops import canonical_shape, same_padding
 
 
-def joint_input_shape(shapes: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
-    canon = {t: canonical_shape(s) for t, s in shapes.items()}
+def joint_input_shape(shapes: dict[str, tuple[int, ...]], layout: str | None = None) -> tuple[int, ...]:
+    canon = {t: canonical_shape(s, layout) for t, s in shapes.items()}
     ranks = {len(s) for s in canon.values()}
     if len(ranks) != 1:
         raise MTZError(f"input shapes {', '.join(f'{t} {s}' for t, s in shapes.items())} cannot be joined: "
                        "zip images with images and vectors with vectors")
-    joint = tuple(max(s[k] for s in canon.values()) for k in range(ranks.pop()))
     originals = {tuple(s) for s in shapes.values()}
     if len(originals) == 1:
         return tuple(next(iter(originals)))
-    return joint
+    joint = tuple(max(s[k] for s in canon.values()) for k in range(ranks.pop()))
+    # in the tasks' own rank: a 1-D net's joint (L, C), not its (1, L, C) map
+    return joint[1:] if layout == "1d" else joint
 
 
 def pad_first_layers(net, models) -> None:
     """Give every smaller task zero weights for the joint input it never sees (in place)."""
     joint = net.input_shape
     for t, model in models.items():
-        own = canonical_shape(model.input_shape)
+        own = canonical_shape(model.input_shape, net.layout)
         if own == tuple(joint):
             continue
         _check_offsets(net, model, t)
@@ -58,7 +59,7 @@ def _remap_dense_rows(net, model, k: int, kernel: np.ndarray, task: str) -> np.n
             return kernel  # a dense layer on a vector the joint network computes at the task's width
         rows = net.input_shape[0]
         return np.pad(kernel, [(0, rows - kernel.shape[0]), (0, 0)])
-    own = canonical_shape(model.nodes[flat_src].out_shape) if flat_src == 0 else model.nodes[flat_src].out_shape
+    own = canonical_shape(model.input_shape, net.layout) if flat_src == 0 else model.nodes[flat_src].out_shape
     joint = net.nodes[flat_src].shape
     channels = own[-1] if flat_src != 0 else kernel.shape[0] // int(np.prod(own[:-1]))
     if tuple(own[:-1]) == tuple(joint[:-1]) and flat_src != 0:
@@ -74,7 +75,10 @@ def _check_offsets(net, model, task: str) -> None:
     """Refuse joins that would shift the smaller task's pixels (asymmetric SAME padding, GAP over
     a padded map)."""
     for k, node in enumerate(net.nodes):
-        if node.op in ("conv2d", "maxpool", "avgpool") and node.attrs["padding"] == "same":
+        if node.op == "crop":
+            raise MTZError(f"input shapes cannot be joined: {node.name} crops task {task}'s map at its own border, "
+                           "which the joint map does not have there; use inputs of one size")
+        if node.op in ("conv2d", "depthwise", "maxpool", "avgpool") and node.attrs["padding"] == "same":
             own_in = model.nodes[node.inputs[0]].out_shape
             joint_in = net.nodes[node.inputs[0]].shape
             ksize = node.attrs.get("kernel_size", node.attrs.get("pool_size"))

@@ -1,14 +1,18 @@
 """Reading trained Keras models (safe mode) into a plain graph the zipper works on.
 
-A model becomes a list of nodes in topological order. Weight nodes (Dense, Conv2D) carry their
-kernel and bias; BatchNormalization is folded into the weight node it follows (equal at
-inference); an Activation right after a linear weight node is fused into it; Dropout vanishes.
-Pooling, Flatten, GlobalAveragePooling2D, Add and stand-alone activations stay as nodes.
+A model becomes a list of nodes in topological order. Weight nodes (Dense, Conv1D/2D,
+DepthwiseConv1D/2D) carry their kernel and bias; BatchNormalization is folded into the weight
+node it follows (equal at inference); an Activation right after a linear weight node is fused
+into it; Dropout vanishes; consecutive Rescaling/Normalization layers right after the input
+become one per-task affine ``rescale`` node; Keras' tensor-op hard sigmoid (relu6(x + 3) · 1/6,
+as MobileNetV3 writes it) becomes one activation; a classifier written as a 1×1 Conv2D on a
+1×1 map followed by Flatten (MobileNetV3's head) becomes Flatten → Dense. Everything else
+(pooling, Flatten, Reshape of 1-sized axes, padding, cropping, Add, Multiply, activations) stays
+a node; layer_node (keras_layers.py) refuses what it does not know, by name.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,22 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from mtz_mobile.errors import MTZError
+from mtz_mobile.fileio import sha256_of  # noqa: F401 (moved; importers switch to fileio)
 
-ACTIVATION_NAMES = ("linear", "relu", "relu6", "tanh", "sigmoid", "softmax")
-SUPPORTED = ("Dense, Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, Flatten, Add, "
-             "BatchNormalization, Activation, ReLU, Dropout, InputLayer")
-
-
-@dataclass
-class ParsedNode:
-    name: str
-    op: str                      # input | dense | conv2d | maxpool | avgpool | gap | flatten | add | activation
-    inputs: list[int]
-    attrs: dict = field(default_factory=dict)
-    kernel: np.ndarray | None = None
-    bias: np.ndarray | None = None
-    activation: str = "linear"   # fused activation of a weight node
-    out_shape: tuple[int, ...] = ()   # per-sample output shape in this model
+from .keras_layers import (ACTIVATION_NAMES, LINEAR_OPS, ONE_D_KINDS, SUPPORTED, ParsedNode,  # noqa: F401
+                           activation_name, fold_batchnorm, layer_node, preprocessing_affine)
+from .ops import canonical_shape
 
 
 @dataclass
@@ -46,15 +39,11 @@ class ParsedModel:
         return len(self.nodes) - 1
 
     def weight_nodes(self) -> list[int]:
-        return [i for i, n in enumerate(self.nodes) if n.op in ("dense", "conv2d")]
+        return [i for i, n in enumerate(self.nodes) if n.op in LINEAR_OPS]
 
-
-def sha256_of(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    @property
+    def layout(self) -> str | None:
+        return self.nodes[0].attrs.get("layout")
 
 
 def load_keras_model(path: str | os.PathLike):
@@ -84,153 +73,198 @@ def save_keras_atomic(model, path: str | os.PathLike) -> Path:
     return path
 
 
-def _activation_name(layer, path) -> str:
-    act = layer.get_config().get("activation", "linear")
-    if isinstance(act, dict):
-        act = act.get("config", {}).get("name", act.get("class_name", "?"))
-    if type(layer).__name__ == "ReLU":
-        cfg = layer.get_config()
-        if cfg.get("max_value") == 6.0 and not cfg.get("negative_slope") and not cfg.get("threshold"):
-            return "relu6"
-        if cfg.get("max_value") is None and not cfg.get("negative_slope") and not cfg.get("threshold"):
-            return "relu"
-        raise MTZError(f"{path}: ReLU layer {layer.name} with a slope, threshold or cap other than 6 is not supported")
-    act = str(act)
-    if act not in ACTIVATION_NAMES:
-        raise MTZError(f"{path}: activation {act!r} of layer {layer.name} is not supported; "
-                       f"use one of {', '.join(ACTIVATION_NAMES)}")
-    return act
+def _scalar_operand(op, kind: str) -> float | None:
+    """The number a tensor op outside any layer (x + c, x * c) applies, if op is a ``kind``."""
+    import keras
+
+    if isinstance(op, keras.layers.Layer) or type(op).__name__ != kind or len(op._inbound_nodes) != 1:
+        return None
+    args = op._inbound_nodes[0].arguments.args
+    numbers = [a for a in args if isinstance(a, (int, float))]
+    return float(numbers[0]) if len(args) == 2 and len(numbers) == 1 else None
 
 
-def _check_finite(path, layer, *arrays) -> None:
-    for a in arrays:
-        if not np.all(np.isfinite(a)):
-            raise MTZError(f"{path}: layer {layer.name} has NaN or infinite weights: retrain or repair the model")
+def _only_reader(op):
+    outs = op._outbound_nodes
+    return outs[0].operation if len(outs) == 1 else None
 
 
-def _layer_node(layer, inputs: list[int], path: str) -> ParsedNode:
-    kind = type(layer).__name__
-    shape = tuple(int(d) for d in layer.output.shape[1:])
-    if kind == "Dense":
-        kernel = np.asarray(layer.kernel.numpy())
-        bias = np.asarray(layer.bias.numpy()) if layer.use_bias else np.zeros(kernel.shape[1], kernel.dtype)
-        _check_finite(path, layer, kernel, bias)
-        return ParsedNode(layer.name, "dense", inputs, {}, kernel, bias, _activation_name(layer, path), shape)
-    if kind == "Conv2D":
-        cfg = layer.get_config()
-        if cfg.get("groups", 1) != 1:
-            raise MTZError(f"{path}: grouped convolution {layer.name} is not supported: use groups=1")
-        if cfg.get("data_format", "channels_last") != "channels_last":
-            raise MTZError(f"{path}: {layer.name} is channels_first: re-save the model channels_last")
-        kernel = np.asarray(layer.kernel.numpy())
-        bias = np.asarray(layer.bias.numpy()) if layer.use_bias else np.zeros(kernel.shape[-1], kernel.dtype)
-        _check_finite(path, layer, kernel, bias)
-        attrs = {"kernel_size": list(kernel.shape[:2]), "strides": list(cfg["strides"]), "padding": cfg["padding"],
-                 "dilation": list(cfg["dilation_rate"])}
-        return ParsedNode(layer.name, "conv2d", inputs, attrs, kernel, bias, _activation_name(layer, path), shape)
-    if kind in ("MaxPooling2D", "AveragePooling2D"):
-        cfg = layer.get_config()
-        attrs = {"pool_size": list(cfg["pool_size"]), "strides": list(cfg["strides"] or cfg["pool_size"]),
-                 "padding": cfg["padding"]}
-        return ParsedNode(layer.name, "maxpool" if kind.startswith("Max") else "avgpool", inputs, attrs,
-                          out_shape=shape)
-    if kind == "GlobalAveragePooling2D":
-        if layer.get_config().get("keepdims"):
-            raise MTZError(f"{path}: {layer.name} keeps dims: use keepdims=False")
-        return ParsedNode(layer.name, "gap", inputs, out_shape=shape)
-    if kind == "Flatten":
-        return ParsedNode(layer.name, "flatten", inputs, out_shape=shape)
-    if kind == "Add":
-        return ParsedNode(layer.name, "add", inputs, out_shape=shape)
-    if kind in ("Activation", "ReLU"):
-        return ParsedNode(layer.name, "activation", inputs, {"activation": _activation_name(layer, path)},
-                          out_shape=shape)
-    if kind == "DepthwiseConv2D":
-        raise MTZError(f"{path}: unsupported layer {layer.name!r} (DepthwiseConv2D): its channels would have to "
-                       "follow the input's pairing, which this zipper does not do; zip a model without it")
-    raise MTZError(f"{path}: unsupported layer {layer.name!r} ({kind}); the zipper handles {SUPPORTED}")
+def _hard_sigmoid_chains(operations) -> tuple[set[str], dict]:
+    """MobileNetV3 writes hard sigmoid with tensor ops, ReLU(6)(x + 3) * (1/6): the three become
+    one activation. Returns (the names absorbed, {name of the multiply: the add})."""
+    absorbed, chains = set(), {}
+    for op in operations:
+        if _scalar_operand(op, "Add") != 3.0:
+            continue
+        relu = _only_reader(op)
+        cfg = relu.get_config() if relu is not None and type(relu).__name__ == "ReLU" else {}
+        if cfg.get("max_value") != 6.0 or cfg.get("negative_slope") or cfg.get("threshold"):
+            continue
+        mul = _only_reader(relu)
+        factor = None if mul is None else _scalar_operand(mul, "Multiply")
+        if factor is not None and abs(factor - 1.0 / 6.0) < 1e-7:
+            absorbed |= {op.name, relu.name}
+            chains[mul.name] = op
+    return absorbed, chains
 
 
-def _fold_batchnorm(node: ParsedNode, layer, path: str) -> None:
-    """conv/dense → BN becomes one conv/dense: equal at inference."""
-    cfg = layer.get_config()
-    if cfg.get("axis") not in (-1, [-1], len(node.out_shape), [len(node.out_shape)]):
-        raise MTZError(f"{path}: BatchNormalization {layer.name} normalises another axis than channels")
-    gamma = np.asarray(layer.gamma.numpy()) if layer.scale else np.ones_like(node.bias)
-    beta = np.asarray(layer.beta.numpy()) if layer.center else np.zeros_like(node.bias)
-    mean, var = np.asarray(layer.moving_mean.numpy()), np.asarray(layer.moving_variance.numpy())
-    scale = gamma / np.sqrt(var + cfg["epsilon"])
-    node.kernel = node.kernel * scale
-    node.bias = (node.bias - mean) * scale + beta
-    _check_finite(path, layer, node.kernel, node.bias)
+DROPPED = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianDropout", "GaussianNoise", "AlphaDropout")
+
+
+class _Parser:
+    """The graph being built: nodes, which node each Keras name now stands for, and who reads what."""
+
+    def __init__(self, model, path: str):
+        self.path = path
+        self.input_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+        self.one_d = len(self.input_shape) == 2 and any(type(layer).__name__ in ONE_D_KINDS for layer in model.layers)
+        attrs = {"layout": "1d"} if self.one_d else {}
+        shape = canonical_shape(self.input_shape, attrs.get("layout"))
+        self.nodes = [ParsedNode("input", "input", [], attrs, out_shape=shape)]
+        self.index_of: dict[str, int] = {}
+        self.readers: dict[int, int] = {}   # layers that read each node's values
+        self.stale: set[str] = set()        # names whose node now computes something after them (folded, fused)
+
+    def alias(self, name: str, k: int) -> None:
+        self.stale.update(n for n, j in self.index_of.items() if j == k)
+        self.index_of[name] = k
+
+    def wiring(self, op) -> tuple[list[str], list[int]]:
+        if len(op._inbound_nodes) > 1:
+            raise MTZError(f"{self.path}: layer {op.name} is called more than once: the zipper needs a plain graph")
+        parents = [p.operation.name for p in op._inbound_nodes[0].parent_nodes]
+        unknown = [n for n in parents if n not in self.index_of]
+        if unknown:
+            raise MTZError(f"{self.path}: {op.name} reads {unknown[0]}, which the zipper did not read: "
+                           "restructure the model as a plain graph of supported layers")
+        return parents, [self.index_of[n] for n in parents] or [0]
+
+    def append(self, node: ParsedNode) -> int:
+        for i in node.inputs:
+            self.readers[i] = self.readers.get(i, 0) + 1
+        self.nodes.append(node)
+        self.index_of[node.name] = len(self.nodes) - 1
+        return len(self.nodes) - 1
+
+    def take(self, op, parents: list[str], inputs: list[int], hard_sigmoid: bool) -> int:
+        """Add (or fold) one operation; returns the node that now stands for its output."""
+        import keras
+
+        kind = type(op).__name__
+        late = [name for name in parents if name in self.stale]
+        if late:
+            raise MTZError(f"{self.path}: {op.name} reads {late[0]} before a BatchNormalization or activation that "
+                           "another path applies to it: the zipper cannot fold that; restructure the model")
+        if not hard_sigmoid and not isinstance(op, keras.layers.Layer):
+            raise MTZError(f"{self.path}: unsupported operation {op.name!r} ({kind}) applied to a tensor outside a "
+                           f"layer; the zipper handles {SUPPORTED}")
+        src = self.nodes[inputs[0]]
+        foldable = src.op in LINEAR_OPS and src.activation == "linear" and not self.readers.get(inputs[0])
+        if kind in DROPPED:
+            self.index_of[op.name] = inputs[0]
+            return inputs[0]
+        if kind == "BatchNormalization":
+            if not foldable:
+                raise MTZError(f"{self.path}: BatchNormalization {op.name} does not directly follow a linear Conv, "
+                               "DepthwiseConv or Dense layer: fold it into one first")
+            fold_batchnorm(src, op, self.path)
+            self.alias(op.name, inputs[0])
+            return inputs[0]
+        if kind in ("Rescaling", "Normalization"):
+            return self.preprocess(op, inputs[0])
+        act = "hard_sigmoid" if hard_sigmoid else activation_name(op, self.path) if kind in ("Activation", "ReLU") \
+            else None
+        if act and foldable:
+            src.activation = act
+            self.alias(op.name, inputs[0])
+            return inputs[0]
+        if hard_sigmoid:
+            return self.append(ParsedNode(op.name, "activation", inputs, {"activation": act}, out_shape=src.out_shape))
+        node = layer_node(op, inputs, [self.nodes[i].out_shape for i in inputs], self.path, self.one_d)
+        if node.op == "depthwise" and self.source(inputs[0]) == 0:
+            raise MTZError(f"{self.path}: layer {op.name!r} ({kind}) reads the input with no weight layer before it: "
+                           "its channels would have no pairing to follow; put a Conv layer first")
+        return self.append(node)
+
+    def source(self, j: int) -> int:
+        """The input or weight node whose channels node j carries (network.source, while parsing)."""
+        while self.nodes[j].op not in LINEAR_OPS + ("input",):
+            node = self.nodes[j]
+            j = node.inputs[node.attrs["map"] if node.op == "multiply" else 0]
+        return j
+
+    def preprocess(self, layer, i: int) -> int:
+        """Rescaling/Normalization: one per-task affine node right after the input."""
+        scale, offset = preprocessing_affine(layer, self.path)
+        src = self.nodes[i]
+        if src.op == "rescale" and not self.readers.get(i):
+            # (x·s0 + o0)·s + o
+            s0, o0 = np.asarray(src.attrs["scale"]), np.asarray(src.attrs["offset"])
+            src.attrs = {"scale": (s0 * scale).tolist(), "offset": (o0 * scale + offset).tolist()}
+            self.alias(layer.name, i)
+            return i
+        if src.op != "input":
+            raise MTZError(f"{self.path}: {type(layer).__name__} layer {layer.name!r} is not right after the input: "
+                           "preprocessing is supported only in front of the first layer; move it there or apply it "
+                           "to the data")
+        attrs = {"scale": scale.tolist(), "offset": offset.tolist()}
+        return self.append(ParsedNode(layer.name, "rescale", [i], attrs, out_shape=src.out_shape))
 
 
 def parse_model(model, path: str = "<memory>", sha256: str = "") -> ParsedModel:
     """A Keras model as ParsedNodes in topological order (see the module docstring)."""
-    input_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise MTZError(f"{path}: the zipper takes models with one input and one output")
-    nodes = [ParsedNode("input", "input", [], out_shape=input_shape)]
-    index_of: dict[str, int] = {}
-    readers: dict[int, int] = {}   # layers that read each node's values
-    stale: set[str] = set()        # names whose node now computes something after them (folded BN, fused act)
+    parser = _Parser(model, path)
     sequential = type(model).__name__ == "Sequential"
+    # a Sequential's layers record one call per build: the chain order is the graph
+    operations = model.layers if sequential else model.operations
+    absorbed, chains = (set(), {}) if sequential else _hard_sigmoid_chains(operations)
     previous = 0
-
-    def alias(name: str, k: int) -> None:
-        stale.update(n for n, j in index_of.items() if j == k)
-        index_of[name] = k
-
-    for layer in model.layers:
-        kind = type(layer).__name__
-        if kind == "InputLayer":
-            index_of[layer.name] = 0
-            continue
-        if sequential:  # a Sequential's layers record one call per build: the chain order is the graph
-            parents, inputs = [], [previous]
-        else:
-            if len(layer._inbound_nodes) > 1:
-                raise MTZError(f"{path}: layer {layer.name} is called more than once: the zipper needs a plain graph")
-            parents = [p.operation.name for p in layer._inbound_nodes[0].parent_nodes]
-            inputs = [index_of.get(name, 0) for name in parents] or [0]
-        late = [name for name in parents if name in stale]
-        if late:
-            raise MTZError(f"{path}: {layer.name} reads {late[0]} before a BatchNormalization or activation that "
-                           "another path applies to it: the zipper cannot fold that; restructure the model")
-        src = nodes[inputs[0]]
-        foldable = src.op in ("dense", "conv2d") and src.activation == "linear" and not readers.get(inputs[0])
-        if kind == "Dropout":
-            index_of[layer.name] = previous = inputs[0]
-        elif kind == "BatchNormalization":
-            if not foldable:
-                raise MTZError(f"{path}: BatchNormalization {layer.name} does not directly follow a linear Conv2D or "
-                               "Dense layer: fold it into one first")
-            _fold_batchnorm(src, layer, path)
-            alias(layer.name, inputs[0])
-            previous = inputs[0]
-        elif kind in ("Activation", "ReLU") and foldable:
-            src.activation = _activation_name(layer, path)
-            alias(layer.name, inputs[0])
-            previous = inputs[0]
-        else:
-            for i in inputs:
-                readers[i] = readers.get(i, 0) + 1
-            nodes.append(_layer_node(layer, inputs, path))
-            index_of[layer.name] = previous = len(nodes) - 1
+    for op in operations:
+        if type(op).__name__ == "InputLayer":
+            parser.index_of[op.name] = 0
+        elif op.name not in absorbed:
+            parents, inputs = ([], [previous]) if sequential else parser.wiring(chains.get(op.name, op))
+            previous = parser.take(op, parents, inputs, op.name in chains)
     out_name = model.outputs[0]._keras_history.operation.name
-    if index_of.get(out_name) != len(nodes) - 1:
+    if parser.index_of.get(out_name) != len(parser.nodes) - 1:
         raise MTZError(f"{path}: the model's output is not its last layer")
+    nodes = _conv_head_as_dense(parser.nodes)
+    _check_graph(nodes, path)
+    return ParsedModel(path, sha256, parser.input_shape, nodes)
+
+
+def _conv_head_as_dense(nodes: list[ParsedNode]) -> list[ParsedNode]:
+    """A 1×1 Conv2D on a 1×1 map, then Flatten (and an activation): MobileNetV3's classifier. It is
+    Flatten → Dense exactly, which keeps the output a Dense layer as the zipper expects."""
+    act = nodes[-1] if nodes[-1].op == "activation" else None
+    k = len(nodes) - (3 if act else 2)
+    if k < 1:
+        return nodes
+    conv, flat = nodes[k], nodes[k + 1]
+    if not (conv.op == "conv2d" and flat.op == "flatten" and flat.inputs == [k] and conv.attrs["kernel_size"] == [1, 1]
+            and int(np.prod(nodes[conv.inputs[0]].out_shape[:-1])) == 1 and (act is None or act.inputs == [k + 1])
+            and sum(k in n.inputs for n in nodes) == 1 and not (act and conv.activation != "linear")):
+        return nodes
+    c_in, units = conv.kernel.shape[2], conv.kernel.shape[3]
+    flat = ParsedNode(flat.name, "flatten", list(conv.inputs), out_shape=(c_in,))
+    dense = ParsedNode(conv.name, "dense", [k], {}, conv.kernel.reshape(c_in, units), conv.bias,
+                       act.attrs["activation"] if act else conv.activation, (units,))
+    return nodes[:k] + [flat, dense]
+
+
+def _check_graph(nodes: list[ParsedNode], path: str) -> None:
     if nodes[-1].op not in ("dense", "conv2d"):
         raise MTZError(f"{path}: the last layer must be Dense (the task's output layer), found {nodes[-1].op}")
-    if len([n for n in nodes if n.op in ("dense", "conv2d")]) < 2:
+    if len([n for n in nodes if n.op in LINEAR_OPS]) < 2:
         raise MTZError(f"{path}: needs at least one hidden layer and an output layer")
-    for i, n in enumerate(nodes):
-        if n.op in ("dense", "conv2d", "maxpool", "avgpool", "gap", "flatten", "activation") and len(n.inputs) != 1:
+    for n in nodes:
+        if n.op not in ("input", "add", "multiply") and len(n.inputs) != 1:
             raise MTZError(f"{path}: layer {n.name} has {len(n.inputs)} inputs")
         if n.op == "dense" and len(nodes[n.inputs[0]].out_shape) != 1:
             raise MTZError(f"{path}: Dense layer {n.name} gets a {len(nodes[n.inputs[0]].out_shape)}-d input: "
                            "put a Flatten or GlobalAveragePooling2D before it")
-    return ParsedModel(path, sha256, input_shape, nodes)
 
 
 def read_model(path: str | os.PathLike) -> ParsedModel:

@@ -16,6 +16,14 @@ residual stream regrouped before its blocks are merged.
 
 Dense blocks are (rows, units) with rows = P·|gi| when the input is a Flatten of P positions
 (position-major, as NHWC flattening orders them); Conv2D blocks are (kh, kw, |gi|, |go|).
+
+A depthwise node (DepthwiseConv2D, multiplier 1; also Conv1D-style layers on height-1 maps)
+*inherits*: its groups always equal its input's, its blocks are (g, g, S) of shape (kh, kw, |g|)
+and it belongs to the stream of its input (DESIGN.md §8). A multiply node (squeeze-and-excite)
+carries the groups of its ``map`` input; its gate must keep the map's channel order, so both
+inputs' sources form one stream. A rescale node holds each task's own preprocessing (x·scale +
+offset, in attrs["per_task"]) in front of the first weight layer. A 1-D net's input node has
+attrs {"layout": "1d"}: its (L, C) samples run as (1, L, C) maps.
 """
 
 from __future__ import annotations
@@ -27,8 +35,12 @@ import numpy as np
 
 from mtz_mobile.errors import MTZError
 
-WEIGHT_OPS = ("dense", "conv2d")
-PASS_OPS = ("maxpool", "avgpool", "gap", "flatten", "add", "activation")
+from .ops import canonical_shape
+
+WEIGHT_OPS = ("dense", "conv2d", "depthwise")
+INHERITED_OPS = ("depthwise",)   # weight nodes whose output groups are their input's groups
+PASS_OPS = ("maxpool", "avgpool", "gap", "flatten", "add", "activation", "multiply", "reshape", "zeropad", "crop",
+            "rescale")
 
 Owners = tuple[str, ...]
 
@@ -66,6 +78,10 @@ class Node:
     def is_weight(self) -> bool:
         return self.op in WEIGHT_OPS
 
+    @property
+    def inherits(self) -> bool:
+        return self.op in INHERITED_OPS
+
     def groups_of(self, task: str) -> list[int]:
         return [g for g, grp in enumerate(self.groups) if task in grp.owners]
 
@@ -93,6 +109,11 @@ class ZippedNetwork:
     def output(self) -> int:
         return len(self.nodes) - 1
 
+    @property
+    def layout(self) -> str | None:
+        """"1d" for a 1-D net (see ops.canonical_shape), else None."""
+        return self.nodes[0].attrs.get("layout")
+
     def weight_nodes(self) -> list[int]:
         return [i for i, n in enumerate(self.nodes) if n.is_weight]
 
@@ -100,10 +121,15 @@ class ZippedNetwork:
         """Weight nodes in topological order, the output layer excepted (it is never shared)."""
         return [i for i in self.weight_nodes() if i != self.output]
 
+    def pass_input(self, i: int) -> int:
+        """The input whose groups node i carries if it has no weights: a multiply's map."""
+        node = self.nodes[i]
+        return node.inputs[node.attrs["map"]] if node.op == "multiply" else node.inputs[0]
+
     def source(self, i: int) -> int:
         """The input or weight node whose groups node i carries."""
         while self.nodes[i].op in PASS_OPS:
-            i = self.nodes[i].inputs[0]
+            i = self.pass_input(i)
         return i
 
     def groups(self, i: int) -> list[Group]:
@@ -125,7 +151,8 @@ class ZippedNetwork:
         return 1 if src is None else int(np.prod(self.nodes[src].shape[:-1]))
 
     def streams(self) -> list[set[int]]:
-        """Sets of input/weight nodes whose outputs Add joins: they must keep one grouping."""
+        """Sets of input/weight nodes that must keep one grouping: those an Add or a Multiply joins,
+        and a depthwise node with the source of its input."""
         parent = {i: i for i in range(len(self.nodes))}
 
         def find(i):
@@ -134,11 +161,11 @@ class ZippedNetwork:
                 i = parent[i]
             return i
 
-        for node in self.nodes:
-            if node.op == "add":
-                roots = [find(self.source(j)) for j in node.inputs]
+        for i, node in enumerate(self.nodes):
+            if node.op in ("add", "multiply") or node.inherits:
+                roots = [find(self.source(j)) for j in node.inputs] + ([find(i)] if node.inherits else [])
                 for r in roots[1:]:
-                    parent[r] = roots[0]
+                    parent[find(r)] = find(roots[0])
         out: dict[int, set[int]] = {}
         for i, node in enumerate(self.nodes):
             if node.is_weight or node.op == "input":
@@ -149,8 +176,10 @@ class ZippedNetwork:
         return next(s for s in self.streams() if i in s)
 
     def consumers(self, sources: set[int]) -> list[int]:
-        """Weight nodes whose input carries the groups of any node in ``sources``."""
-        return [j for j in self.weight_nodes() if self.source(self.nodes[j].inputs[0]) in sources]
+        """Weight nodes whose input carries the groups of any node in ``sources``; a depthwise node
+        is a member of its input's stream, regrouped with it, never a consumer."""
+        return [j for j in self.weight_nodes()
+                if not self.nodes[j].inherits and self.source(self.nodes[j].inputs[0]) in sources]
 
     def copy(self) -> "ZippedNetwork":
         return copy.deepcopy(self)
@@ -161,25 +190,27 @@ class ZippedNetwork:
         """An unzipped network: one group per task in every weight node. ``models`` maps task →
         keras_io.ParsedModel; their graphs must match node for node (widths may differ)."""
         from .domains import joint_input_shape, pad_first_layers
-        from .ops import canonical_shape
 
         tasks = list(models)
         first = models[tasks[0]]
-        joint = joint_input_shape({t: m.input_shape for t, m in models.items()})
+        layout = first.nodes[0].attrs.get("layout")
+        joint = joint_input_shape({t: m.input_shape for t, m in models.items()}, layout)
         _check_same_structure(models)
         nodes = []
         for k, pn in enumerate(first.nodes):
             node = Node(pn.name, pn.op, list(pn.inputs), copy.deepcopy(pn.attrs))
-            if pn.op == "input":
-                channels = canonical_shape(joint)[-1]
-                node.groups = [Group(tuple(tasks), {t: list(range(channels)) for t in tasks})]
+            if pn.op == "rescale":
+                node.attrs = {"per_task": {t: copy.deepcopy(models[t].nodes[k].attrs) for t in tasks}}
             elif pn.op in WEIGHT_OPS:
-                for t in tasks:
-                    units = models[t].nodes[k].kernel.shape[-1]
-                    node.groups.append(Group((t,), {t: list(range(units))}))
-                    node.activations[t] = models[t].nodes[k].activation
+                node.activations = {t: models[t].nodes[k].activation for t in tasks}
             nodes.append(node)
         net = cls(tasks, {t: tuple(m.input_shape) for t, m in models.items()}, nodes)
+        nodes[0].groups = [Group(tuple(tasks), {t: list(range(canonical_shape(joint, layout)[-1])) for t in tasks})]
+        for k, node in enumerate(nodes):
+            if node.inherits:
+                node.groups = copy.deepcopy(net.input_groups(k))
+            elif node.is_weight:
+                node.groups = [Group((t,), {t: list(range(models[t].nodes[k].kernel.shape[-1]))}) for t in tasks]
         net.infer_shapes(joint)
         for k, node in enumerate(nodes):
             if not node.is_weight:
@@ -189,39 +220,18 @@ class ZippedNetwork:
                 pn = models[t].nodes[k]
                 gi = 0 if net.source(node.inputs[0]) == 0 else next(
                     i for i, grp in enumerate(in_groups) if grp.owners == (t,))
-                node.kernels[(gi, g, (t,))] = np.asarray(pn.kernel, np.float64)
-                node.biases[(g, (t,))] = np.asarray(pn.bias, np.float64)
+                go = gi if node.inherits else g
+                node.kernels[(gi, go, (t,))] = np.asarray(pn.kernel, np.float64)
+                node.biases[(go, (t,))] = np.asarray(pn.bias, np.float64)
         pad_first_layers(net, models)
         net.check_shapes()
         return net
 
     def infer_shapes(self, input_shape: tuple[int, ...]) -> None:
         """Per-sample output shapes of every node on the joint input (channels filled per node)."""
-        from .ops import canonical_shape, conv_output_size
+        from .shapes import infer_shapes
 
-        canonical = canonical_shape(input_shape)
-        for node in self.nodes:
-            if node.op == "input":
-                node.shape = canonical
-                continue
-            src = self.nodes[node.inputs[0]].shape
-            if node.op == "dense":
-                node.shape = (sum(g.size for g in node.groups),)
-            elif node.op == "conv2d":
-                kh, kw = _kernel_hw(node)
-                h, w = (conv_output_size(n, k, s, d, node.attrs["padding"])
-                        for n, k, s, d in zip(src[:2], (kh, kw), node.attrs["strides"], node.attrs["dilation"]))
-                node.shape = (h, w, sum(g.size for g in node.groups))
-            elif node.op in ("maxpool", "avgpool"):
-                h, w = (conv_output_size(n, k, s, 1, node.attrs["padding"])
-                        for n, k, s in zip(src[:2], node.attrs["pool_size"], node.attrs["strides"]))
-                node.shape = (h, w, src[-1])
-            elif node.op == "gap":
-                node.shape = (src[-1],)
-            elif node.op == "flatten":
-                node.shape = (int(np.prod(src)),)
-            else:
-                node.shape = src
+        infer_shapes(self, input_shape)
 
     # ----- accounting ---------------------------------------------------------------------
     def blocks(self):
@@ -258,25 +268,9 @@ class ZippedNetwork:
 
     def check_shapes(self) -> None:
         """Every block's shape must follow from the group sizes it connects."""
-        for i, node in enumerate(self.nodes):
-            if not node.is_weight:
-                continue
-            ins = self.input_groups(i)
-            factor = self.row_factor(i)
-            for (gi, go, owners), k in node.kernels.items():
-                if node.op == "dense":
-                    expected = (factor * ins[gi].size, node.groups[go].size)
-                    got = k.shape
-                else:
-                    expected = (ins[gi].size, node.groups[go].size)
-                    got = k.shape[-2:]
-                if tuple(got) != expected or not set(owners) <= set(ins[gi].owners) & set(node.groups[go].owners):
-                    raise MTZError(f"block {kernel_key(node.name, gi, go, owners)} has shape {k.shape}, its groups "
-                                   f"imply {expected}: the weights and the plan disagree, zip again")
-            for (go, owners), b in node.biases.items():
-                if b.shape != (node.groups[go].size,):
-                    raise MTZError(f"bias {bias_key(node.name, go, owners)} has shape {b.shape}, expected "
-                                   f"({node.groups[go].size},): the weights and the plan disagree, zip again")
+        from .shapes import check_shapes
+
+        check_shapes(self)
 
     # ----- evaluation ---------------------------------------------------------------------
     def forward(self, task: str, x, ops=None, params=None, upto: int | None = None, preactivation: bool = False,
@@ -289,74 +283,9 @@ class ZippedNetwork:
         last node's values are before its activation. A shared ``memo`` across calls computes
         each value once when several tasks compute the same thing (a fully shared prefix).
         """
-        from .ops import NUMPY_OPS
+        from .execute import forward
 
-        if task not in self.tasks:
-            raise MTZError(f"unknown task {task!r}: this network has {', '.join(self.tasks)}")
-        ops = ops or NUMPY_OPS
-        params = params or self._array_params
-        weighted = weighted or (lambda i, go, t, src: self._block_sum(i, go, t, src, ops, params))
-        last = self.output if upto is None else upto
-
-        def get(key, compute):
-            if memo is None:
-                return compute()
-            if key not in memo:
-                memo[key] = compute()
-            return memo[key]
-
-        values, keys = [], []
-        for i, node in enumerate(self.nodes[:last + 1]):
-            if node.op == "input":
-                key = ("input", self.task_input_shapes[task])
-                values.append({0: get(key, lambda: ops.prepare_input(x, self.task_input_shapes[task], node.shape))})
-                keys.append({0: key})
-                continue
-            src, src_keys = values[node.inputs[0]], keys[node.inputs[0]]
-            out, out_keys = {}, {}
-            if node.is_weight:
-                pre = preactivation and i == last
-                for go in node.groups_of(task):
-                    used = tuple(sorted((gi, o, src_keys[gi]) for gi, g2, o in node.kernels if g2 == go and task in o)
-                                 + sorted((-1, o, None) for g2, o in node.biases if g2 == go and task in o))
-                    act = "linear" if pre else node.activations[task]
-                    key = (i, go, used, act)
-                    out[go] = get(key, lambda: ops.activation(act, weighted(i, go, task, src)))
-                    out_keys[go] = key
-            else:
-                for g, v in src.items():
-                    key = (i, g, tuple(keys[j][g] for j in node.inputs))
-                    if node.op == "add":
-                        fn = lambda g=g: _sum([values[j][g] for j in node.inputs])  # noqa: E731
-                    elif node.op == "activation":
-                        fn = lambda v=v: ops.activation(node.attrs["activation"], v)  # noqa: E731
-                    elif node.op in ("maxpool", "avgpool"):
-                        fn = lambda v=v: ops.pool(node.op, v, node.attrs)  # noqa: E731
-                    elif node.op == "gap":
-                        fn = lambda v=v: ops.gap(v)  # noqa: E731
-                    elif node.op == "flatten":
-                        fn = lambda v=v: ops.flatten(v)  # noqa: E731
-                    else:
-                        raise MTZError(f"unknown node kind {node.op}")
-                    out[g], out_keys[g] = get(key, fn), key
-            values.append(out)
-            keys.append(out_keys)
-        return values
-
-    def _block_sum(self, i: int, go: int, task: str, src: dict, ops, params):
-        """Σ over the task's blocks into group go of x[gi]·W, plus the task's biases."""
-        node = self.nodes[i]
-        z = None
-        for (gi, g2, owners) in sorted(node.kernels):
-            if g2 == go and task in owners:
-                w = params("kernel", i, (gi, go, owners))
-                y = ops.dense(src[gi], w) if node.op == "dense" else ops.conv(src[gi], w, node.attrs)
-                z = y if z is None else z + y
-        for (g2, owners) in sorted(node.biases):
-            if g2 == go and task in owners:
-                b = params("bias", i, (go, owners))
-                z = b if z is None else z + b
-        return z
+        return forward(self, task, x, ops, params, upto, preactivation, weighted, memo)
 
     def _array_params(self, kind: str, i: int, key):
         node = self.nodes[i]
@@ -364,11 +293,9 @@ class ZippedNetwork:
 
     def task_view(self, i: int, values: dict, task: str, ops=None):
         """Concatenate a node's group values in the task's unit order (group order), last axis."""
-        from .ops import NUMPY_OPS
+        from .execute import task_view
 
-        ops = ops or NUMPY_OPS
-        parts = [values[g] for g, grp in enumerate(self.groups(i)) if task in grp.owners]
-        return parts[0] if len(parts) == 1 else ops.concat(parts)
+        return task_view(self, i, values, task, ops)
 
     def predict(self, task: str, x: np.ndarray, batch: int = 2048, preactivation: bool = False,
                 ops=None) -> np.ndarray:
@@ -425,17 +352,6 @@ class ZippedNetwork:
         return net
 
 
-def _sum(parts):
-    total = parts[0]
-    for p in parts[1:]:
-        total = total + p
-    return total
-
-
-def _kernel_hw(node: Node) -> tuple[int, int]:
-    return tuple(node.attrs["kernel_size"])
-
-
 def _check_same_structure(models: dict) -> None:
     """The tasks' graphs must match node for node: same kinds, wiring and settings."""
     tasks = list(models)
@@ -448,9 +364,14 @@ def _check_same_structure(models: dict) -> None:
                       f"{len(ref.nodes)} and {len(m.nodes)} layers")
             raise MTZError(f"{ref.path} and {m.path} have {detail}: MTZ zips networks of the same depth and structure")
         for a, b in zip(ref.nodes, m.nodes):
-            if not (a.op == b.op and a.inputs == b.inputs and a.attrs == b.attrs):
+            # preprocessing values may differ: each task keeps its own (rescale's per_task)
+            same_attrs = a.op == "rescale" or a.attrs == b.attrs
+            if not (a.op == b.op and a.inputs == b.inputs and same_attrs):
                 raise MTZError(f"layer {a.name} of {ref.path} ({a.op}) and {b.name} of {m.path} ({b.op}) differ in "
                                "kind, wiring or settings: the stage structure must match")
+    if any(n.op == "rescale" for n in ref.nodes) and len({tuple(m.input_shape) for m in models.values()}) > 1:
+        raise MTZError(f"{ref.path} normalises its input (Rescaling/Normalization) and the tasks' input shapes differ: "
+                       "the joint input's zero padding would be shifted by the offset; use inputs of one shape")
     for k, node in enumerate(ref.nodes[:-1]):
         if node.op in WEIGHT_OPS:
             acts = {models[t].nodes[k].activation for t in tasks}

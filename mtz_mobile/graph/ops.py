@@ -14,8 +14,12 @@ import numpy as np
 from mtz_mobile.errors import MTZError
 
 
-def canonical_shape(shape) -> tuple[int, ...]:
-    """A per-sample shape as the network sees it: (H, W) images get one channel."""
+def canonical_shape(shape, layout: str | None = None) -> tuple[int, ...]:
+    """A per-sample shape as the network sees it: (H, W) images get one channel; a 1-D net's
+    (L, C) sequence (``layout`` "1d", which the shape alone cannot tell from an image) becomes a
+    (1, L, C) map, so 1-D layers run as 2-D ones of height 1."""
+    if layout == "1d":
+        return (1,) + tuple(shape) if len(shape) == 2 else tuple(shape)
     return tuple(shape) + ((1,) if len(shape) == 2 else ())
 
 
@@ -32,8 +36,8 @@ def same_padding(size: int, k: int, s: int, d: int) -> tuple[int, int]:
 
 
 def canonical(x, task_shape):
-    """Samples in the task's own shape; (n, H, W) images become (n, H, W, 1)."""
-    return x.reshape((len(x),) + canonical_shape(task_shape))
+    """Samples in the task's canonical shape (see canonical_shape; callers pass it resolved)."""
+    return x.reshape((len(x),) + tuple(task_shape))
 
 
 def pad_to(x: np.ndarray, joint_shape) -> np.ndarray:
@@ -44,12 +48,31 @@ def pad_to(x: np.ndarray, joint_shape) -> np.ndarray:
     return np.pad(x, pads) if any(p[1] for p in pads) else x
 
 
+def _sigmoid(z):
+    return 0.5 * (1.0 + np.tanh(0.5 * z))  # no overflow warning for large |z|, equal to 1/(1+e^-z)
+
+
+def _hard_sigmoid(z):
+    return np.clip(z + 3.0, 0.0, 6.0) / 6.0  # Keras 3: relu6(x + 3) / 6
+
+
+def _gelu(z):
+    from scipy.special import erf
+
+    return 0.5 * z * (1.0 + erf(z / np.sqrt(2.0)).astype(z.dtype))  # Keras' default approximate=False
+
+
+# Keras names (aliases resolved by keras_io: swish → silu, hard_swish → hard_silu)
 ACTIVATIONS = {
     "linear": lambda z: z,
     "relu": lambda z: np.maximum(z, 0.0),
     "relu6": lambda z: np.clip(z, 0.0, 6.0),
     "tanh": np.tanh,
-    "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)),
+    "sigmoid": _sigmoid,
+    "hard_sigmoid": _hard_sigmoid,
+    "hard_silu": lambda z: z * _hard_sigmoid(z),
+    "silu": lambda z: z * _sigmoid(z),
+    "gelu": _gelu,
     "softmax": lambda z: (lambda e: e / e.sum(axis=-1, keepdims=True))(np.exp(z - z.max(axis=-1, keepdims=True))),
 }
 
@@ -83,6 +106,15 @@ class NumpyOps:
             out = y if out is None else out + y
         return out
 
+    def depthwise(self, x, w, attrs):
+        """Channel c of the output reads channel c of x only; w is (kh, kw, C)."""
+        w = w.reshape(w.shape[:3]).astype(x.dtype, copy=False)
+        out = None
+        for i, j, window in self._windows(x, w.shape[0], w.shape[1], attrs):
+            y = window * w[i, j]
+            out = y if out is None else out + y
+        return out
+
     def patches(self, x, attrs):
         kh, kw = attrs["kernel_size"]
         parts = [window for _, _, window in self._windows(x, kh, kw, attrs)]
@@ -103,11 +135,27 @@ class NumpyOps:
             count = wc if count is None else count + wc
         return total / count  # TensorFlow averages over the window's real (unpadded) inputs
 
-    def gap(self, x):
-        return x.mean(axis=(1, 2))
+    def gap(self, x, keepdims=False):
+        return x.mean(axis=(1, 2), keepdims=keepdims)
 
     def flatten(self, x):
         return x.reshape(len(x), -1)
+
+    def reshape(self, x, shape):
+        return x.reshape((len(x),) + tuple(shape))
+
+    def zeropad(self, x, pads):
+        return np.pad(x, [(0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)])
+
+    def crop(self, x, crops):
+        (t, b), (l, r) = crops
+        return x[:, t:x.shape[1] - b, l:x.shape[2] - r, :]
+
+    def rescale(self, x, scale, offset):
+        return x * np.asarray(scale, x.dtype) + np.asarray(offset, x.dtype)
+
+    def multiply(self, x, gate):
+        return x * gate
 
     def activation(self, name, z):
         return ACTIVATIONS[name](z)
@@ -121,12 +169,15 @@ class TFOps:
         import tensorflow as tf
 
         self.tf = tf
+        hard_sigmoid = lambda z: tf.nn.relu6(z + 3.0) / 6.0  # noqa: E731 — Keras 3's definition
         self.acts = {"linear": tf.identity, "relu": tf.nn.relu, "relu6": tf.nn.relu6, "tanh": tf.tanh,
-                     "sigmoid": tf.sigmoid, "softmax": tf.nn.softmax}
+                     "sigmoid": tf.sigmoid, "hard_sigmoid": hard_sigmoid, "hard_silu": lambda z: z * hard_sigmoid(z),
+                     "silu": tf.nn.silu, "gelu": lambda z: tf.nn.gelu(z, approximate=False),
+                     "softmax": tf.nn.softmax}
 
     def prepare_input(self, x, task_shape, joint_shape):
         tf = self.tf
-        shape = list(canonical_shape(task_shape))
+        shape = list(task_shape)
         x = tf.reshape(tf.cast(x, tf.float32), [-1, *shape])
         pads = [[0, 0]] + [[0, j - n] for n, j in zip(shape, joint_shape)]
         return tf.pad(x, pads) if any(p[1] for p in pads) else x
@@ -138,6 +189,20 @@ class TFOps:
         return self.tf.nn.conv2d(x, self.tf.cast(w, self.tf.float32), strides=[1, *attrs["strides"], 1],
                                  padding=attrs["padding"].upper(), dilations=[1, *attrs.get("dilation", [1, 1]), 1])
 
+    def depthwise(self, x, w, attrs):
+        """w is (kh, kw, C) (a block) or (kh, kw, C, 1) (the converter's stored operand)."""
+        tf = self.tf
+        w = tf.cast(w, tf.float32)
+        if len(w.shape) == 3:
+            w = w[..., None]
+        sh, sw = attrs["strides"]
+        if w.shape[0] == 1 and x.shape[1] == 1:
+            # TF's depthwise kernel wants equal strides; on a height-1 map (a 1-D net) the height
+            # stride changes nothing, so use the width's
+            sh = sw
+        return tf.nn.depthwise_conv2d(x, w, strides=[1, sh, sw, 1], padding=attrs["padding"].upper(),
+                                      dilations=attrs.get("dilation", [1, 1]))
+
     def patches(self, x, attrs):
         kh, kw = attrs["kernel_size"]
         return self.tf.image.extract_patches(x, sizes=[1, kh, kw, 1], strides=[1, *attrs["strides"], 1],
@@ -148,11 +213,28 @@ class TFOps:
         fn = self.tf.nn.max_pool2d if kind == "maxpool" else self.tf.nn.avg_pool2d
         return fn(x, ksize=attrs["pool_size"], strides=attrs["strides"], padding=attrs["padding"].upper())
 
-    def gap(self, x):
-        return self.tf.reduce_mean(x, axis=[1, 2])
+    def gap(self, x, keepdims=False):
+        return self.tf.reduce_mean(x, axis=[1, 2], keepdims=keepdims)
 
     def flatten(self, x):
         return self.tf.reshape(x, [self.tf.shape(x)[0], -1])
+
+    def reshape(self, x, shape):
+        return self.tf.reshape(x, [-1, *shape])
+
+    def zeropad(self, x, pads):
+        return self.tf.pad(x, [[0, 0], list(pads[0]), list(pads[1]), [0, 0]])
+
+    def crop(self, x, crops):
+        (t, b), (l, r) = crops
+        return x[:, t:x.shape[1] - b, l:x.shape[2] - r, :]
+
+    def rescale(self, x, scale, offset):
+        tf = self.tf
+        return x * tf.constant(np.asarray(scale, np.float32)) + tf.constant(np.asarray(offset, np.float32))
+
+    def multiply(self, x, gate):
+        return x * gate
 
     def activation(self, name, z):
         return self.acts[name](z)

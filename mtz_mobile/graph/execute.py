@@ -1,0 +1,128 @@
+"""Executing a zipped network for one task, with numpy or TensorFlow ops (see ops.py).
+
+Values are kept per group: a node's value is {group index: tensor}. Every value has a key that
+names what it was computed from, so a memo shared by several tasks computes a fully shared
+prefix once (the joint "all" signature).
+"""
+
+from __future__ import annotations
+
+from mtz_mobile.errors import MTZError
+
+from .ops import NUMPY_OPS, canonical_shape
+
+
+def forward(net, task: str, x, ops=None, params=None, upto: int | None = None, preactivation: bool = False,
+            weighted=None, memo: dict | None = None):
+    """See ZippedNetwork.forward."""
+    if task not in net.tasks:
+        raise MTZError(f"unknown task {task!r}: this network has {', '.join(net.tasks)}")
+    ops = ops or NUMPY_OPS
+    params = params or net._array_params
+    weighted = weighted or (lambda i, go, t, src: block_sum(net, i, go, t, src, ops, params))
+    last = net.output if upto is None else upto
+
+    def get(key, compute):
+        if memo is None:
+            return compute()
+        if key not in memo:
+            memo[key] = compute()
+        return memo[key]
+
+    values, keys = [], []
+    for i, node in enumerate(net.nodes[:last + 1]):
+        if node.op == "input":
+            own = canonical_shape(net.task_input_shapes[task], net.layout)
+            key = ("input", own)
+            values.append({0: get(key, lambda: ops.prepare_input(x, own, node.shape))})
+            keys.append({0: key})
+            continue
+        out, out_keys = {}, {}
+        if node.is_weight:
+            src, src_keys = values[node.inputs[0]], keys[node.inputs[0]]
+            pre = preactivation and i == last
+            for go in node.groups_of(task):
+                used = tuple(sorted((gi, o, src_keys[gi]) for gi, g2, o in node.kernels if g2 == go and task in o)
+                             + sorted((-1, o, None) for g2, o in node.biases if g2 == go and task in o))
+                act = "linear" if pre else node.activations[task]
+                key = (i, go, used, act)
+                out[go] = get(key, lambda: ops.activation(act, weighted(i, go, task, src)))
+                out_keys[go] = key
+        else:
+            extra = _task_key(node, task)
+            for g in values[net.pass_input(i)]:
+                key = (i, g, tuple(keys[j][g] for j in node.inputs)) + extra
+                out[g], out_keys[g] = get(key, lambda g=g: pass_value(node, [values[j][g] for j in node.inputs],
+                                                                      task, ops)), key
+        values.append(out)
+        keys.append(out_keys)
+    return values
+
+
+def _task_key(node, task: str) -> tuple:
+    """What besides its inputs a pass node's value depends on: a task's own preprocessing values
+    (equal values give equal keys, so tasks that normalise alike still share the prefix)."""
+    if node.op != "rescale":
+        return ()
+    own = node.attrs["per_task"][task]
+    return (tuple(own["scale"]), tuple(own["offset"]))
+
+
+def pass_value(node, inputs: list, task: str, ops):
+    """A node without weights, applied to one group's values of its inputs."""
+    v, a = inputs[0], node.attrs
+    if node.op == "add":
+        total = inputs[0]
+        for p in inputs[1:]:
+            total = total + p
+        return total
+    if node.op == "multiply":
+        return ops.multiply(inputs[a["map"]], inputs[1 - a["map"]])
+    if node.op == "activation":
+        return ops.activation(a["activation"], v)
+    if node.op in ("maxpool", "avgpool"):
+        return ops.pool(node.op, v, a)
+    if node.op == "gap":
+        return ops.gap(v, keepdims=a.get("keepdims", False))
+    if node.op == "flatten":
+        return ops.flatten(v)
+    if node.op == "reshape":
+        return ops.reshape(v, a["shape"][:-1] + [v.shape[-1]])
+    if node.op == "zeropad":
+        return ops.zeropad(v, a["pads"])
+    if node.op == "crop":
+        return ops.crop(v, a["crops"])
+    if node.op == "rescale":
+        own = a["per_task"][task]
+        return ops.rescale(v, own["scale"], own["offset"])
+    raise MTZError(f"unknown node kind {node.op} in {node.name}: the plan was written by a newer mtz-mobile; "
+                   "upgrade it")
+
+
+def block_sum(net, i: int, go: int, task: str, src: dict, ops, params):
+    """Σ over the task's blocks into group go of x[gi]·W, plus the task's biases. A depthwise
+    node's block (go, go) convolves group go channel by channel."""
+    node = net.nodes[i]
+    z = None
+    for (gi, g2, owners) in sorted(node.kernels):
+        if g2 == go and task in owners:
+            w = params("kernel", i, (gi, go, owners))
+            if node.op == "dense":
+                y = ops.dense(src[gi], w)
+            elif node.op == "depthwise":
+                y = ops.depthwise(src[gi], w, node.attrs)
+            else:
+                y = ops.conv(src[gi], w, node.attrs)
+            z = y if z is None else z + y
+    for (g2, owners) in sorted(node.biases):
+        if g2 == go and task in owners:
+            b = params("bias", i, (go, owners))
+            z = b if z is None else z + b
+    return z
+
+
+def task_view(net, i: int, values: dict, task: str, ops=None):
+    """Concatenate a node's group values in the task's unit order (group order), last axis."""
+    ops = ops or NUMPY_OPS
+    parts = [values[g] for g, grp in enumerate(net.groups(i)) if task in grp.owners]
+    return parts[0] if len(parts) == 1 else ops.concat(parts)
