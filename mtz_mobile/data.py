@@ -1,18 +1,42 @@
-"""Task data: Fashion-MNIST from its idx files (or Keras' download), or a user's own .npz.
+"""Task data: Fashion-MNIST from its idx files (or Keras' download), a user's own .npz, or a
+user's own image folder.
 
 A task's data is named by a *spec* string so that plan.json can record where it came from
-and ``evaluate`` can load it again:
+and ``evaluate`` can load it again (the same spec always loads the same arrays)::
+
+    KIND[@HxWxC[:RULE]][:PATH]
 
 - ``fashion-mnist``          the 10 item types;
 - ``fashion-mnist-coarse``   the same images, 5 coarse groups (tops, bottoms, dresses,
   footwear, bags) — a different task on the same inputs;
-- ``npz:PATH``               arrays ``x_train, y_train, x_test, y_test`` (optional ``labels``).
+- ``npz:PATH``               arrays ``x_train, y_train, x_test, y_test`` (optional ``labels``);
+- ``dir:PATH``               images laid out as ``keras.utils.image_dataset_from_directory``
+  reads them: ``PATH/train/CLASS/*`` and ``PATH/test/CLASS/*``, or ``PATH/CLASS/*`` split per
+  class by a fixed seed (see ``image_folder``); the class folder names become the labels.
+
+The optional modifier ``@HxWxC`` (e.g. ``fashion-mnist@32x32x3``, ``npz@64x64x3:resize:data.npz``)
+fits the loaded images to H×W×C for models that want larger or colour input, by ``fit_images``:
+
+- ``pad`` (the default): zero-padding around the unchanged image, centred (the odd pixel of
+  padding goes to the bottom/right); H and W must be at least the image's;
+- ``resize``: bilinear resizing (``tf.image.resize``, no antialiasing, on the CPU so that every
+  machine computes the same arrays), to any size;
+
+then a grey image is repeated into 3 equal channels when C is 3 (C is 1 or 3; colour is never
+turned grey). The modifier sits between the kind and the path, so a path is always the verbatim
+rest of the spec and never mistaken for a modifier; the one case to spell out is a path that
+itself begins with ``pad:`` or ``resize:`` after a modifier: write the rule (``npz@32x32x3:pad:pad:x.npz``).
+
+Images are float32; 8-bit pixels (Fashion-MNIST, image folders, uint8 npz arrays) are scaled to
+[0, 1] and ``TaskData.preprocessing`` records the scale for the app. Models are built to read
+these values as they are (see ``reference``).
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -117,36 +141,174 @@ def load_fashion_mnist_raw(data_dir: str | os.PathLike | None = None) -> dict[st
     raise MTZError("Fashion-MNIST not found; tried " + "; ".join(tried))
 
 
+KINDS = ("fashion-mnist", "fashion-mnist-coarse", "npz", "dir")
+FIT_RULES = ("pad", "resize")
+_SPEC = re.compile(r"(?P<kind>[a-z][a-z-]*)"
+                   r"(?:@(?P<h>\d+)x(?P<w>\d+)x(?P<c>\d+)(?::(?P<rule>pad|resize)(?=:|$))?)?"
+                   r"(?::(?P<path>.*))?", re.S)
+_SPEC_HELP = "use fashion-mnist, fashion-mnist-coarse, npz:PATH or dir:PATH, optionally with @HxWxC[:pad|:resize] " \
+             "after the kind (fashion-mnist@32x32x3)"
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """A parsed spec; ``str()`` writes it back in a form that parses to the same thing."""
+
+    kind: str
+    path: str | None = None
+    shape: tuple[int, int, int] | None = None
+    rule: str = "pad"
+
+    def __str__(self) -> str:
+        text = self.kind
+        if self.shape is not None:
+            text += "@" + "x".join(str(d) for d in self.shape)
+            path_reads_as_rule = self.path is not None and re.match(r"(pad|resize)(:|$)", self.path)
+            if self.rule != "pad" or path_reads_as_rule:
+                text += ":" + self.rule
+        return text if self.path is None else f"{text}:{self.path}"
+
+
+def parse_spec(spec: str) -> DataSpec:
+    """The parts of a spec string (grammar in the module docstring); MTZError when malformed."""
+    m = _SPEC.fullmatch(spec)
+    if m is None or m["kind"] not in KINDS:
+        raise MTZError(f"unknown data spec {spec!r}: {_SPEC_HELP}")
+    kind, path = m["kind"], m["path"]
+    if kind in ("npz", "dir") and not path:
+        raise MTZError(f"data spec {spec!r} names no file: give {kind}:PATH (or {kind}@HxWxC:PATH)")
+    if kind not in ("npz", "dir") and path is not None:
+        raise MTZError(f"data spec {spec!r}: {kind} takes no path; {_SPEC_HELP}")
+    shape = None
+    if m["h"] is not None:
+        shape = (int(m["h"]), int(m["w"]), int(m["c"]))
+        if min(shape[:2]) < 1 or shape[2] not in (1, 3):
+            raise MTZError(f"data spec {spec!r} asks for {shape[0]}x{shape[1]}x{shape[2]}: "
+                           "height and width must be positive and channels 1 (grey) or 3 (colour)")
+    return DataSpec(kind, path, shape, m["rule"] or "pad")
+
+
+def _pad(x: np.ndarray, h: int, w: int) -> np.ndarray:
+    n, ih, iw, c = x.shape
+    if h < ih or w < iw:
+        raise MTZError(f"cannot pad {ih}x{iw} images to {h}x{w}: ask for at least {ih}x{iw}, "
+                       f"or resize them (@{h}x{w}xC:resize)")
+    out = np.zeros((n, h, w, c), dtype=np.float32)
+    top, left = (h - ih) // 2, (w - iw) // 2
+    out[:, top:top + ih, left:left + iw] = x
+    return out
+
+
+def _resize(x: np.ndarray, h: int, w: int) -> np.ndarray:
+    if x.shape[1:3] == (h, w):
+        return x.astype(np.float32)
+    import tensorflow as tf
+
+    # on the CPU so that a GPU machine computes the same arrays; in slices to bound TF's copies
+    with tf.device("/CPU:0"):
+        parts = [tf.image.resize(x[i:i + 8192], (h, w), method="bilinear").numpy()
+                 for i in range(0, len(x), 8192)]
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, h, w, x.shape[3]), np.float32)
+
+
+def fit_images(x: np.ndarray, target_shape, rule: str = "pad") -> np.ndarray:
+    """Images (N, H, W) or (N, H, W, C) fitted to ``target_shape`` (H, W, C) by ``rule``
+    ("pad" or "resize", see the module docstring); always returns (N, H, W, C) float32."""
+    h, w, c = (int(d) for d in target_shape)
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4:
+        raise MTZError(f"cannot fit samples of shape {x.shape[1:]} to {h}x{w}x{c}: only images "
+                       "(H, W) or (H, W, C) can be fitted; drop the @HxWxC modifier")
+    if c not in (1, 3) or x.shape[3] not in (1, 3):
+        raise MTZError(f"cannot fit {x.shape[3]}-channel images to {c} channels: "
+                       "images and target must have 1 (grey) or 3 (colour) channels")
+    if x.shape[3] == 3 and c == 1:
+        raise MTZError("cannot fit colour images to 1 channel: ask for 3 channels (@HxWx3)")
+    if rule not in FIT_RULES:
+        raise MTZError(f"unknown fit rule {rule!r}: use pad or resize")
+    out = _pad(x, h, w) if rule == "pad" else _resize(x, h, w)
+    return np.repeat(out, 3, axis=3) if c == 3 and out.shape[3] == 1 else out
+
+
+def adapt_task_data(data: TaskData, target_shape, rule: str = "pad") -> TaskData:
+    """``data`` fitted to ``target_shape`` with the spec that loads exactly these arrays again;
+    only for data loaded without a modifier (fitting twice is not fitting once)."""
+    parsed = parse_spec(data.spec)
+    shape = tuple(int(d) for d in target_shape)
+    if parsed.shape is not None:
+        raise MTZError(f"data {data.spec!r} is already fitted to {'x'.join(map(str, parsed.shape))}: "
+                       f"give {replace(parsed, shape=shape, rule=rule)} instead")
+    return replace(data, spec=str(replace(parsed, shape=shape, rule=rule)),
+                   x_train=fit_images(data.x_train, shape, rule), x_test=fit_images(data.x_test, shape, rule))
+
+
+def _check_arrays(arrays: dict[str, np.ndarray], labels: list[str] | None, where: str) -> int:
+    """The number of classes, after refusing arrays a model cannot be trained or tested on."""
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if len(x) == 0:
+            raise MTZError(f"{where} holds no {split} samples: put training and test data in x_train and x_test")
+        if y.ndim != 1 or len(x) != len(y):
+            raise MTZError(f"{where}: x_{split} has {len(x)} samples but y_{split} has shape {y.shape}: "
+                           "give one integer label per sample")
+        if not (np.issubdtype(y.dtype, np.integer) or np.all(np.mod(y, 1) == 0)):
+            raise MTZError(f"{where}: y_{split} holds non-integer labels: give class numbers 0, 1, …")
+    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
+        raise MTZError(f"{where}: x_train samples are {arrays['x_train'].shape[1:]} but x_test samples "
+                       f"{arrays['x_test'].shape[1:]}: give both the same shape")
+    y_all = np.concatenate([arrays["y_train"], arrays["y_test"]])
+    n_cls = len(labels) if labels is not None else int(y_all.max()) + 1
+    if y_all.min() < 0 or y_all.max() >= n_cls:
+        fix = "list every class in labels" if labels is not None else "number the classes from 0"
+        raise MTZError(f"{where}: labels run from {int(y_all.min())} to {int(y_all.max())} but there are "
+                       f"{n_cls} classes: use labels 0 to {n_cls - 1}, or {fix}")
+    return n_cls
+
+
+def _load_npz(path: Path) -> TaskData:
+    if not path.exists():
+        raise MTZError(f"data file {path} does not exist: give --data npz:PATH with x_train, y_train, x_test, y_test")
+    with np.load(path, allow_pickle=False) as z:
+        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z]
+        if missing:
+            raise MTZError(f"{path} lacks {', '.join(missing)}: save x_train, y_train, x_test, y_test in it")
+        arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+        labels = [str(s) for s in z["labels"]] if "labels" in z else None
+    n_cls = _check_arrays(arrays, labels, str(path))
+    scale = 1 / 255.0 if arrays["x_train"].dtype == np.uint8 else 1.0
+    return TaskData("", arrays["x_train"].astype(np.float32) * scale, arrays["y_train"].astype(np.int64),
+                    arrays["x_test"].astype(np.float32) * scale, arrays["y_test"].astype(np.int64),
+                    labels or [str(i) for i in range(n_cls)], {"scale": scale, "mean": 0.0})
+
+
+def _load_base(parsed: DataSpec, data_dir) -> TaskData:
+    if parsed.kind == "npz":
+        return _load_npz(Path(parsed.path))
+    if parsed.kind == "dir":
+        from .image_folder import load_image_folder
+
+        arrays, classes = load_image_folder(parsed.path)
+        return TaskData("", arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], classes)
+    raw = load_fashion_mnist_raw(data_dir)
+    x_train = raw["x_train"].astype(np.float32) / 255.0
+    x_test = raw["x_test"].astype(np.float32) / 255.0
+    y_train = raw["y_train"].astype(np.int64)
+    y_test = raw["y_test"].astype(np.int64)
+    if parsed.kind == "fashion-mnist-coarse":
+        return TaskData("", x_train, COARSE_OF_FINE[y_train], x_test, COARSE_OF_FINE[y_test], list(COARSE_LABELS))
+    return TaskData("", x_train, y_train, x_test, y_test, list(FASHION_LABELS))
+
+
 def load_task_data(spec: str, data_dir: str | os.PathLike | None = None) -> TaskData:
     """Load the data a spec names (see the module docstring)."""
-    if spec in ("fashion-mnist", "fashion-mnist-coarse"):
-        raw = load_fashion_mnist_raw(data_dir)
-        x_train = raw["x_train"].astype(np.float32) / 255.0
-        x_test = raw["x_test"].astype(np.float32) / 255.0
-        y_train = raw["y_train"].astype(np.int64)
-        y_test = raw["y_test"].astype(np.int64)
-        if spec == "fashion-mnist-coarse":
-            return TaskData(spec, x_train, COARSE_OF_FINE[y_train], x_test, COARSE_OF_FINE[y_test],
-                            list(COARSE_LABELS))
-        return TaskData(spec, x_train, y_train, x_test, y_test, list(FASHION_LABELS))
-    if spec.startswith("npz:"):
-        path = Path(spec[4:])
-        if not path.exists():
-            raise MTZError(f"data file {path} does not exist: give --data npz:PATH with x_train, y_train, x_test, y_test")
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z]
-            if missing:
-                raise MTZError(f"{path} lacks {', '.join(missing)}: save x_train, y_train, x_test, y_test in it")
-            arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-            labels = [str(s) for s in z["labels"]] if "labels" in z else None
-        if len(arrays["x_train"]) == 0 or len(arrays["x_test"]) == 0:
-            raise MTZError(f"{path} holds no samples: put training and test data in x_train and x_test")
-        scale = 1 / 255.0 if arrays["x_train"].dtype == np.uint8 else 1.0
-        n_cls = int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1
-        return TaskData(spec, arrays["x_train"].astype(np.float32) * scale, arrays["y_train"].astype(np.int64),
-                        arrays["x_test"].astype(np.float32) * scale, arrays["y_test"].astype(np.int64),
-                        labels or [str(i) for i in range(n_cls)], {"scale": scale, "mean": 0.0})
-    raise MTZError(f"unknown data spec {spec!r}: use fashion-mnist, fashion-mnist-coarse or npz:PATH")
+    parsed = parse_spec(spec)
+    data = replace(_load_base(parsed, data_dir), spec=spec)
+    if parsed.shape is None:
+        return data
+    return replace(data, x_train=fit_images(data.x_train, parsed.shape, parsed.rule),
+                   x_test=fit_images(data.x_test, parsed.shape, parsed.rule))
 
 
 def load_specs(specs: Iterable[str], data_dir: str | os.PathLike | None = None) -> list[TaskData]:

@@ -1,6 +1,19 @@
 """Reference models to zip: two LeNet-300-100 trained with different seeds, hidden units then
 randomly permuted (paper §4.1) so that a zipper cannot succeed by pairing unit i with unit i;
-LeNet-5 and a small ResNet for the convolutional experiments."""
+LeNet-5 and a small ResNet for the convolutional experiments; and the networks phones run:
+Keras' MobileNetV2, MobileNetV3Small and EfficientNetB0, trained from scratch (weights=None).
+
+Pixels: every architecture reads TaskData images as they are, float32 in [0, 1] (``data``), so
+one preprocessing rule holds for every task. MobileNetV2 has no preprocessing of its own;
+MobileNetV3Small is built with ``include_preprocessing=False`` (its Rescaling expects 0–255);
+EfficientNetB0, which has no such switch, is cut below its Rescaling(1/255) + Normalization
+stem (that Normalization is never adapted, the identity, with weights=None).
+
+The application models need at least 32×32×3 input (``MIN_INPUT``); ``train_reference`` fits
+smaller or grey data to it (zero-padding, centred, grey repeated to 3 channels) and records
+the spec that loads the fitted arrays, e.g. ``fashion-mnist@32x32x3``: zip and evaluate them with
+that spec. Their units are not permuted after training (as for the ResNet): a residual stream,
+depthwise convolution or squeeze-excite gate would need one permutation shared across layers."""
 
 from __future__ import annotations
 
@@ -8,12 +21,12 @@ import json
 import math
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from .data import TaskData, error_rate
+from .data import TaskData, adapt_task_data, error_rate, parse_spec
 from .errors import MTZError
 from mtz_mobile.graph.keras_io import save_keras_atomic
 
@@ -32,7 +45,7 @@ class ReferenceRecord:
     iterations: int
     test_error: float
     permuted: bool
-    arch: str = "mlp"
+    arch: str = "lenet300"
 
 
 def build_mlp(input_shape, hidden, num_classes: int):
@@ -114,49 +127,106 @@ def test_error(model, x: np.ndarray, y: np.ndarray) -> float:
     return error_rate(model.predict(x, batch_size=4096, verbose=0), y)
 
 
-ARCHITECTURES = ("mlp", "lenet5", "resnet")
+# every name train-reference --arch accepts; "mlp" is the old name of "lenet300"
+ARCHITECTURES = ("lenet300", "mlp", "lenet5", "resnet", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0")
+ALIASES = {"mlp": "lenet300"}
+APPLICATIONS = ("mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0")
+MIN_INPUT = {name: (32, 32, 3) for name in APPLICATIONS}  # Keras refuses below 32×32; 3 as on a camera
+MOBILENET_V2_ALPHA = 0.35   # the narrowest width Keras offers: 0.4 M parameters at 10 classes
+MOBILENET_V3_ALPHA = 0.75   # the narrower of the two widths Keras has ImageNet weights for
+
+
+def canonical_arch(arch: str) -> str:
+    if arch not in ARCHITECTURES:
+        raise MTZError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHITECTURES)}")
+    return ALIASES.get(arch, arch)
+
+
+def build_application(arch: str, input_shape, num_classes: int):
+    """One of Keras' mobile networks, untrained, reading [0, 1] pixels (see the module docstring)."""
+    import keras
+
+    shape = tuple(int(d) for d in input_shape)
+    if len(shape) != 3 or shape[0] < MIN_INPUT[arch][0] or shape[1] < MIN_INPUT[arch][1] or shape[2] != 3:
+        raise MTZError(f"{arch} needs images of at least {'x'.join(map(str, MIN_INPUT[arch]))} with 3 channels, "
+                       f"not {shape}: load the data as SPEC@32x32x3 (e.g. fashion-mnist@32x32x3)")
+    common = {"weights": None, "input_shape": shape, "classes": num_classes}
+    if arch == "mobilenet_v2":
+        return keras.applications.MobileNetV2(alpha=MOBILENET_V2_ALPHA, **common)
+    if arch == "mobilenet_v3_small":
+        return keras.applications.MobileNetV3Small(alpha=MOBILENET_V3_ALPHA, include_preprocessing=False, **common)
+    full = keras.applications.EfficientNetB0(**common)
+    stem = next(layer for layer in full.layers if isinstance(layer, keras.layers.Normalization))
+    return keras.Model(stem.output, full.output, name=full.name)
 
 
 def build_reference(arch: str, input_shape, num_classes: int, hidden=LENET_300_100):
-    if arch == "mlp":
+    arch = canonical_arch(arch)
+    if arch == "lenet300":
         return build_mlp(input_shape, hidden, num_classes)
     if arch == "lenet5":
         return build_lenet5(input_shape, num_classes)
     if arch == "resnet":
         return build_resnet(input_shape, num_classes)
-    raise MTZError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHITECTURES)}")
+    return build_application(arch, input_shape, num_classes)
+
+
+def fit_for_arch(data: TaskData, arch: str) -> TaskData:
+    """``data`` as ``arch`` needs it: zero-padded and made 3-channel up to MIN_INPUT where smaller,
+    with the spec that reloads it; unchanged for the architectures that take any input."""
+    need = MIN_INPUT.get(canonical_arch(arch))
+    shape = data.x_train.shape[1:]
+    if need is None or (len(shape) == 3 and shape[0] >= need[0] and shape[1] >= need[1] and shape[2] == need[2]):
+        return data
+    if len(shape) not in (2, 3):
+        raise MTZError(f"{arch} needs images, not samples of shape {shape}: give image data (H, W) or (H, W, C)")
+    target = (max(shape[0], need[0]), max(shape[1], need[1]), need[2])
+    if parse_spec(data.spec).shape is not None:
+        suggested = str(replace(parse_spec(data.spec), shape=target))
+        raise MTZError(f"{arch} needs at least {'x'.join(map(str, need))} input but {data.spec!r} gives "
+                       f"{'x'.join(map(str, shape))}: use --data {suggested}")
+    return adapt_task_data(data, target)
 
 
 def train_reference(data: TaskData, out_path: str | os.PathLike, seed: int, epochs: int = 8,
                     batch_size: int = 128, hidden=LENET_300_100, permute: bool = True,
-                    verbose: int = 1, arch: str = "mlp") -> ReferenceRecord:
-    """Train one network with Adam, permute its hidden units (chains only), save it atomically."""
+                    verbose: int = 1, arch: str = "lenet300") -> ReferenceRecord:
+    """Train one network with Adam, permute its hidden units (LeNets only), save it atomically.
+    The record's ``data`` is the spec of the arrays it was trained on (fitted for ``arch``)."""
     import keras
     import tensorflow as tf
 
     if epochs <= 0 or batch_size <= 0:
         raise MTZError("epochs and batch size must be positive")
+    arch = canonical_arch(arch)
+    data = fit_for_arch(data, arch)
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
     model = build_reference(arch, data.x_train.shape[1:], data.num_classes, hidden)
-    permute = permute and arch != "resnet"  # a residual stream would need one permutation per stream
+    # a residual stream, depthwise channels or SE gate would need one permutation shared across layers
+    permute = permute and arch in ("lenet300", "lenet5")
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     model.fit(data.x_train, data.y_train, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=verbose)
     if permute:
         permute_hidden_units(model, np.random.default_rng(seed + 10_000))
     out_path = save_keras_atomic(model, out_path)
-    return ReferenceRecord(out_path.stem, str(out_path), data.spec, seed, list(hidden) if arch == "mlp" else [],
+    return ReferenceRecord(out_path.stem, str(out_path), data.spec, seed, list(hidden) if arch == "lenet300" else [],
                            epochs, batch_size, epochs * math.ceil(len(data.x_train) / batch_size),
                            test_error(model, data.x_test, data.y_test), permute, arch)
 
 
 def train_reference_pair(datas: list[TaskData], out_dir: str | os.PathLike, seeds=(1, 2), names=("a", "b"),
                          epochs: int = 8, batch_size: int = 128, hidden=LENET_300_100, verbose: int = 1,
-                         overwrite: bool = False, arch: str = "mlp") -> list[ReferenceRecord]:
+                         overwrite: bool = False, arch: str = "lenet300") -> list[ReferenceRecord]:
     """Train one reference model per task into ``out_dir`` (written under a temporary name)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise MTZError(f"{out_dir} exists: pass --overwrite or choose another --out")
+    fitted: dict[int, TaskData] = {}  # load_specs shares one TaskData between tasks: fit it once
+    for data in datas:
+        if id(data) not in fitted:
+            fitted[id(data)] = fit_for_arch(data, arch)
+    datas = [fitted[id(data)] for data in datas]
     partial = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -167,7 +237,7 @@ def train_reference_pair(datas: list[TaskData], out_dir: str | os.PathLike, seed
         rec.path = str(out_dir / f"{name}.keras")
         records.append(rec)
     (partial / "reference.json").write_text(json.dumps([asdict(r) for r in records], indent=1) + "\n")
-    from mtz_mobile.zipper.plan import publish_dir
+    from mtz_mobile.fileio import publish_dir
 
     publish_dir(partial, out_dir, overwrite)
     return records
