@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -9,18 +10,19 @@ from pathlib import Path
 
 import numpy as np
 
+from mtz_mobile.contract import MANIFEST_METADATA, QUANTIZATIONS, baseline_path
 from mtz_mobile.data import TaskData, load_task_data
 from mtz_mobile.errors import MTZError
-from mtz_mobile.fileio import write_atomic
+from mtz_mobile.fileio import check_output, disk_full_error, is_disk_full, output_lock, sha256_of, write_atomic
 from mtz_mobile.zipper.plan import ZipDir, load_zip_dir
 
 from . import flatbuffer as fb
 from .graph import TaskGraph, bias_name
 from .layout import LayoutReport, prove_layout
-from .manifest import build_manifest, validate_manifest
-from mtz_mobile.contract import MANIFEST_METADATA, baseline_path
+from .manifest import build_manifest, read_manifest, validate_manifest
 
-from mtz_mobile.contract import QUANTIZATIONS
+# how TensorFlow's C++ file writers report ENOSPC / EFBIG: in an OpError's message, not an errno
+DISK_FULL_MESSAGES = ("No space left on device", "File too large", "Disk quota exceeded")
 
 
 @dataclass
@@ -28,7 +30,6 @@ class Conversion:
     path: Path
     manifest: dict
     layout: LayoutReport
-    deduplicated_bytes: int
     baselines: dict[str, Path] = field(default_factory=dict)
 
 
@@ -72,7 +73,12 @@ def _convert_saved_model(module, signatures: dict, mode: str, representative) ->
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory(prefix="mtz-savedmodel-") as tmp:
-        tf.saved_model.save(module, tmp, signatures=signatures)
+        try:
+            tf.saved_model.save(module, tmp, signatures=signatures)
+        except (OSError, tf.errors.OpError) as exc:
+            if is_disk_full(exc) or any(m in str(exc) for m in DISK_FULL_MESSAGES):
+                raise disk_full_error(tmp, exc) from None
+            raise
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=list(signatures))
         _apply_quantization(converter, mode, representative)
         return converter.convert()
@@ -91,29 +97,62 @@ def representative_data(zipdir: ZipDir, datas: dict[str, TaskData] | None, data_
 def convert_zip(zip_path: str | os.PathLike, out_path: str | os.PathLike, quantize: str = "none",
                 joint: bool = False, baselines: bool = False, datas: dict[str, TaskData] | None = None,
                 data_dir=None, representative_samples: int = 300) -> Conversion:
-    """Convert a zip directory to one .tflite with a signature per task (and ``all`` with ``joint``)."""
+    """Convert a zip directory to one .tflite with a signature per task (and ``all`` with ``joint``);
+    with ``baselines``, each original model as its own OUT_STEM.baseline_TASK.tflite beside it."""
     if quantize not in QUANTIZATIONS:
         raise MTZError(f"unknown quantization {quantize!r}: use one of {', '.join(QUANTIZATIONS)}")
     out_path = Path(out_path)
     if out_path.suffix != ".tflite":
         raise MTZError(f"{out_path} does not end in .tflite: name the output model.tflite")
+    check_output(out_path, directory=False)
     zipdir = load_zip_dir(zip_path)
-    net = zipdir.network
     if joint and len({tuple(t.input_shape) for t in zipdir.plan.tasks}) != 1:
         raise MTZError("--joint needs tasks with one input shape: these tasks' inputs differ")
-    representative = (representative_data(zipdir, datas, data_dir, representative_samples)
-                      if quantize == "int8" else None)
+    with output_lock(out_path):
+        representative = (representative_data(zipdir, datas, data_dir, representative_samples)
+                          if quantize == "int8" else None)
+        singles = {}
+        if baselines:
+            singles = {t.name: convert_baseline(zipdir.source_path(t.name), t.name, quantize,
+                                                None if representative is None else representative[t.name])
+                       for t in zipdir.plan.tasks}
+        data, manifest, layout = _convert_joint(zipdir, out_path, quantize, joint, representative, singles)
+        written = _write_outputs(out_path, data, singles)
+    return Conversion(out_path, manifest, layout, written)
 
+
+def _write_outputs(out_path: Path, data: bytes, singles: dict[str, bytes]) -> dict[str, Path]:
+    """The baselines first: a model.tflite whose manifest names them marks a finished conversion.
+    A failed write (a full disk) takes back the baselines this call wrote."""
+    written = {}
+    try:
+        for task, raw in singles.items():
+            written[task] = write_atomic(baseline_path(out_path, task), raw)
+        write_atomic(out_path, data)
+    except BaseException:
+        for path in written.values():
+            path.unlink(missing_ok=True)
+        raise
+    return written
+
+
+def _convert_joint(zipdir: ZipDir, out_path: Path, quantize: str, joint: bool, representative,
+                   singles: dict[str, bytes]) -> tuple[bytes, dict, LayoutReport]:
+    """The zipped network's file, its manifest naming the baselines' checksums, and its layout proven
+    from the bytes that will be written."""
+    net = zipdir.network
     graph = TaskGraph(net, joint=joint)
     signatures = {key: fn.get_concrete_function() for key, fn in graph.functions.items()}
     raw = _convert_saved_model(graph, signatures, quantize, representative)
 
     model = fb.parse_model(raw, "the converter's output")
-    saved = fb.dedupe_buffers(model)
+    fb.dedupe_buffers(model)
     tasks = list(net.tasks)
     operands = graph_operands(graph)
     layout = prove_layout(model, 0, operands, tasks, allow_split_bias=(quantize == "int8"))
-    manifest = build_manifest(zipdir.plan, model, layout, quantize)
+    recorded = {task: {"file": baseline_path(out_path, task).name, "sha256": hashlib.sha256(b).hexdigest()}
+                for task, b in singles.items()}
+    manifest = build_manifest(zipdir.plan, model, layout, quantize, recorded or None)
     validate_manifest(manifest)
     fb.set_metadata(model, MANIFEST_METADATA, _manifest_bytes(manifest))
     data = fb.serialize(model)
@@ -122,16 +161,42 @@ def convert_zip(zip_path: str | os.PathLike, out_path: str | os.PathLike, quanti
     reread = fb.parse_model(data, str(out_path))
     layout = prove_layout(reread, len(data), operands, tasks, allow_split_bias=(quantize == "int8"))
     _check_loads(data)
-    write_atomic(out_path, data)
+    return data, manifest, layout
 
-    result = Conversion(out_path, manifest, layout, saved)
-    if baselines:
-        for task in zipdir.plan.tasks:
-            path = baseline_path(out_path, task.name)
-            write_atomic(path, convert_baseline(zipdir.source_path(task.name), task.name, quantize,
-                                                None if representative is None else representative[task.name]))
-            result.baselines[task.name] = path
-    return result
+
+def conversion_staleness(model_path: str | os.PathLike, zip_dir: str | os.PathLike, quantize: str = "none",
+                         joint: bool = False, baselines: bool = False) -> str | None:
+    """Why ``model_path`` (and, with ``baselines``, its baseline files) is not what ``convert_zip``
+    would make of ``zip_dir`` with these settings, or None when it is."""
+    model_path, zip_dir = Path(model_path), Path(zip_dir)
+    if not model_path.is_file():
+        return "missing"
+    try:
+        plan = load_zip_dir(zip_dir).plan
+    except MTZError:
+        return "no zip"
+    if model_path.stat().st_mtime < (zip_dir / "plan.json").stat().st_mtime:
+        return "zip changed"
+    try:
+        manifest = read_manifest(fb.load_model(model_path))
+    except MTZError:
+        return "damaged"
+    if manifest is None:
+        return "no manifest"
+    if {t["name"]: t["source"]["sha256"] for t in manifest["tasks"]} != {t.name: t.sha256 for t in plan.tasks}:
+        return "models changed"
+    if manifest["quantization"] != quantize:
+        return f"quantization changed ({manifest['quantization']} → {quantize})"
+    if (manifest["joint"] is not None) != joint:
+        return "joint signature wanted" if joint else "joint signature not wanted"
+    recorded = manifest.get("baselines") or {}
+    for task in plan.tasks if baselines else []:
+        path = baseline_path(model_path, task.name)
+        if task.name not in recorded or not path.is_file():
+            return "baselines missing"
+        if sha256_of(path) != recorded[task.name]["sha256"]:
+            return "baselines changed"
+    return None
 
 
 def _manifest_bytes(manifest: dict) -> bytes:

@@ -41,7 +41,10 @@ def _layout(shape: list[int]) -> str:
     return {1: "N", 2: "HW", 3: "HWC"}.get(len(shape) - 1, "N")
 
 
-def build_manifest(plan: Plan, model, report: LayoutReport, quantization: str) -> dict:
+def build_manifest(plan: Plan, model, report: LayoutReport, quantization: str,
+                   baselines: dict[str, dict] | None = None) -> dict:
+    """``baselines``: task → {file, sha256} of the single-task files converted alongside, recorded so
+    that a later run can tell whether the files beside the model belong to it."""
     tasks = []
     for task in plan.tasks:
         inputs, outputs = signature_tensors(model, task.name)
@@ -65,7 +68,7 @@ def build_manifest(plan: Plan, model, report: LayoutReport, quantization: str) -
               for l in plan.layers]
     return {
         "format": MANIFEST_FORMAT, "version": 1, "tool_version": __version__, "quantization": quantization,
-        "tasks": tasks, "joint": joint,
+        "tasks": tasks, "joint": joint, "baselines": baselines,
         "sharing": {"separate_params": params["separate_total"], "zipped_params": params["zipped"],
                     "shared_params": params["shared"], "shared_fraction": params["shared_fraction"],
                     "shared_fraction_definition": params["shared_fraction_definition"], "layers": layers,

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 
 from .contract import DEVICE_MODEL_NAME
 
-from mtz_mobile.graph.keras_io import sha256_of
+from mtz_mobile.fileio import sha256_of
 from .errors import MTZError
 
 DEVICE_TMP = "/data/local/tmp"

@@ -1,22 +1,14 @@
-"""The LiteRT runtime on the host: ai-edge-litert, or the older tflite-runtime as a fallback."""
+"""The LiteRT runtime on the host: ai-edge-litert's interpreter."""
 
 from __future__ import annotations
 
-from .errors import MTZError
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-try:  # the current package
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-except ImportError:  # pragma: no cover - only where ai-edge-litert is not installed
-    try:
-        from tflite_runtime.interpreter import Interpreter, OpResolverType  # type: ignore
-    except ImportError:
-        Interpreter = OpResolverType = None  # type: ignore
+from .errors import MTZError
 
 
 def make_interpreter(model_path=None, model_content=None, num_threads: int | None = None, xnnpack: bool = True):
     """A LiteRT interpreter, with XNNPACK (the default delegate) or plain builtin kernels."""
-    if Interpreter is None:
-        raise MTZError("no LiteRT runtime: pip install ai-edge-litert (or tflite-runtime)")
     resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
         interpreter = Interpreter(model_path=None if model_path is None else str(model_path),

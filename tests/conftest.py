@@ -1,4 +1,4 @@
-"""Shared fixtures: real Fashion-MNIST slices and small real Keras models trained on them."""
+"""Shared fixtures: real Fashion-MNIST slices, small real Keras models trained on them, and one small deployed model."""
 
 from __future__ import annotations
 
@@ -64,3 +64,27 @@ def permuted_pair(tmp_path_factory, fmnist):
     permute_hidden_units(copy, np.random.default_rng(5))
     copy.save(root / "perm.keras")
     return root / "orig.keras", root / "perm.keras"
+
+
+ELF_AARCH64_HEADER = (b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8) + (2).to_bytes(2, "little")
+                      + (183).to_bytes(2, "little") + bytes(44))
+
+
+@pytest.fixture(scope="session")
+def deployed(tmp_path_factory, small_models, fmnist):
+    """One small deployed model (zip → convert with baselines → host bench), shared by the bench
+    and device tests."""
+    from mtz_mobile.pipeline import deploy
+
+    out = tmp_path_factory.mktemp("deploy") / "out"
+    result = deploy(small_models, out, data={"a": fmnist, "b": fmnist}, runs=3, progress=False,
+                    retrain_iterations=0, calibration_samples=500)
+    return result
+
+
+@pytest.fixture
+def arm64_binary(tmp_path):
+    """A file with an aarch64 ELF header: what the bench checks before pushing benchmark_model."""
+    path = tmp_path / "benchmark_model"
+    path.write_bytes(ELF_AARCH64_HEADER + b"\0" * 64)
+    return path

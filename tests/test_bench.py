@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from bench_helpers import deployed  # noqa: F401 (fixture)
 from mtz_mobile.bench import bench_host, load_schema, read_report, validate_report
 from mtz_mobile.cli import main
 from mtz_mobile.errors import MTZError

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from bench_helpers import arm64_binary, deployed  # noqa: F401 (fixtures)
 from mtz_mobile.bench.android import check_benchmark_binary, parse_benchmark_output, parse_signature_list
 from mtz_mobile.bench.report import read_report, validate_report
 from mtz_mobile.cli import main

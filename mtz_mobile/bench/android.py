@@ -15,16 +15,20 @@ releases printed the variants noted):
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shlex
 from pathlib import Path
 
 from mtz_mobile.errors import MTZError
 
-from mtz_mobile.graph.keras_io import sha256_of
+from mtz_mobile.fileio import sha256_of
 
-from .common import Progress, default_warmup
-from .host import describe_model, latency_ratios, match_baselines, ratio, storage_figures
+from mtz_mobile.fileio import check_output, output_lock
+from mtz_mobile.progress import Progress
+
+from .common import default_warmup
+from .host import describe_model, latency_entry, latency_ratios, match_baselines, ratio, storage_figures
 
 DEVICE_DIR = "/data/local/tmp/mtz"
 CACHE_FLAG = "--xnnpack_weight_cache_file_path=:memory"
@@ -128,10 +132,6 @@ def bench_android(model_path, baselines=(), serial: str | None = None, benchmark
                   progress: bool = True, adb=None, timeout_s: float = 600.0) -> dict:
     """Run benchmark_model on the device for every task signature (and ``all``) of the zipped
     file and for each baseline, with and without XNNPACK's weight cache; return the report."""
-    from mtz_mobile.device import Adb, check_abi, device_info, push_file
-
-    from .report import new_report, write_report
-
     for name, value in (("threads", threads), ("runs", runs)):
         if not isinstance(value, int) or value < 1:
             raise MTZError(f"{name} must be a whole number >= 1, got {value!r}")
@@ -142,35 +142,8 @@ def bench_android(model_path, baselines=(), serial: str | None = None, benchmark
     binary = check_benchmark_binary(benchmark_binary)
     model = describe_model(model_path)
     base = match_baselines(model, baselines)
-    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
-        raise MTZError(f"{out_dir} exists and is not a directory: give a directory for --out")
-
-    adb = adb or Adb.connect(serial, timeout_s=timeout_s)
-    info = device_info(adb)
-    check_abi(info)
-    keys = model["tasks"] + ([model["joint_key"]] if model["joint_key"] else [])
-    jobs = [("zipped", model["path"], k) for k in keys] + [("baselines", b["path"], b["task"]) for b in base]
-    files = [model["path"]] + [b["path"] for b in base]
-    bar = Progress(2 + len(files) + 1 + len(jobs) * len(caches) + int(out_dir is not None), enabled=progress,
-                   label="bench android")
-
-    bar.step(f"device {info['model']} ({info['serial']}, {info['abi']})")
-    device_binary = f"{DEVICE_DIR}/benchmark_model"
-    bar.step("push benchmark_model")
-    push_file(adb, binary, device_binary, mode="755")
-    remote = {}
-    for f in files:
-        bar.step(f"push {Path(f).name}")
-        remote[f] = push_file(adb, f, f"{DEVICE_DIR}/{Path(f).name}").remote
-
-    bar.step("list signatures")
-    _, listing = adb.shell(f"{shlex.quote(device_binary)} --graph={shlex.quote(remote[model['path']])} "
-                           "--list_signatures=true", check=False, timeout_s=timeout_s)
-    listed = parse_signature_list(listing)
-    if listed and not set(keys) <= set(listed):
-        raise MTZError(f"benchmark_model lists signatures {', '.join(listed)} but the manifest names "
-                       f"{', '.join(keys)}: push the model again or convert it again")
-
+    if out_dir is not None:
+        check_output(out_dir, directory=True)
     settings = {"runtime": "benchmark_model",
                 "runtime_detail": "LiteRT benchmark_model on the device, --use_xnnpack=true "
                                   "--report_peak_memory_footprint=true, one process per run; weight cache on = "
@@ -180,16 +153,39 @@ def bench_android(model_path, baselines=(), serial: str | None = None, benchmark
                 "xnnpack_cache_path": ":memory" if "on" in caches else None,
                 "xnnpack_cache_chosen_by": "user" if caches != ("off", "on") else "default",
                 "switch_steps": None}
+    with output_lock(out_dir) if out_dir is not None else contextlib.nullcontext():
+        return _bench_android(model, base, binary, settings, caches, serial, out_dir, progress, adb, timeout_s)
+
+
+def _bench_android(model: dict, base: list[dict], binary: Path, settings: dict, caches: tuple, serial,
+                   out_dir, progress: bool, adb, timeout_s: float) -> dict:
+    from mtz_mobile.device import Adb, check_abi, device_info
+
+    from .report import new_report, write_report
+
+    adb = adb or Adb.connect(serial, timeout_s=timeout_s)
+    info = device_info(adb)
+    check_abi(info)
+    keys = model["tasks"] + ([model["joint_key"]] if model["joint_key"] else [])
+    jobs = [("zipped", model["path"], k) for k in keys] + [("baselines", b["path"], b["task"]) for b in base]
+    files = [model["path"]] + [b["path"] for b in base]
+    bar = Progress(2 + len(files) + 1 + len(jobs) * len(caches) + int(out_dir is not None), label="bench android",
+                   enabled=progress)
+    bar.step(f"device {info['model']} ({info['serial']}, {info['abi']})")
+    device_binary = f"{DEVICE_DIR}/benchmark_model"
+    remote = _push_files(adb, binary, device_binary, files, bar)
+    listed = _list_signatures(adb, device_binary, remote[model["path"]], keys, bar, timeout_s)
+
     environment = dict(info, benchmark_binary={"path": str(binary), "sha256": sha256_of(binary),
                                                "device_path": device_binary})
     report = new_report("android", settings, environment, model, base)
     report["storage"] = storage_figures(model, base)
-
     runs_out, measurements, entries = [], [], []
     for cache in caches:
         for variant, path, key in jobs:
             bar.step(f"benchmark_model: {variant} {Path(path).name} signature {key}, weight cache {cache}")
-            command = benchmark_command(device_binary, remote[path], key, threads, runs, warmup, cache)
+            command = benchmark_command(device_binary, remote[path], key, settings["threads"], settings["runs"],
+                                        settings["warmup"], cache)
             rc, text = adb.shell(command, check=False, timeout_s=timeout_s)
             parsed = parse_benchmark_output(text)
             runs_out.append({"variant": variant, "file": path, "signature": key, "xnnpack_cache": cache,
@@ -199,11 +195,48 @@ def bench_android(model_path, baselines=(), serial: str | None = None, benchmark
                                  "before": None, "after_load": None, "after": None, "load_seconds": None,
                                  "benchmark_model": {"init_mb": parsed["init_mb"], "overall_mb": parsed["overall_mb"],
                                                      "peak_mb": parsed["peak_mb"]}})
-            entries.append({"variant": variant, "signature": key, "task": key if key in model["tasks"] else None,
-                            "xnnpack_cache": cache, "source": f"benchmark_model ({parsed['format']} output)",
-                            "runs": parsed["count"], "warmup": warmup, "median_us": parsed["median_us"],
-                            "p90_us": None, "mean_us": parsed["inference_avg_us"], "min_us": parsed["min_us"],
-                            "max_us": parsed["max_us"], "init_us": parsed["init_us"], "first_us": parsed["first_us"]})
+            times = dict(parsed, mean_us=parsed["inference_avg_us"], p90_us=None)
+            entries.append(latency_entry(variant, key, model, cache, f"benchmark_model ({parsed['format']} output)",
+                                         parsed["count"], settings["warmup"], times))
+    report["memory"] = {"method": "LiteRT benchmark_model: 'Memory footprint delta from the start of the tool' "
+                                  "(init/overall) and 'Overall peak memory footprint via periodic monitoring'",
+                        "units": "MB", "measurements": measurements, "ratios": _memory_ratios(measurements, model,
+                                                                                               caches)}
+    report["latency"] = {"units": "us", "entries": entries, "ratios": latency_ratios(entries, model)}
+    report["android"] = {"device_dir": DEVICE_DIR, "listed_signatures": listed or None, "runs": runs_out}
+    if out_dir is not None:
+        bar.step(f"writing {out_dir}")
+        write_report(report, out_dir)
+    bar.close(f"bench: wrote {out_dir}" if out_dir is not None else None)
+    return report
+
+
+def _push_files(adb, binary: Path, device_binary: str, files: list[str], bar: Progress) -> dict[str, str]:
+    """Push benchmark_model and the model files; returns each file's path on the device."""
+    from mtz_mobile.device import push_file
+
+    bar.step("push benchmark_model")
+    push_file(adb, binary, device_binary, mode="755")
+    remote = {}
+    for f in files:
+        bar.step(f"push {Path(f).name}")
+        remote[f] = push_file(adb, f, f"{DEVICE_DIR}/{Path(f).name}").remote
+    return remote
+
+
+def _list_signatures(adb, device_binary: str, remote_model: str, keys: list[str], bar: Progress,
+                     timeout_s: float) -> list[str]:
+    bar.step("list signatures")
+    _, listing = adb.shell(f"{shlex.quote(device_binary)} --graph={shlex.quote(remote_model)} "
+                           "--list_signatures=true", check=False, timeout_s=timeout_s)
+    listed = parse_signature_list(listing)
+    if listed and not set(keys) <= set(listed):
+        raise MTZError(f"benchmark_model lists signatures {', '.join(listed)} but the manifest names "
+                       f"{', '.join(keys)}: push the model again or convert it again")
+    return listed
+
+
+def _memory_ratios(measurements: list[dict], model: dict, caches: tuple) -> list[dict]:
     ratios = []
     by = {(m["variant"], m["task"], m["xnnpack_cache"]): m["benchmark_model"] for m in measurements}
     for cache in caches:
@@ -214,13 +247,4 @@ def bench_android(model_path, baselines=(), serial: str | None = None, benchmark
             for metric in ("peak_mb", "overall_mb", "init_mb"):
                 ratios.append({"stage": "task", "task": key, "metric": metric, "xnnpack_cache": cache,
                                "zipped": z[metric], "baselines": b[metric], "ratio": ratio(z[metric], b[metric])})
-    report["memory"] = {"method": "LiteRT benchmark_model: 'Memory footprint delta from the start of the tool' "
-                                  "(init/overall) and 'Overall peak memory footprint via periodic monitoring'",
-                        "units": "MB", "measurements": measurements, "ratios": ratios}
-    report["latency"] = {"units": "us", "entries": entries, "ratios": latency_ratios(entries, model)}
-    report["android"] = {"device_dir": DEVICE_DIR, "listed_signatures": listed or None, "runs": runs_out}
-    if out_dir is not None:
-        bar.step(f"writing {out_dir}")
-        write_report(report, out_dir)
-    bar.close(f"bench: wrote {out_dir}" if out_dir is not None else None)
-    return report
+    return ratios

@@ -7,6 +7,7 @@ are measured in children too, zipped and baselines interleaved under the same ru
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -19,12 +20,14 @@ import numpy as np
 
 from mtz_mobile.errors import MTZError
 
-from mtz_mobile.graph.keras_io import sha256_of
+from mtz_mobile.fileio import sha256_of
 
-from .common import Progress, default_warmup
-from .probe import MARKER, STATUS_KEYS
+from mtz_mobile.fileio import check_output, output_lock
+from mtz_mobile.progress import Progress
 
-RUNTIMES = ("interpreter", "compiled")
+from .common import default_warmup
+from .probe import MARKER, RUNTIMES, STATUS_KEYS
+
 CACHE_STATES = ("on", "off")
 MEMORY_CACHE_PATH = ":memory"
 RUNTIME_DETAIL = {
@@ -249,27 +252,40 @@ def versus_one_original(measurements: list[dict]) -> list[dict]:
     return out
 
 
+TIME_FIELDS = ("median_us", "p90_us", "mean_us", "min_us", "max_us", "init_us", "first_us")
+
+
+def latency_entry(variant: str, key: str, model: dict, cache: str, source: str, runs, warmup, times: dict) -> dict:
+    """One report latency entry, host or Android; a figure the source does not give is None."""
+    return {"variant": variant, "signature": key, "task": key if key in model["tasks"] else None,
+            "xnnpack_cache": cache, "source": source, "runs": runs, "warmup": warmup,
+            **{f: times.get(f) for f in TIME_FIELDS}}
+
+
+def _compared(z: dict, parts: list[dict]) -> str:
+    """The statistic both sides have: the median where every side has one, else the mean."""
+    return "median_us" if all(e.get("median_us") is not None for e in [z] + parts) else "mean_us"
+
+
 def latency_ratios(entries: list[dict], model: dict) -> list[dict]:
     med = {(e["variant"], e["signature"], e["xnnpack_cache"]): e for e in entries}
     out = []
-    caches = sorted({e["xnnpack_cache"] for e in entries})
-    for cache in caches:
+    for cache in sorted({e["xnnpack_cache"] for e in entries}):
         for key in model["tasks"]:
             z, b = med.get(("zipped", key, cache)), med.get(("baselines", key, cache))
             if z and b:
-                field_ = "median_us" if z.get("median_us") is not None and b.get("median_us") is not None else "mean_us"
-                out.append({"signature": key, "xnnpack_cache": cache, "statistic": field_.replace("_us", ""),
-                            "zipped_us": z[field_], "baselines_us": b[field_], "ratio": ratio(z[field_], b[field_]),
+                f = _compared(z, [b])
+                out.append({"signature": key, "xnnpack_cache": cache, "statistic": f.replace("_us", ""),
+                            "zipped_us": z[f], "baselines_us": b[f], "ratio": ratio(z[f], b[f]),
                             "note": "same signature, zipped file vs its own file"})
         joint = model["joint_key"]
         z = med.get(("zipped", joint, cache)) if joint else None
         parts = [med.get(("baselines", k, cache)) for k in model["tasks"]]
         if z and all(parts):
-            field_ = "median_us" if z.get("median_us") is not None and all(
-                p.get("median_us") is not None for p in parts) else "mean_us"
-            total = sum(p[field_] for p in parts)
-            out.append({"signature": joint, "xnnpack_cache": cache, "statistic": field_.replace("_us", ""),
-                        "zipped_us": z[field_], "baselines_us": total, "ratio": ratio(z[field_], total),
+            f = _compared(z, parts)
+            total = sum(p[f] for p in parts)
+            out.append({"signature": joint, "xnnpack_cache": cache, "statistic": f.replace("_us", ""),
+                        "zipped_us": z[f], "baselines_us": total, "ratio": ratio(z[f], total),
                         "note": "one call of the joint signature vs one call of every baseline in turn"})
     return out
 
@@ -292,8 +308,6 @@ def bench_host(model_path, baselines=(), settings: HostSettings | None = None, o
                progress: bool = True, **options) -> dict:
     """Measure ``model_path`` against ``baselines`` on this machine and return the report dict;
     with ``out_dir``, also write report.json, report.md and the charts there."""
-    from .report import new_report, write_report
-
     if settings is None:
         settings = HostSettings(**options)
     elif options:
@@ -301,19 +315,39 @@ def bench_host(model_path, baselines=(), settings: HostSettings | None = None, o
     settings.resolve()
     if not Path("/proc/self/status").exists():
         raise MTZError("host memory figures need Linux's /proc/self/status: run the host bench on Linux")
-    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
-        raise MTZError(f"{out_dir} exists and is not a directory: give a directory for --out")
+    if out_dir is not None:
+        check_output(out_dir, directory=True)
+    with output_lock(out_dir) if out_dir is not None else contextlib.nullcontext():
+        return _bench_host(model_path, baselines, settings, out_dir, progress)
+
+
+def _bench_host(model_path, baselines, settings: HostSettings, out_dir, progress: bool) -> dict:
+    from .report import new_report, write_report
+
     model = describe_model(model_path)
     base = match_baselines(model, baselines)
     plan = _memory_plan(model, base)
     switch = bool(base) and len(model["tasks"]) >= 2
-    bar = Progress(1 + len(plan) + 1 + int(switch) + int(out_dir is not None), enabled=progress)
+    bar = Progress(1 + len(plan) + 1 + int(switch) + int(out_dir is not None), label="bench", enabled=progress)
 
     report = new_report("host", settings.to_json(), host_environment(), model, base)
     bar.step("storage")
     report["storage"] = storage_figures(model, base)
-
     common = {"runtime": settings.runtime, "threads": settings.threads, "cache_path": settings.cache_path}
+    report["memory"] = _measure_memory(plan, settings, common, bar)
+    bar.step("latency: zipped and baselines interleaved")
+    report["latency"] = _measure_latency(model, base, settings, common)
+    if switch:
+        bar.step(f"task switching: {settings.switch_steps} steps A,B,A,B… in three modes")
+        report["switching"] = _measure_switching(model, base, settings, common)
+    if out_dir is not None:
+        bar.step(f"writing {out_dir}")
+        write_report(report, out_dir)
+    bar.close(f"bench: wrote {out_dir}" if out_dir is not None else None)
+    return report
+
+
+def _measure_memory(plan: list, settings: HostSettings, common: dict, bar: Progress) -> dict:
     measurements = []
     for variant, stage, task, files, runs in plan:
         bar.step(f"memory: {variant}, {stage}{' ' + task if task else ''} (fresh process)")
@@ -323,12 +357,13 @@ def bench_host(model_path, baselines=(), settings: HostSettings | None = None, o
                              "xnnpack_cache": settings.xnnpack_cache, "before": r["before"],
                              "after_load": r["after_load"], "after": r["after_runs"],
                              "load_seconds": r["load_seconds"], "benchmark_model": None})
-    report["memory"] = {"method": "fresh process per measurement, /proc/self/status (kB); 'before' is taken "
-                                  "after the runtime is imported and set up, before any model is loaded",
-                        "units": "kB", "measurements": measurements, "ratios": memory_ratios(measurements),
-                        "versus_one_original": versus_one_original(measurements)}
+    return {"method": "fresh process per measurement, /proc/self/status (kB); 'before' is taken "
+                      "after the runtime is imported and set up, before any model is loaded",
+            "units": "kB", "measurements": measurements, "ratios": memory_ratios(measurements),
+            "versus_one_original": versus_one_original(measurements)}
 
-    bar.step("latency: zipped and baselines interleaved")
+
+def _measure_latency(model: dict, base: list[dict], settings: HostSettings, common: dict) -> dict:
     keys = model["tasks"] + ([model["joint_key"]] if model["joint_key"] else [])
     variants = {"zipped": [model["path"]]}
     jobs = [["zipped", 0, k] for k in keys]
@@ -340,32 +375,24 @@ def bench_host(model_path, baselines=(), settings: HostSettings | None = None, o
     entries = []
     for variant, _, key in jobs:
         s = stats(r["samples"][f"{variant}/{key}"])
-        entries.append({"variant": variant, "signature": key, "task": key if key in model["tasks"] else None,
-                        "xnnpack_cache": settings.xnnpack_cache, "source": "host timer (time.perf_counter_ns)",
-                        "runs": s["n"], "warmup": settings.warmup, "median_us": s["median_us"], "p90_us": s["p90_us"],
-                        "mean_us": s["mean_us"], "min_us": s["min_us"], "max_us": s["max_us"],
-                        "init_us": None, "first_us": None})
-    report["latency"] = {"units": "us", "entries": entries, "ratios": latency_ratios(entries, model)}
+        entries.append(latency_entry(variant, key, model, settings.xnnpack_cache, "host timer (time.perf_counter_ns)",
+                                     s["n"], settings.warmup, s))
+    return {"units": "us", "entries": entries, "ratios": latency_ratios(entries, model)}
 
-    if switch:
-        bar.step(f"task switching: {settings.switch_steps} steps A,B,A,B… in three modes")
-        r = run_probe(dict(common, kind="switch", zipped=model["path"], keys=model["tasks"],
-                           baselines={b["task"]: b["path"] for b in base}, steps=settings.switch_steps),
-                      settings.timeout_s)
-        modes = {name: stats(samples) for name, samples in r.items()}
-        z = modes["zipped_switch_signature"]["median_us"]
-        report["switching"] = {
-            "sequence": ",".join((model["tasks"] * settings.switch_steps)[1:settings.switch_steps + 1]),
-            "steps": settings.switch_steps, "units": "us", "modes": modes,
-            "definitions": {
-                "zipped_switch_signature": "one zipped file loaded; a step calls the next task's signature",
-                "separate_one_resident": "one separate file resident at a time; a step unloads it, loads the "
-                                         "next task's file and runs it",
-                "separate_both_resident": "every separate file loaded; a step runs the next task's file"},
-            "ratios": {"separate_one_resident_over_zipped": ratio(modes["separate_one_resident"]["median_us"], z),
-                       "separate_both_resident_over_zipped": ratio(modes["separate_both_resident"]["median_us"], z)}}
-    if out_dir is not None:
-        bar.step(f"writing {out_dir}")
-        write_report(report, out_dir)
-    bar.close(f"bench: wrote {out_dir}" if out_dir is not None else None)
-    return report
+
+def _measure_switching(model: dict, base: list[dict], settings: HostSettings, common: dict) -> dict:
+    r = run_probe(dict(common, kind="switch", zipped=model["path"], keys=model["tasks"],
+                       baselines={b["task"]: b["path"] for b in base}, steps=settings.switch_steps),
+                  settings.timeout_s)
+    modes = {name: stats(samples) for name, samples in r.items()}
+    z = modes["zipped_switch_signature"]["median_us"]
+    return {
+        "sequence": ",".join((model["tasks"] * settings.switch_steps)[1:settings.switch_steps + 1]),
+        "steps": settings.switch_steps, "units": "us", "modes": modes,
+        "definitions": {
+            "zipped_switch_signature": "one zipped file loaded; a step calls the next task's signature",
+            "separate_one_resident": "one separate file resident at a time; a step unloads it, loads the "
+                                     "next task's file and runs it",
+            "separate_both_resident": "every separate file loaded; a step runs the next task's file"},
+        "ratios": {"separate_one_resident_over_zipped": ratio(modes["separate_one_resident"]["median_us"], z),
+                   "separate_both_resident_over_zipped": ratio(modes["separate_both_resident"]["median_us"], z)}}

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
+import shutil
 from pathlib import Path
 
 from mtz_mobile.errors import MTZError
 from mtz_mobile.schemas import validate_json
 
-from mtz_mobile.fileio import write_atomic
+from mtz_mobile.fileio import check_output, disk_full_error, is_disk_full, partial_dir, write_atomic
 from mtz_mobile.markdown import markdown_table
 
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
@@ -52,17 +54,31 @@ def read_report(path) -> dict:
 
 
 def write_report(report: dict, out_dir) -> Path:
-    """report.json last, so a complete report.json means a complete directory."""
+    """Everything is written in ``<out>.partial`` first and moved into place, report.json last, so
+    a complete report.json means a complete directory and a failed write (a full disk) leaves no
+    half report; the caller holds ``out``'s lock."""
     from . import charts
 
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise MTZError(f"{out} exists and is not a directory: give a directory for --out")
-    out.mkdir(parents=True, exist_ok=True)
-    report["files"]["charts"] = charts.write_charts(report, out)
-    validate_report(report)
-    write_atomic(out / report["files"]["markdown"], render_markdown(report))
-    write_atomic(out / report["files"]["json"], json.dumps(report, indent=1, sort_keys=False) + "\n")
+    out = check_output(out_dir, directory=True)
+    partial = partial_dir(out)
+    shutil.rmtree(partial, ignore_errors=True)  # left by a run that was killed
+    try:
+        partial.mkdir(parents=True)
+        report["files"]["charts"] = charts.write_charts(report, partial)
+        validate_report(report)
+        write_atomic(partial / report["files"]["markdown"], render_markdown(report))
+        write_atomic(partial / report["files"]["json"], json.dumps(report, indent=1, sort_keys=False) + "\n")
+        if out.exists():  # may hold other files (deploy's, the user's): replace only the report's own
+            for name in report["files"]["charts"] + [report["files"]["markdown"], report["files"]["json"]]:
+                os.replace(partial / name, out / name)
+        else:
+            os.replace(partial, out)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(partial, exc) from exc
+        raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return out
 
 
@@ -91,7 +107,7 @@ def _stage(m) -> str:
             "joint": f"after joint signature {m['task']}"}[m["stage"]]
 
 
-def render_markdown(r: dict) -> str:
+def _header(r: dict) -> list[str]:
     s, env, model = r["settings"], r["environment"], r["model"]
     out = [f"# Bench: {Path(model['path']).name} vs separate models ({r['mode']})", ""]
     out.append(f"Written by mtz-mobile {r['tool_version']} on {r['created']}. Every ratio below is "
@@ -111,9 +127,12 @@ def render_markdown(r: dict) -> str:
     out.append("Files: zipped `" + model["path"] + "`" + (
         "; baselines " + ", ".join(f"`{b['path']}` ({b['task']})" for b in base) if base else "; no baselines given"))
     out.append("")
+    return out
 
+
+def _storage(r: dict) -> list[str]:
     st = r["storage"]
-    out += ["## Storage", ""]
+    out = ["## Storage", ""]
     rows = [["zipped file", _kb(st["zipped_file_bytes"]), _kb(st["baselines_file_bytes"]), _x(st["file_ratio"])],
             ["weights + biases", _kb(st["unique_weight_bytes"]), _kb(st["baselines_weight_bytes"]),
              _x(None if not st["baselines_weight_bytes"] else st["unique_weight_bytes"] / st["baselines_weight_bytes"])]]
@@ -123,61 +142,58 @@ def render_markdown(r: dict) -> str:
                + ("" if st["saving_bytes"] is None else
                   f" Saving vs the baselines: {st['saving_bytes']:,} bytes ({100 * st['saving_fraction']:.1f} %)."))
     out.append("")
+    return out
 
-    mem = r["memory"]
-    out += ["## Memory", ""]
-    if r["mode"] == "host":
-        out.append("Each row is its own fresh process. Δ = growth over the same process's figure taken after the "
-                   "runtime was set up and before any model was loaded. Baselines = every separate file loaded "
-                   "together in one process. kB. VmRSS = RssAnon (heap, packed weights) + RssFile (mmapped model "
-                   "pages, libraries) + RssShmem (shared memory, e.g. XNNPACK's ':memory' weight cache).")
-        out.append("")
-        rows = []
-        for q in mem["ratios"]:
-            if not q["zipped"] and not q["baselines"]:
-                continue  # e.g. RssShmem without a shared-memory weight cache
-            stage = _stage({"stage": q["stage"], "task": q["task"]})
-            rows.append([stage, q["metric"], _kb(q["zipped"]), _kb(q["baselines"]), _x(q["ratio"]),
-                         _kb(q["zipped_delta"]), _kb(q["baselines_delta"]), _x(q["ratio_delta"])])
-        if rows:
-            out += [markdown_table(["stage", "metric", "zipped", "baselines", "ratio", "zipped Δ", "baselines Δ",
-                                    "ratio Δ"], rows), ""]
-        rows = [[q["metric"], _kb(q["zipped_all_tasks"]), _kb(q["one_original"]), q["original_task"], _x(q["ratio"]),
-                 _kb(q["zipped_delta"]), _kb(q["one_original_delta"]), _x(q["ratio_delta"])]
-                for q in mem.get("versus_one_original", []) if q["zipped_all_tasks"] or q["one_original"]]
-        if rows:
-            out.append("The zipped file serving every task vs ONE original model serving its own task (the "
-                       "largest of them), each in its own fresh process:")
-            out.append("")
-            out += [markdown_table(["metric", "zipped, all tasks", "one original", "its task", "ratio", "zipped Δ",
-                                    "original Δ", "ratio Δ"], rows), ""]
-        rows = []
-        for m in mem["measurements"]:
-            a, b = m["after"], m["before"]
-            rows.append([m["variant"], _stage(m), _kb(a["VmHWM"]), _kb(a["VmRSS"]), _kb(a["RssAnon"]), _kb(a["RssFile"]),
-                         _kb(a.get("RssShmem")), _kb(a["VmRSS"] - b["VmRSS"]), f"{m['load_seconds'] * 1000:.1f}"])
-        out.append("All measurements:")
-        out.append("")
-        out += [markdown_table(["variant", "stage", "VmHWM (peak)", "VmRSS", "RssAnon", "RssFile", "RssShmem",
-                                "VmRSS Δ", "load ms"], rows), ""]
-    else:
-        out.append("From benchmark_model (one process per run; a baseline runs alone, so 'baselines' is the "
-                   "matching single-task file). MB as printed by the tool.")
-        out.append("")
-        rows = []
-        for q in mem["ratios"]:
-            rows.append([q["task"] or "", q.get("xnnpack_cache") or "", q["metric"], _mb(q["zipped"]),
-                         _mb(q["baselines"]), _x(q["ratio"])])
-        if rows:
-            out += [markdown_table(["signature", "weight cache", "metric", "zipped", "baseline", "ratio"], rows),
-                    ""]
 
-    lat = r["latency"]
-    out += ["## Latency per signature", ""]
+def _memory(r: dict) -> list[str]:
+    return ["## Memory", ""] + (_memory_host(r["memory"]) if r["mode"] == "host" else _memory_android(r["memory"]))
+
+
+def _memory_host(mem: dict) -> list[str]:
+    out = ["Each row is its own fresh process. Δ = growth over the same process's figure taken after the "
+           "runtime was set up and before any model was loaded. Baselines = every separate file loaded "
+           "together in one process. kB. VmRSS = RssAnon (heap, packed weights) + RssFile (mmapped model "
+           "pages, libraries) + RssShmem (shared memory, e.g. XNNPACK's ':memory' weight cache).", ""]
+    rows = [[_stage({"stage": q["stage"], "task": q["task"]}), q["metric"], _kb(q["zipped"]), _kb(q["baselines"]),
+             _x(q["ratio"]), _kb(q["zipped_delta"]), _kb(q["baselines_delta"]), _x(q["ratio_delta"])]
+            for q in mem["ratios"] if q["zipped"] or q["baselines"]]  # e.g. RssShmem without a shared cache: left out
+    if rows:
+        out += [markdown_table(["stage", "metric", "zipped", "baselines", "ratio", "zipped Δ", "baselines Δ",
+                                "ratio Δ"], rows), ""]
+    rows = [[q["metric"], _kb(q["zipped_all_tasks"]), _kb(q["one_original"]), q["original_task"], _x(q["ratio"]),
+             _kb(q["zipped_delta"]), _kb(q["one_original_delta"]), _x(q["ratio_delta"])]
+            for q in mem.get("versus_one_original", []) if q["zipped_all_tasks"] or q["one_original"]]
+    if rows:
+        out += ["The zipped file serving every task vs ONE original model serving its own task (the "
+                "largest of them), each in its own fresh process:", ""]
+        out += [markdown_table(["metric", "zipped, all tasks", "one original", "its task", "ratio", "zipped Δ",
+                                "original Δ", "ratio Δ"], rows), ""]
     rows = []
-    for q in lat["ratios"]:
-        rows.append([q["signature"], q["xnnpack_cache"], q["statistic"], _us(q["zipped_us"]), _us(q["baselines_us"]),
-                     _x(q["ratio"]), q["note"]])
+    for m in mem["measurements"]:
+        a, b = m["after"], m["before"]
+        rows.append([m["variant"], _stage(m), _kb(a["VmHWM"]), _kb(a["VmRSS"]), _kb(a["RssAnon"]), _kb(a["RssFile"]),
+                     _kb(a.get("RssShmem")), _kb(a["VmRSS"] - b["VmRSS"]), f"{m['load_seconds'] * 1000:.1f}"])
+    out += ["All measurements:", ""]
+    out += [markdown_table(["variant", "stage", "VmHWM (peak)", "VmRSS", "RssAnon", "RssFile", "RssShmem",
+                            "VmRSS Δ", "load ms"], rows), ""]
+    return out
+
+
+def _memory_android(mem: dict) -> list[str]:
+    out = ["From benchmark_model (one process per run; a baseline runs alone, so 'baselines' is the "
+           "matching single-task file). MB as printed by the tool.", ""]
+    rows = [[q["task"] or "", q.get("xnnpack_cache") or "", q["metric"], _mb(q["zipped"]), _mb(q["baselines"]),
+             _x(q["ratio"])] for q in mem["ratios"]]
+    if rows:
+        out += [markdown_table(["signature", "weight cache", "metric", "zipped", "baseline", "ratio"], rows), ""]
+    return out
+
+
+def _latency(r: dict) -> list[str]:
+    lat = r["latency"]
+    out = ["## Latency per signature", ""]
+    rows = [[q["signature"], q["xnnpack_cache"], q["statistic"], _us(q["zipped_us"]), _us(q["baselines_us"]),
+             _x(q["ratio"]), q["note"]] for q in lat["ratios"]]
     if rows:
         out += [markdown_table(["signature", "weight cache", "statistic", "zipped", "baselines", "ratio", "compared"],
                                rows), ""]
@@ -185,35 +201,49 @@ def render_markdown(r: dict) -> str:
              str(e["runs"]), e["source"]] for e in lat["entries"]]
     out += [markdown_table(["variant", "signature", "weight cache", "median", "p90", "mean", "runs", "source"], rows),
             ""]
+    return out
 
+
+def _switching(r: dict) -> list[str]:
     sw = r["switching"]
-    if sw:
-        out += ["## Task switching", ""]
-        out.append(f"{sw['steps']} steps alternating {sw['sequence'][:40]}{'…' if len(sw['sequence']) > 40 else ''}; "
-                   "each step is timed from the switch to the task's output.")
-        out.append("")
-        z = sw["modes"]["zipped_switch_signature"]["median_us"]
-        rows = []
-        for name in ("zipped_switch_signature", "separate_one_resident", "separate_both_resident"):
-            m = sw["modes"][name]
-            rows.append([name, sw["definitions"][name], _us(m["median_us"]), _us(m["p90_us"]),
-                         _x(m["median_us"] / z if z else None)])
-        out += [markdown_table(["mode", "what a step does", "median", "p90", "ratio to zipped"], rows), ""]
+    if not sw:
+        return []
+    out = ["## Task switching", ""]
+    out.append(f"{sw['steps']} steps alternating {sw['sequence'][:40]}{'…' if len(sw['sequence']) > 40 else ''}; "
+               "each step is timed from the switch to the task's output.")
+    out.append("")
+    z = sw["modes"]["zipped_switch_signature"]["median_us"]
+    rows = []
+    for name in ("zipped_switch_signature", "separate_one_resident", "separate_both_resident"):
+        m = sw["modes"][name]
+        rows.append([name, sw["definitions"][name], _us(m["median_us"]), _us(m["p90_us"]),
+                     _x(m["median_us"] / z if z else None)])
+    return out + [markdown_table(["mode", "what a step does", "median", "p90", "ratio to zipped"], rows), ""]
 
-    if r["android"]:
-        a = r["android"]
-        out += ["## benchmark_model runs", ""]
-        if a.get("listed_signatures") is not None:
-            out.append("Signatures listed by `--list_signatures`: " + ", ".join(a["listed_signatures"]))
-            out.append("")
-        rows = []
-        for run in a["runs"]:
-            p = run["parsed"]
-            rows.append([run["variant"], run["signature"], run["xnnpack_cache"], _us(p["inference_avg_us"]),
-                         _us(p.get("median_us")), _mb(p.get("peak_mb")), _mb(p.get("overall_mb")),
-                         p["format"]])
-        out += [markdown_table(["file", "signature", "weight cache", "Inference (avg)", "median", "peak MB",
-                                "overall MB", "output format"], rows), ""]
-    if r["files"]["charts"]:
-        out += ["## Charts", ""] + [f"![{c}]({c})" for c in r["files"]["charts"]] + [""]
-    return "\n".join(out)
+
+def _android_runs(r: dict) -> list[str]:
+    a = r["android"]
+    if not a:
+        return []
+    out = ["## benchmark_model runs", ""]
+    if a.get("listed_signatures") is not None:
+        out += ["Signatures listed by `--list_signatures`: " + ", ".join(a["listed_signatures"]), ""]
+    rows = []
+    for run in a["runs"]:
+        p = run["parsed"]
+        rows.append([run["variant"], run["signature"], run["xnnpack_cache"], _us(p["inference_avg_us"]),
+                     _us(p.get("median_us")), _mb(p.get("peak_mb")), _mb(p.get("overall_mb")), p["format"]])
+    return out + [markdown_table(["file", "signature", "weight cache", "Inference (avg)", "median", "peak MB",
+                                  "overall MB", "output format"], rows), ""]
+
+
+def _charts(r: dict) -> list[str]:
+    charts = r["files"]["charts"]
+    return ["## Charts", ""] + [f"![{c}]({c})" for c in charts] + [""] if charts else []
+
+
+SECTIONS = (_header, _storage, _memory, _latency, _switching, _android_runs, _charts)
+
+
+def render_markdown(r: dict) -> str:
+    return "\n".join(line for section in SECTIONS for line in section(r))

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mtz_mobile.errors import MTZError
+from mtz_mobile.fileio import publish_dir  # noqa: F401 (zipper/run.py imports it from here)
 
 from mtz_mobile.graph.network import ZippedNetwork
+
+from .config import ZipConfig
 
 PLAN_FORMAT = "mtz-mobile/plan"
 PLAN_VERSION = 1
@@ -82,6 +84,11 @@ class Plan:
                    [LayerRecord(**l) for l in obj["layers"]], obj.get("params", {}), obj.get("network", {}),
                    obj.get("tool_version", ""))
 
+    def config(self) -> ZipConfig:
+        """The settings the zip was made with, as the ZipConfig that made them."""
+        # sparse_detected is what the zipper found in the models, not a setting it was given
+        return ZipConfig.from_json({k: v for k, v in self.settings.items() if k != "sparse_detected"})
+
     def task(self, name: str) -> TaskRecord:
         for t in self.tasks:
             if t.name == name:
@@ -122,16 +129,3 @@ def load_zip_dir(path: str | os.PathLike) -> ZipDir:
         raise MTZError(f"{weights_path} has blocks plan.json does not name ({', '.join(extra[:3])}): zip again")
     return ZipDir(path, plan, network)
 
-
-def publish_dir(partial: Path, final: Path, overwrite: bool) -> None:
-    """Rename a finished temporary directory into place (replacing ``final`` only if asked)."""
-    if final.exists():
-        if not overwrite:
-            raise MTZError(f"{final} exists: pass --overwrite or choose another --out")
-        trash = final.with_name(final.name + ".old")
-        shutil.rmtree(trash, ignore_errors=True)
-        os.replace(final, trash)
-        os.replace(partial, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(partial, final)

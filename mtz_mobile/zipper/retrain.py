@@ -9,8 +9,6 @@ visible device. Pruned weights (masks) stay exactly zero.
 from __future__ import annotations
 
 import functools
-import sys
-import time
 
 import numpy as np
 import tensorflow as tf
@@ -18,6 +16,7 @@ import tensorflow as tf
 from mtz_mobile.errors import MTZError
 from mtz_mobile.graph.joint_model import JointModel
 from mtz_mobile.graph.network import ZippedNetwork
+from mtz_mobile.progress import Progress
 
 from .config import STRATEGIES, RetrainSettings
 
@@ -30,32 +29,6 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     raise MTZError(f"unknown strategy {name!r}: use one of {', '.join(STRATEGIES)}")
-
-
-class Progress:
-    """A one-line progress display on stderr (the CLI's; silent when disabled)."""
-
-    def __init__(self, total: int, label: str, enabled: bool = True):
-        self.total, self.label, self.enabled = total, label, enabled and total > 0
-        self.start = time.time()
-        self.last = 0.0
-
-    def update(self, done: int, extra: str = "") -> None:
-        if not self.enabled:
-            return
-        now = time.time()
-        if done < self.total and now - self.last < 0.25:
-            return
-        self.last = now
-        width = 24
-        fill = int(width * done / self.total)
-        rate = done / max(now - self.start, 1e-9)
-        eta = (self.total - done) / rate if rate > 0 else 0.0
-        sys.stderr.write(f"\r{self.label} [{'#' * fill}{'.' * (width - fill)}] {done}/{self.total} "
-                         f"{extra} eta {eta:4.0f}s ")
-        if done >= self.total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
 
 
 def _batches(arrays: dict[str, tuple], batch: int, seed: int):
@@ -136,7 +109,7 @@ def retrain(net: ZippedNetwork, data: dict[str, tuple[np.ndarray, np.ndarray]], 
         per_replica = strategy.run(replica_step, args=(batches,))
         return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
-    bar = Progress(settings.iterations, label, progress)
+    bar = Progress(settings.iterations, label=label, enabled=progress)
     first = last = None
     for it in range(settings.iterations):
         losses = step(next(iterator)).numpy()
