@@ -14,7 +14,7 @@ a node; layer_node (keras_layers.py) refuses what it does not know, by name.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np

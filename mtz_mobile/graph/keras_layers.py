@@ -140,8 +140,8 @@ def layer_node(layer, inputs: list[int], in_shapes: list[tuple], path: str, one_
     if kind in ("MaxPooling2D", "AveragePooling2D", "MaxPooling1D", "AveragePooling1D"):
         _check_channels_last(layer, path)
         cfg = layer.get_config()
-        attrs = {"pool_size": _pair(cfg["pool_size"], one_d), "strides": _pair(cfg["strides"] or cfg["pool_size"], one_d),
-                 "padding": cfg["padding"]}
+        attrs = {"pool_size": _pair(cfg["pool_size"], one_d),
+                 "strides": _pair(cfg["strides"] or cfg["pool_size"], one_d), "padding": cfg["padding"]}
         return ParsedNode(layer.name, "maxpool" if kind.startswith("Max") else "avgpool", inputs, attrs,
                           out_shape=shape)
     if kind in ("GlobalAveragePooling2D", "GlobalAveragePooling1D"):
