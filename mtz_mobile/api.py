@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import fields
 from pathlib import Path
 
 from .data import TaskData, load_specs
 from .errors import MTZError
 from mtz_mobile.zipper.evaluate import evaluate_dir as evaluate, evaluation_json, evaluation_table  # noqa: F401 (re-export)
 from mtz_mobile.graph.keras_io import read_model
+from .flat_options import flat_fields, from_flat
 from .reference import train_reference_pair
-from mtz_mobile.zipper.config import RetrainSettings
 from mtz_mobile.zipper.config import ZipConfig
 from mtz_mobile.zipper.run import ZipResult, zip_networks
 
-_RETRAIN_KEYS = {f"retrain_{f.name}": f.name for f in fields(RetrainSettings)}
+# every zip setting's flat keyword: ``alpha``, ``retrain_iterations`` (ZipConfig.retrain.iterations), …
+ZIP_OPTIONS = frozenset(key for key, _, _ in flat_fields(ZipConfig))
 
 
 def task_names(paths: list[str], names: list[str] | None = None) -> list[str]:
@@ -47,13 +47,19 @@ def task_names(paths: list[str], names: list[str] | None = None) -> list[str]:
     return out
 
 
+def config_from_options(options: dict) -> ZipConfig:
+    """The ZipConfig that the zip settings among ``options`` describe (``alpha=0.3``,
+    ``retrain_iterations=7``, …; see ZIP_OPTIONS); other keys are ignored, so a whole
+    ``vars(args)`` of the CLI can be given. Absent settings keep their defaults."""
+    return from_flat(ZipConfig, options)
+
+
 def make_config(**options) -> ZipConfig:
-    """A ZipConfig from flat keyword options (``retrain_iterations=90``, ``alpha=0.5``, …)."""
-    retrain_opts = {_RETRAIN_KEYS[k]: options.pop(k) for k in list(options) if k in _RETRAIN_KEYS}
-    unknown = set(options) - {f.name for f in fields(ZipConfig)}
+    """A ZipConfig from flat keyword options only; a misspelt one is an error, not ignored."""
+    unknown = set(options) - ZIP_OPTIONS
     if unknown:
         raise MTZError(f"unknown zip option(s) {', '.join(sorted(unknown))}")
-    return ZipConfig(retrain=RetrainSettings(**retrain_opts), **options)
+    return config_from_options(options)
 
 
 def zip_models(model_paths: list[str | os.PathLike], out_dir: str | os.PathLike | None = None,
@@ -89,5 +95,5 @@ def train_reference(out_dir: str | os.PathLike, data: str | list[str] = "fashion
     if len(specs) == 1:
         specs = specs * len(seeds)
     datas = load_specs(specs, data_dir)
-    return train_reference_pair(datas, out_dir, seeds=seeds, names=names, epochs=epochs, batch_size=batch_size,
+    return train_reference_pair(datas, out_dir, seeds=tuple(seeds), names=names, epochs=epochs, batch_size=batch_size,
                                 verbose=verbose, overwrite=overwrite, arch=arch, hidden=tuple(hidden))

@@ -1,6 +1,8 @@
 """The command line on real files: bad input fails on one line, non-zero, leaving nothing behind."""
 
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -84,3 +86,132 @@ def test_zip_then_evaluate(small_models, tmp_path, capsys):
     assert all(0.0 < r["zipped_error"] < 0.5 and r["samples"] == 10000 for r in results)
     # a second zip into the same place is refused rather than overwriting
     assert main(["zip", *map(str, small_models), "--out", str(out), "--quiet"]) == 2
+
+
+# --- the parser is derived from the settings dataclasses and the API's keywords ---------------
+
+def _option_entries(help_text: str) -> dict[str, str]:
+    """--flag → its whole help entry (argparse may wrap it onto following lines)."""
+    entries, current = {}, None
+    for line in help_text.splitlines():
+        if line.startswith("  -"):
+            current = line.split()[0].rstrip(",")
+            entries[current] = line
+        elif current is not None and line.startswith("   "):
+            entries[current] += " " + line.strip()
+        else:
+            current = None
+    return {flag: " ".join(text.split()) for flag, text in entries.items()}
+
+
+def _help(command, capsys, monkeypatch) -> dict[str, str]:
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    return _option_entries(capsys.readouterr().out)
+
+
+def _zip_settings():
+    from dataclasses import MISSING, fields
+
+    from mtz_mobile.zipper.config import RetrainSettings, ZipConfig
+
+    for owner in (ZipConfig, RetrainSettings):
+        for f in fields(owner):
+            if f.name != "retrain":
+                default = f.default if f.default is not MISSING else f.default_factory()
+                yield f.metadata.get("flag") or "--" + f.name.replace("_", "-"), default
+
+
+@pytest.mark.parametrize("command", ["zip", "deploy"])
+def test_every_zip_setting_is_an_option_with_its_default(command, capsys, monkeypatch):
+    entries = _help(command, capsys, monkeypatch)
+    for flag, default in _zip_settings():
+        shown = "none" if default is None else ",".join(map(str, default)) if isinstance(default, list) else default
+        assert flag in entries, f"{flag} missing from `{command} --help`"
+        assert f"(default: {shown})" in entries[flag], entries[flag]
+
+
+@pytest.mark.parametrize("command", ["train-reference", "zip", "evaluate", "convert", "inspect", "bench", "push",
+                                     "deploy"])
+def test_help_shows_every_default(command, capsys, monkeypatch):
+    entries = _help(command, capsys, monkeypatch)
+    assert "--verbose" in entries
+    for flag, text in entries.items():
+        required = text.split()[0] == "--out"
+        assert flag == "-h" or required or "(default" in text, text
+
+
+def test_zip_arguments_become_the_config_without_zipping():
+    from mtz_mobile import api
+    from mtz_mobile.cli import build_parser
+    from mtz_mobile.zipper.config import RetrainSettings, ZipConfig
+
+    for command in ("zip", "deploy"):
+        args = build_parser().parse_args([command, "a.keras", "b.keras", "--out", "x", "--alpha", "0.3",
+                                          "--retrain-iterations", "7"])
+        config = api.config_from_options(vars(args))
+        assert config.alpha == 0.3 and config.retrain.iterations == 7
+        assert config == ZipConfig(alpha=0.3, retrain=RetrainSettings(iterations=7))
+    args = build_parser().parse_args(["zip", "a.keras", "--out", "x", "--shared", "all,12,0.5", "--batch-size", "9",
+                                      "--data", "npz:one", "--data", "npz:two"])
+    config = api.config_from_options(vars(args))
+    assert config.shared == ["all", 12, 0.5] and config.retrain.batch_size == 9
+    assert args.data == ["npz:one", "npz:two"]
+
+
+@pytest.mark.parametrize("argv,function", [
+    (["zip", "a.keras", "b.keras", "--out", "x"], "mtz_mobile.api:zip_models"),
+    (["deploy", "a.keras", "b.keras", "--out", "x"], "mtz_mobile.pipeline:deploy"),
+    (["train-reference", "--out", "x"], "mtz_mobile.api:train_reference"),
+    (["evaluate", "z"], "mtz_mobile.api:evaluate"),
+    (["convert", "z", "--out", "m.tflite"], "converters:convert_zip"),
+    (["inspect", "m.tflite"], "converters.inspection:inspect_model"),
+    (["push", "m.tflite"], "mtz_mobile.device:push_model"),
+    (["bench", "m.tflite", "--out", "r"], "mtz_mobile.bench:bench_host"),
+])
+def test_parsed_arguments_are_keywords_of_the_commands_api(argv, function):
+    import importlib
+    import inspect
+
+    from mtz_mobile import api
+    from mtz_mobile.bench.host import HostSettings
+    from mtz_mobile.cli import build_parser
+    from mtz_mobile.cli.options import api_kwargs
+
+    module, name = function.split(":")
+    accepted = set(inspect.signature(getattr(importlib.import_module(module), name)).parameters)
+    accepted |= set(api.ZIP_OPTIONS) if argv[0] in ("zip", "deploy") else set()
+    accepted |= set(HostSettings.__dataclass_fields__) if argv[0] == "bench" else set()
+    presentation = {"json"} | ({"adb_serial", "benchmark_binary"} if argv[0] == "bench" else set())
+    kwargs = api_kwargs(build_parser().parse_args(argv))
+    assert set(kwargs) - presentation <= accepted
+
+
+# --- quiet by default ----------------------------------------------------------------------------
+
+TF_LOG_MARKERS = re.compile(r"^[IWEF]\d{4} |absl::InitializeLog|oneDNN custom operations|cuInit|"
+                            r"To enable the following instructions|use_unbounded_threadpool|XNNPACK delegate",
+                            re.MULTILINE)
+
+
+@pytest.fixture(scope="module")
+def tiny_zip(small_models, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny") / "zip"
+    assert main(["zip", *map(str, small_models), "--out", str(out), "--retrain-iterations", "1",
+                 "--calibration-samples", "200", "--quiet"]) == 0
+    return out
+
+
+def test_tensorflow_logs_only_with_verbose(tiny_zip):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    runs = {}
+    for extra in ([], ["--verbose"]):
+        proc = subprocess.run([sys.executable, "-m", "mtz_mobile.cli", *extra, "evaluate", str(tiny_zip)],
+                              capture_output=True, text=True, env=env)
+        assert proc.returncode == 0, proc.stderr
+        runs[bool(extra)] = proc
+    assert not TF_LOG_MARKERS.search(runs[False].stderr), runs[False].stderr
+    assert TF_LOG_MARKERS.search(runs[True].stderr)
+    assert runs[False].stdout == runs[True].stdout and "zipped" in runs[False].stdout

@@ -1,0 +1,165 @@
+"""argparse options derived from settings dataclasses, and what every command's parser shares.
+
+A ZipConfig / RetrainSettings field becomes ``--field-name`` (or its metadata ``flag``) with the
+field's default, its type (from the default, else the annotation), metadata ``choices``,
+``metavar``, ``help`` and ``parse`` ("sharing" or "floats" for comma-separated lists); the
+argparse destination is the field's flat key (``retrain_iterations``), which is also the API's
+keyword, so handlers pass ``vars(args)`` on without naming options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+
+from mtz_mobile.flat_options import field_default, flat_fields
+
+# argparse destinations that steer the CLI itself and are no API keyword
+VERBOSE_DEST = "show_logs"
+_CLI_ONLY = {"command", "handler", VERBOSE_DEST}
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Ends every option's help with its default, so --help alone says what a bare command does."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        flag = isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
+        if not action.option_strings or action.required or "(default" in text or (action.default is argparse.SUPPRESS and not flag):
+            return text
+        # argparse %-formats help afterwards: a literal % in a default must survive that
+        shown = shown_default(action).replace("%", "%%")
+        return f"{text} (default: {shown})" if text else f"(default: {shown})"
+
+
+def shown_default(action: argparse.Action) -> str:
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        return "off"  # the flag's own state, whichever way its destination points
+    value = action.default
+    if value is None or value == []:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def sharing_list(text: str) -> list:
+    """'all' | '300' | '0.5' | '300,100' → per-layer values (int = count, float = fraction)."""
+    out = []
+    for token in text.split(","):
+        token = token.strip()
+        if token == "all":
+            out.append("all")
+            continue
+        try:
+            out.append(float(token) if "." in token else int(token))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{token!r} is not 'all', a count or a fraction") from None
+    return out
+
+
+def float_list(text: str) -> list[float]:
+    try:
+        return [float(t) for t in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
+
+
+def name_list(text: str) -> list[str]:
+    return text.split(",")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be >= 1")
+    return value
+
+
+PARSERS = {"sharing": sharing_list, "floats": float_list}
+
+
+def _value_type(hint, default):
+    if default is not None and not isinstance(default, (list, tuple)):
+        return type(default)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint if hint in (int, float, str, bool) else str
+
+
+def add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
+    """One option per leaf field of ``cls`` (nested settings flattened), destination = flat key."""
+    for key, f, hint in flat_fields(cls):
+        meta = f.metadata
+        default = field_default(f)
+        kwargs = dict(dest=key, default=default, help=meta.get("help"))
+        value_type = _value_type(hint, default)
+        if "parse" in meta:
+            kwargs["type"] = PARSERS[meta["parse"]]
+        elif value_type is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = value_type
+        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+        if "choices" in meta:
+            kwargs["choices"] = meta["choices"]
+        elif value_type is not bool:
+            # named after the flag, as argparse would, not after the flat destination
+            kwargs["metavar"] = meta.get("metavar") or flag.lstrip("-").replace("-", "_").upper()
+        parser.add_argument(flag, **kwargs)
+
+
+class AppendOverDefault(argparse.Action):
+    """Like action="append", but a given value replaces the default instead of joining it:
+    ``--data`` once means one spec for every model, given per model it is a list."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        current = getattr(namespace, self.dest)
+        items = [] if current is self.default else list(current)
+        setattr(namespace, self.dest, items + [values])
+
+
+def add_data_options(parser: argparse.ArgumentParser, what: str = "per model or one for all") -> None:
+    parser.add_argument("--data", action=AppendOverDefault, default="fashion-mnist",
+                        help=f"data spec {what}, e.g. fashion-mnist, fashion-mnist-coarse, npz:PATH")
+    add_data_dir(parser)
+
+
+def add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="directory with Fashion-MNIST's *-idx?-ubyte.gz files "
+                                           "(default: Debian's dataset-fashion-mnist, else Keras' download)")
+
+
+def add_quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", dest="progress", action="store_false", help="no progress display")
+
+
+def add_verbose(parser: argparse.ArgumentParser, default=False) -> None:
+    parser.add_argument("--verbose", dest=VERBOSE_DEST, action="store_true", default=default,
+                        help="let TensorFlow and LiteRT print their own log lines and warnings")
+
+
+def command(sub, name: str, help: str, handler) -> argparse.ArgumentParser:
+    """A subcommand whose parsed arguments carry their ``handler(args) -> exit code``."""
+    p = sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
+    # SUPPRESS: a subcommand's own default would overwrite `mtz-mobile --verbose CMD`'s value
+    add_verbose(p, default=argparse.SUPPRESS)
+    p.set_defaults(handler=handler)
+    return p
+
+
+def api_kwargs(args: argparse.Namespace, *presentation: str) -> dict:
+    """The parsed arguments as the API's keywords: all but the CLI's own and the named
+    ``presentation`` ones (how to print, not what to compute)."""
+    return {k: v for k, v in vars(args).items() if k not in _CLI_ONLY and k not in presentation}

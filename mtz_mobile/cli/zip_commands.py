@@ -1,0 +1,84 @@
+"""CLI commands on Keras models and zip directories: train-reference, zip, evaluate.
+
+Each handler hands its parsed arguments to one function of mtz_mobile.api and prints the
+result; the zip settings are derived from ZipConfig (``options.add_dataclass_options``).
+"""
+
+from __future__ import annotations
+
+import json
+
+from mtz_mobile.reference import ARCHITECTURES, LENET_300_100
+from mtz_mobile.zipper.config import ZipConfig
+
+from .options import (add_data_dir, add_data_options, add_dataclass_options, add_quiet, api_kwargs, command,
+                      int_list, name_list)
+
+
+def add_commands(sub) -> None:
+    p = command(sub, "train-reference", "train reference models on Fashion-MNIST (default: two LeNet-300-100, "
+                                        "different seeds, hidden units permuted)", _train_reference)
+    p.add_argument("--out", dest="out_dir", metavar="OUT", required=True,
+                   help="directory for a.keras, b.keras and reference.json")
+    add_data_options(p, what="per model or one for both")
+    p.add_argument("--epochs", type=int, default=8, help="training epochs per model")
+    p.add_argument("--batch-size", type=int, default=128, help="training batch size")
+    p.add_argument("--seeds", type=int_list, default=[1, 2], help="one seed per model, comma-separated")
+    p.add_argument("--arch", choices=ARCHITECTURES, default="mlp",
+                   help="the network to train: mlp is lenet300 (LeNet-300-100 unless --hidden says otherwise), "
+                        "lenet5 Caffe's, resnet a small one, the others Keras applications")
+    p.add_argument("--hidden", type=int_list, default=list(LENET_300_100), help="hidden widths of the mlp")
+    p.add_argument("--overwrite", action="store_true", help="replace models already in --out")
+    # Keras' one line per epoch is progress the user waits for, not library noise
+    p.set_defaults(verbose=2)
+
+    p = command(sub, "zip", "zip two or more trained .keras models (Algorithm 1 + light retraining)", _zip)
+    add_zip_inputs(p, out_help="output directory (plan.json, weights.npz, sources/)")
+    add_dataclass_options(p, ZipConfig)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted zip from its last finished layer")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished zip in --out")
+    add_quiet(p)
+
+    p = command(sub, "evaluate", "per-task test error of the originals and of the zipped network", _evaluate)
+    p.add_argument("path", metavar="zipdir", help="a directory written by zip")
+    add_data_dir(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def add_zip_inputs(p, out_help: str, models_dest: str = "model_paths") -> None:
+    """The models, --out, --names and data options that zip and deploy share."""
+    p.add_argument(models_dest, metavar="models", nargs="+", help="the trained .keras models")
+    p.add_argument("--out", dest="out_dir", metavar="OUT", required=True, help=out_help)
+    p.add_argument("--names", type=name_list, help="task names, comma-separated (default: file stems)")
+    add_data_options(p)
+
+
+def _train_reference(args) -> int:
+    from mtz_mobile import api
+
+    for r in api.train_reference(**api_kwargs(args)):
+        print(f"{r.path}: test error {100 * r.test_error:.2f} % after {r.iterations} iterations (seed {r.seed})")
+    return 0
+
+
+def _zip(args) -> int:
+    from mtz_mobile import api
+
+    result = api.zip_models(**api_kwargs(args))
+    p = result.plan.params
+    for layer in result.plan.layers:
+        print(f"{layer.name}: {layer.newcomer}'s {layer.n_new} units, {layer.n_shared} shared with the "
+              f"{layer.n_existing} of the joint network, "
+              f"{layer.retrain.get('iterations', 0)} retraining iterations, {layer.seconds:.1f} s")
+    print(f"parameters: {p['per_task']} separately, {p['zipped']} zipped; shared fraction "
+          f"{100 * p['shared_fraction']:.2f} % ({p['shared_fraction_definition']})")
+    print(f"wrote {args.out_dir}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from mtz_mobile import api
+
+    results = api.evaluate(**api_kwargs(args, "json"))
+    print(json.dumps(api.evaluation_json(results), indent=1) if args.json else api.evaluation_table(results))
+    return 0
