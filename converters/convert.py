@@ -17,7 +17,7 @@ from mtz_mobile.fileio import check_output, disk_full_error, is_disk_full, outpu
 from mtz_mobile.zipper.plan import ZipDir, load_zip_dir
 
 from . import flatbuffer as fb
-from .graph import TaskGraph, bias_name
+from .graph import TaskGraph, bias_name, tflite_layout
 from .layout import LayoutReport, prove_layout
 from .manifest import build_manifest, read_manifest, validate_manifest
 
@@ -38,8 +38,7 @@ def graph_operands(graph: TaskGraph) -> list[tuple[str, str, tuple[str, ...], np
     out = []
     for op in graph.operands:
         values = graph.kernels[op.name].numpy()
-        if graph.net.nodes[op.node].op == "conv2d":
-            values = values.transpose(3, 0, 1, 2)  # TFLite's CONV_2D keeps filters as (out, kh, kw, in)
+        values = tflite_layout(graph.net.nodes[op.node].op, values)
         out.append((op.name, "kernel", op.owners, values))
     for i, node in enumerate(graph.net.nodes):
         for go, owners in node.biases:

@@ -249,7 +249,7 @@ def _check_arrays(arrays: dict[str, np.ndarray], labels: list[str] | None, where
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if len(x) == 0:
-            raise MTZError(f"{where} holds no {split} samples: put training and test data in x_train and x_test")
+            raise MTZError(f"{where} has no samples in x_{split}: put training and test data in x_train and x_test")
         if y.ndim != 1 or len(x) != len(y):
             raise MTZError(f"{where}: x_{split} has {len(x)} samples but y_{split} has shape {y.shape}: "
                            "give one integer label per sample")

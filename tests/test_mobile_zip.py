@@ -11,11 +11,13 @@ zipper's pairing.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mtz_mobile.data import TaskData
+from mtz_mobile.fileio import sha256_of
 from mtz_mobile.graph.keras_io import parse_model
 from mtz_mobile.graph.network import ZippedNetwork
 from mtz_mobile.zipper import ZipConfig, zip_networks
@@ -61,15 +63,16 @@ def permuted_copy(parsed, rng):
     return out, perms
 
 
-def _zip_copy(model, x, n_calib: int, seed: int = 0):
+def _zip_copy(model, x, n_calib: int, seed: int = 0, out_dir=None, path="a.keras"):
     rng = np.random.default_rng(seed)
-    parsed = parse_model(model, "a.keras")
+    digest = sha256_of(path) if Path(path).is_file() else "0" * 64
+    parsed = parse_model(model, str(path), digest)
     twin, perms = permuted_copy(parsed, rng)
     y = np.zeros(len(x), np.int64)
     data = {t: TaskData("synthetic", x, y, x[:8], y[:8], [str(c) for c in range(10)]) for t in ("a", "b")}
     config = ZipConfig(shared=["all"], compensation="none", calibration_samples=n_calib, max_instances=200_000,
                        retrain=RetrainSettings(iterations=0))
-    result = zip_networks({"a": parsed, "b": twin}, data, config, progress=False)
+    result = zip_networks({"a": parsed, "b": twin}, data, config, out_dir=out_dir, progress=False)
     return result, perms
 
 
@@ -94,6 +97,40 @@ def _check_zipped_back(model, result, perms, x):
 
 def _images(n, shape, seed=1):
     return np.random.default_rng(seed).random((n, *shape)).astype(np.float32)
+
+
+def test_fully_shared_mobilenet_v2_converts_with_each_shared_kernel_stored_once(tmp_path):
+    """The zipped file runs both tasks in LiteRT as the original computes them, and every shared
+    block — depthwise kernels included — is one buffer that both task signatures read."""
+    from converters import convert_zip
+    from converters.flatbuffer import load_model
+    from mtz_mobile.litert_runtime import make_interpreter
+
+    keras.utils.set_random_seed(7)
+    model = keras.applications.MobileNetV2(alpha=0.35, weights=None, input_shape=(32, 32, 3), classes=10)
+    randomise_batchnorm(model, np.random.default_rng(8))
+    model.save(tmp_path / "a.keras")
+    x = _images(64, (32, 32, 3))
+    # the twin computes a's function, so a's file stands for its source
+    _zip_copy(model, x, n_calib=64, out_dir=tmp_path / "zip", path=tmp_path / "a.keras")
+    conversion = convert_zip(tmp_path / "zip", tmp_path / "model.tflite", joint=True)
+    want = model.predict(x[:4], verbose=0)
+    for task in ("a", "b"):
+        runner = make_interpreter(conversion.path).get_signature_runner(task)
+        got = np.concatenate([next(iter(runner(input=x[n:n + 1]).values())) for n in range(4)])
+        assert np.abs(got - want).max() / np.abs(want).max() <= 1e-4, task
+    layout = conversion.layout
+    assert layout.duplicated_bytes == 0
+    assert layout.task_weight_bytes["a"] == layout.task_weight_bytes["b"] < 0.01 * layout.shared_weight_bytes
+    op_names = {v: k for k, v in __import__("ai_edge_litert.schema_py_generated", fromlist=["x"]).BuiltinOperator.__dict__.items()
+                if not k.startswith("_")}
+    fb = load_model(conversion.path)
+    for sub in fb.subgraphs:
+        kinds = [op_names.get(fb.operatorCodes[op.opcodeIndex].builtinCode) for op in sub.operators]
+        assert kinds.count("DEPTHWISE_CONV_2D") in (0, 17)   # one per depthwise layer per task path
+    depthwise_buffers = {sub.tensors[op.inputs[1]].buffer for sub in fb.subgraphs for op in sub.operators
+                         if op_names.get(fb.operatorCodes[op.opcodeIndex].builtinCode) == "DEPTHWISE_CONV_2D"}
+    assert len(depthwise_buffers) == 17   # every depthwise kernel stored once for both tasks
 
 
 @pytest.mark.parametrize("builder", ["mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0"])

@@ -35,7 +35,11 @@ import numpy as np
 
 from mtz_mobile.errors import MTZError
 
+from .domains import joint_input_shape, pad_first_layers
+from .execute import forward, task_view
+from .keys import bias_key, kernel_key  # noqa: F401 (the names blocks are saved under)
 from .ops import canonical_shape
+from .shapes import check_shapes, infer_shapes
 
 WEIGHT_OPS = ("dense", "conv2d", "depthwise")
 INHERITED_OPS = ("depthwise",)   # weight nodes whose output groups are their input's groups
@@ -86,12 +90,6 @@ class Node:
         return [g for g, grp in enumerate(self.groups) if task in grp.owners]
 
 
-def kernel_key(node: str, gi: int, go: int, owners: Owners) -> str:
-    return f"{node}/kernel/{gi}-{go}/{'+'.join(owners)}"
-
-
-def bias_key(node: str, go: int, owners: Owners) -> str:
-    return f"{node}/bias/{go}/{'+'.join(owners)}"
 
 
 @dataclass
@@ -189,7 +187,6 @@ class ZippedNetwork:
     def from_models(cls, models: dict) -> "ZippedNetwork":
         """An unzipped network: one group per task in every weight node. ``models`` maps task →
         keras_io.ParsedModel; their graphs must match node for node (widths may differ)."""
-        from .domains import joint_input_shape, pad_first_layers
 
         tasks = list(models)
         first = models[tasks[0]]
@@ -229,7 +226,6 @@ class ZippedNetwork:
 
     def infer_shapes(self, input_shape: tuple[int, ...]) -> None:
         """Per-sample output shapes of every node on the joint input (channels filled per node)."""
-        from .shapes import infer_shapes
 
         infer_shapes(self, input_shape)
 
@@ -268,7 +264,6 @@ class ZippedNetwork:
 
     def check_shapes(self) -> None:
         """Every block's shape must follow from the group sizes it connects."""
-        from .shapes import check_shapes
 
         check_shapes(self)
 
@@ -283,7 +278,6 @@ class ZippedNetwork:
         last node's values are before its activation. A shared ``memo`` across calls computes
         each value once when several tasks compute the same thing (a fully shared prefix).
         """
-        from .execute import forward
 
         return forward(self, task, x, ops, params, upto, preactivation, weighted, memo)
 
@@ -293,7 +287,6 @@ class ZippedNetwork:
 
     def task_view(self, i: int, values: dict, task: str, ops=None):
         """Concatenate a node's group values in the task's unit order (group order), last axis."""
-        from .execute import task_view
 
         return task_view(self, i, values, task, ops)
 

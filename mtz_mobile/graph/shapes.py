@@ -6,6 +6,7 @@ import numpy as np
 
 from mtz_mobile.errors import MTZError
 
+from .keys import bias_key, kernel_key
 from .ops import canonical_shape, conv_output_size
 
 
@@ -61,13 +62,11 @@ def check_shapes(net) -> None:
             else:
                 expected, got = (ins[gi].size, node.groups[go].size), k.shape[-2:]
             if tuple(got) != expected or not set(owners) <= set(ins[gi].owners) & set(node.groups[go].owners):
-                from .network import kernel_key
 
                 raise MTZError(f"block {kernel_key(node.name, gi, go, owners)} has shape {k.shape}, its groups "
                                f"imply {expected}: the weights and the plan disagree, zip again")
         for (go, owners), b in node.biases.items():
             if b.shape != (node.groups[go].size,):
-                from .network import bias_key
 
                 raise MTZError(f"bias {bias_key(node.name, go, owners)} has shape {b.shape}, expected "
                                f"({node.groups[go].size},): the weights and the plan disagree, zip again")

@@ -56,6 +56,17 @@ def _dataset(arrays: dict[str, tuple], batch: int, seed: int) -> tf.data.Dataset
     return tf.data.Dataset.from_generator(lambda: _batches(arrays, batch, seed), output_signature=spec)
 
 
+def _per_example_loss(logits, batch, settings: RetrainSettings, has_soft_targets: bool):
+    """Cross-entropy on the labels, mixed with the originals' soft targets when distilling."""
+    per_example = tf.keras.losses.sparse_categorical_crossentropy(batch[1], logits, from_logits=True)
+    if has_soft_targets and settings.distill > 0:
+        temp = settings.temperature
+        soft = tf.nn.softmax(batch[2] / temp)
+        kd = tf.keras.losses.categorical_crossentropy(soft, logits / temp, from_logits=True) * temp ** 2
+        per_example = (1.0 - settings.distill) * per_example + settings.distill * kd
+    return per_example
+
+
 def retrain(net: ZippedNetwork, data: dict[str, tuple[np.ndarray, np.ndarray]], weights: dict[str, float],
             settings: RetrainSettings, seed: int, masks: dict[str, np.ndarray] | None = None,
             soft_targets: dict[str, np.ndarray] | None = None, progress: bool = True,
@@ -88,13 +99,7 @@ def retrain(net: ZippedNetwork, data: dict[str, tuple[np.ndarray, np.ndarray]], 
             total = 0.0
             losses = []
             for t, batch in zip(tasks, batches):
-                logits = model.logits(t, batch[0])
-                per_example = tf.keras.losses.sparse_categorical_crossentropy(batch[1], logits, from_logits=True)
-                if soft_targets is not None and settings.distill > 0:
-                    temp = settings.temperature
-                    soft = tf.nn.softmax(batch[2] / temp)
-                    kd = tf.keras.losses.categorical_crossentropy(soft, logits / temp, from_logits=True) * temp ** 2
-                    per_example = (1.0 - settings.distill) * per_example + settings.distill * kd
+                per_example = _per_example_loss(model.logits(t, batch[0]), batch, settings, soft_targets is not None)
                 loss_t = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
                 losses.append(loss_t)
                 total += weights[t] * loss_t
