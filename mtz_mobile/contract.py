@@ -1,5 +1,7 @@
 """Names the file, the app and the benchmark agree on (no TensorFlow import needed to read them)."""
 
+from pathlib import Path
+
 INPUT_NAME = "input"      # every task signature's one input
 OUTPUT_NAME = "output"    # every task signature's one output
 JOINT_KEY = "all"         # the optional signature that runs every task (outputs named by task)
@@ -13,7 +15,5 @@ QUANTIZATIONS = ("none", "fp16", "dynamic-int8", "int8")  # the manifest records
 
 def baseline_path(model_path, task: str):
     """Where `convert --baselines` writes task's original model, beside the zipped model."""
-    from pathlib import Path
-
     model_path = Path(model_path)
     return model_path.with_name(f"{model_path.stem}.baseline_{task}.tflite")

@@ -17,9 +17,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .contract import baseline_path
 from .errors import MTZError
 from .fileio import check_output, output_lock, partial_dir
 from .progress import Progress
+from .zipper.currency import zip_staleness
 
 MODEL_NAME = "model.tflite"
 
@@ -74,15 +76,12 @@ def deploy(models: list[str | os.PathLike], out_dir: str | os.PathLike, data="fa
 
 
 def _baselines(model: Path, tasks: list[str]) -> dict[str, Path]:
-    from .contract import baseline_path
-
     return {t: baseline_path(model, t) for t in tasks}
 
 
 def _zip_stage(models, zip_dir: Path, tasks: list[str], data, names, data_dir, config, progress: bool,
                zip_options: dict, bar: Progress) -> str:
-    from . import api
-    from .zipper.currency import zip_staleness
+    from . import api  # deferred: the zipper starts TensorFlow
 
     stale = zip_staleness(zip_dir, dict(zip(tasks, models)), data, config)
     if stale is None:

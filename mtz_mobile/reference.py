@@ -28,7 +28,8 @@ import numpy as np
 
 from .data import TaskData, adapt_task_data, error_rate, parse_spec
 from .errors import MTZError
-from mtz_mobile.graph.keras_io import save_keras_atomic
+from .fileio import publish_dir
+from .graph.keras_io import save_keras_atomic
 
 LENET_300_100 = (300, 100)
 
@@ -237,7 +238,5 @@ def train_reference_pair(datas: list[TaskData], out_dir: str | os.PathLike, seed
         rec.path = str(out_dir / f"{name}.keras")
         records.append(rec)
     (partial / "reference.json").write_text(json.dumps([asdict(r) for r in records], indent=1) + "\n")
-    from mtz_mobile.fileio import publish_dir
-
     publish_dir(partial, out_dir, overwrite)
     return records

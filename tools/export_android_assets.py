@@ -37,15 +37,13 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(REPO))
 
-from converters import flatbuffer as fb  # noqa: E402
-from converters.manifest import read_manifest, validate_manifest  # noqa: E402
-from mtz_mobile.contract import DEVICE_MODEL_NAME  # noqa: E402
-from mtz_mobile.data import COARSE_LABELS, FASHION_LABELS, TaskData, load_specs  # noqa: E402
-from mtz_mobile.errors import MTZError  # noqa: E402
-from mtz_mobile.fileio import write_atomic  # noqa: E402
+from converters import flatbuffer as fb
+from converters.manifest import read_manifest, validate_manifest
+from mtz_mobile.contract import DEVICE_MODEL_NAME
+from mtz_mobile.data import COARSE_LABELS, FASHION_LABELS, TaskData, load_specs
+from mtz_mobile.errors import MTZError
+from mtz_mobile.fileio import write_atomic
 
 DEFAULT_MODEL = REPO / "demo_out" / "model.tflite"
 DEFAULT_ASSETS = REPO / "android_demo" / "app" / "src" / "main" / "assets"

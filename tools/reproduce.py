@@ -48,18 +48,17 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtz_mobile.data import TaskData, error_rate, load_task_data  # noqa: E402
-from mtz_mobile.fileio import write_atomic  # noqa: E402
-from mtz_mobile.graph.keras_io import load_keras_model, read_model, save_keras_atomic  # noqa: E402
-from mtz_mobile.markdown import markdown_table  # noqa: E402
-from mtz_mobile.prune import HAN_LENET_5, HAN_LENET_300_100, fine_tune_pruned, kernel_densities, prune_model  # noqa: E402
-from mtz_mobile.reference import train_reference_pair  # noqa: E402
-from mtz_mobile.zipper.config import RetrainSettings  # noqa: E402
-from mtz_mobile.zipper import ZipConfig, zip_networks  # noqa: E402
+from mtz_mobile.data import TaskData, error_rate, load_task_data
+from mtz_mobile.fileio import write_atomic
+from mtz_mobile.graph.keras_io import load_keras_model, read_model, save_keras_atomic
+from mtz_mobile.markdown import markdown_table
+from mtz_mobile.prune import HAN_LENET_5, HAN_LENET_300_100, fine_tune_pruned, kernel_densities, prune_model
+from mtz_mobile.reference import train_reference_pair
+from mtz_mobile.zipper.config import RetrainSettings
+from mtz_mobile.zipper import ZipConfig, zip_networks
 
 PAPER = "He, Zhou & Thiele, Multi-Task Zipping via Layer-wise Neuron Sharing, NeurIPS 2018 (arXiv 1805.09791)"
 

@@ -15,11 +15,10 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from converters import QUANTIZATIONS, convert_zip  # noqa: E402
-from mtz_mobile.fileio import write_atomic  # noqa: E402
-from mtz_mobile.markdown import markdown_row, markdown_table  # noqa: E402
+from converters import QUANTIZATIONS, convert_zip
+from mtz_mobile.fileio import write_atomic
+from mtz_mobile.markdown import markdown_row, markdown_table
 
 
 def measure(zip_dir: Path, out: Path, mode: str) -> dict:

@@ -12,6 +12,7 @@ from dataclasses import fields
 from mtz_mobile.bench.host import CACHE_STATES, HostSettings
 from mtz_mobile.bench.probe import RUNTIMES
 from mtz_mobile.contract import APP_PACKAGE, QUANTIZATIONS
+from mtz_mobile.errors import MTZError
 from mtz_mobile.zipper.config import ZipConfig
 
 from .options import add_dataclass_options, add_quiet, api_kwargs, command, positive_int
@@ -90,7 +91,6 @@ def _bench(args) -> int:
 
 def _bench_android(args) -> dict:
     from mtz_mobile.bench import bench_android
-    from mtz_mobile.errors import MTZError
 
     if args.runtime != HOST["runtime"]:
         raise MTZError("--runtime applies to the host bench; on Android benchmark_model is the runtime: "

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from mtz_mobile.errors import MTZError
-from mtz_mobile.fileio import sha256_of  # noqa: F401 (moved; importers switch to fileio)
+from mtz_mobile.fileio import sha256_of
 
 from .keras_layers import (ACTIVATION_NAMES, LINEAR_OPS, ONE_D_KINDS, SUPPORTED, ParsedNode,  # noqa: F401
                            activation_name, fold_batchnorm, layer_node, preprocessing_affine)

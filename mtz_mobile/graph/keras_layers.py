@@ -1,6 +1,6 @@
 """One Keras layer → one ParsedNode (keras_io.parse_model walks the graph and folds).
 
-1-D layers map onto the 2-D ones with height 1 (DESIGN.md §8): an (L, C) output is recorded as
+1-D layers map onto the 2-D ones with height 1: an (L, C) output is recorded as
 (1, L, C), a Conv1D kernel (k, Cin, Cout) as a conv2d kernel (1, k, Cin, Cout), strides,
 dilations and pool sizes as [1, s].
 """

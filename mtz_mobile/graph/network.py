@@ -10,7 +10,7 @@ tasks S (a subset of both groups' owners); biases belong to an output group and 
 Task t computes output group go as  Σ_{(gi, go, S) ∋ t} x[gi]·W + Σ_{(go, S) ∋ t} b.
 After the paper's two-task zip of layer l the groups are [shared, A-only, B-only] and the
 blocks are W̃ (shared→shared, S = {A, B}), W̃_A (A-only→shared, {A}), Ŵ_A (→A-only, {A}) and
-B's (DESIGN.md §2). Blocks of one pair of groups with different task sets are what a unit
+B's (the paper's §3.3). Blocks of one pair of groups with different task sets are what a unit
 shared by tasks whose inputs are not all shared needs: sequentially zipping a third task, or a
 residual stream regrouped before its blocks are merged.
 
@@ -19,7 +19,7 @@ Dense blocks are (rows, units) with rows = P·|gi| when the input is a Flatten o
 
 A depthwise node (DepthwiseConv2D, multiplier 1; also Conv1D-style layers on height-1 maps)
 *inherits*: its groups always equal its input's, its blocks are (g, g, S) of shape (kh, kw, |g|)
-and it belongs to the stream of its input (DESIGN.md §8). A multiply node (squeeze-and-excite)
+and it belongs to the stream of its input. A multiply node (squeeze-and-excite)
 carries the groups of its ``map`` input; its gate must keep the map's channel order, so both
 inputs' sources form one stream. A rescale node holds each task's own preprocessing (x·scale +
 offset, in attrs["per_task"]) in front of the first weight layer. A 1-D net's input node has

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from mtz_mobile.errors import MTZError
-from mtz_mobile.fileio import publish_dir  # noqa: F401 (zipper/run.py imports it from here)
 
 from mtz_mobile.graph.network import ZippedNetwork
 
