@@ -102,6 +102,22 @@ def test_same_seed_same_result(small_models, fmnist):
         np.testing.assert_array_equal(runs[0][key], runs[1][key])
 
 
+def test_end_schedule_retrains_once_after_the_last_layer(small_models, fmnist):
+    """--retrain-schedule end: no layer retrains, one retraining of N steps follows the last one,
+    and it moves the shared weights."""
+    data = {"a": fmnist, "b": fmnist}
+    settings = dict(iterations=30, batch_size=32, learning_rate=1e-3)
+    before = zip_networks(chains_of(small_models), data, ZipConfig(retrain=RetrainSettings(iterations=0),
+                          calibration_samples=500), progress=False)
+    after = zip_networks(chains_of(small_models), data, ZipConfig(retrain=RetrainSettings(schedule="end", **settings),
+                         calibration_samples=500), progress=False)
+    assert all(layer.retrain["iterations"] == 0 for layer in after.plan.layers)
+    assert after.plan.final_retrain["iterations"] == 30
+    assert after.plan.to_json()["final_retrain"]["iterations"] == 30
+    changed = [k for k, v in before.network.arrays().items() if not np.array_equal(v, after.network.arrays()[k])]
+    assert any("+" in key for key in changed)   # a block stored once for a+b was trained
+
+
 def test_interrupted_zip_resumes_to_the_same_result(small_models, fmnist, tmp_path):
     cfg = ZipConfig(shared=["all"], retrain=RetrainSettings(iterations=5, batch_size=32), calibration_samples=500)
     data = {"a": fmnist, "b": fmnist}

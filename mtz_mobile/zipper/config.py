@@ -19,6 +19,7 @@ COMPENSATIONS = ("none", "next-layer")
 SPARSITY = ("auto", "on", "off")
 SPARSE_MASKS = ("larger", "union")
 STRATEGIES = ("default", "mirrored")
+SCHEDULES = ("layer", "end")
 
 
 def option(default, help: str, **meta):
@@ -45,6 +46,11 @@ class RetrainSettings:
     distill: float = option(0.5, "weight of the original models' soft targets in each task's retraining loss "
                                  "(0: labels only, the paper's loss)", flag="--distill")
     temperature: float = option(2.0, "softmax temperature of the soft targets", flag="--temperature")
+    # Algorithm 1 retrains after every zipped layer. A deep network (MobileNetV2: 52 layers) pays a
+    # graph trace per retraining call that costs more than a few steps: "end" retrains once,
+    # ``iterations`` steps, after the last layer.
+    schedule: str = option("layer", "retrain after each zipped layer (the paper) or once at the end",
+                           choices=SCHEDULES, flag="--retrain-schedule")
 
 
 @dataclass
@@ -100,6 +106,7 @@ class ZipConfig:
         for name, value, allowed in (("method", self.method, METHODS), ("pairing", self.pairing, PAIRINGS),
                                      ("compensation", self.compensation, COMPENSATIONS),
                                      ("strategy", self.retrain.strategy, STRATEGIES),
+                                     ("retraining schedule", self.retrain.schedule, SCHEDULES),
                                      ("sparse", self.sparse, SPARSITY),
                                      ("sparse mask", self.sparse_mask, SPARSE_MASKS)):
             if value not in allowed:

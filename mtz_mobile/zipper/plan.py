@@ -69,11 +69,13 @@ class Plan:
     params: dict = field(default_factory=dict)
     network: dict = field(default_factory=dict)
     tool_version: str = ""
+    final_retrain: dict = field(default_factory=dict)   # retraining schedule "end": once, after every layer
 
     def to_json(self) -> dict:
         return {"format": PLAN_FORMAT, "version": PLAN_VERSION, "tool_version": self.tool_version,
                 "tasks": [asdict(t) for t in self.tasks], "settings": self.settings,
-                "layers": [asdict(l) for l in self.layers], "params": self.params, "network": self.network}
+                "layers": [asdict(l) for l in self.layers], "params": self.params, "network": self.network,
+                "final_retrain": self.final_retrain}
 
     @classmethod
     def from_json(cls, obj: dict) -> "Plan":
@@ -81,7 +83,7 @@ class Plan:
             raise MTZError("not an mtz-mobile plan.json (format field missing): point at a directory written by `mtz-mobile zip`")
         return cls([TaskRecord(**t) for t in obj["tasks"]], obj["settings"],
                    [LayerRecord(**l) for l in obj["layers"]], obj.get("params", {}), obj.get("network", {}),
-                   obj.get("tool_version", ""))
+                   obj.get("tool_version", ""), obj.get("final_retrain", {}))
 
     def config(self) -> ZipConfig:
         """The settings the zip was made with, as the ZipConfig that made them."""

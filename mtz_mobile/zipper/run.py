@@ -35,7 +35,7 @@ from .adaptive import adaptive_layer, validation_errors
 from .calibration import Calibration
 from .config import ZipConfig, shared_count
 from .plan import Plan, TaskRecord
-from .step import LayerStep, pending_groups, zip_layer
+from .step import LayerStep, pending_groups, retrain_tasks, zip_layer
 
 
 @dataclass
@@ -190,6 +190,10 @@ def _run_steps(original: ZippedNetwork, net: ZippedNetwork, plan: Plan, data: di
             Checkpoint(partial).save(plan, net, config, done + 1)
         if on_layer_done is not None:
             on_layer_done(done, net)
+    if config.retrain.schedule == "end":  # after a resume too: the checkpoint holds the net before it
+        plan.final_retrain = retrain_tasks(net, original, calib, data, config, tasks, seed=config.seed * 1000,
+                                           sparse=plan.settings["sparse_detected"], progress=progress,
+                                           label="retrain (all layers zipped)")
     return net
 
 

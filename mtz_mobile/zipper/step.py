@@ -248,20 +248,26 @@ def masks(net: ZippedNetwork) -> dict[str, np.ndarray]:
 
 
 def _retrain(step: LayerStep) -> dict:
-    settings = step.config.retrain
+    if step.config.retrain.schedule != "layer":
+        return {"iterations": 0}
+    return retrain_tasks(step.net, step.original, step.calib, step.data, step.config, step.existing + [step.newcomer],
+                         seed=step.config.seed * 1000 + step.node + 100 * step.net.tasks.index(step.newcomer),
+                         sparse=step.sparse, progress=step.progress, label=f"retrain {step.net.nodes[step.node].name}")
+
+
+def retrain_tasks(net: ZippedNetwork, original: ZippedNetwork, calib: Calibration, data: dict[str, TaskData],
+                  config: ZipConfig, active: list[str], seed: int, sparse: bool, progress: bool, label: str) -> dict:
+    """Light retraining of the tasks in ``active`` on the joint network (Algorithm 1, line 10)."""
+    settings = config.retrain
     if settings.iterations <= 0:
         return {"iterations": 0}
-    net, original, calib = step.net, step.original, step.calib
-    active = step.existing + [step.newcomer]
-    train = {t: (step.data[t].x_train, step.data[t].y_train) for t in active}
+    train = {t: (data[t].x_train, data[t].y_train) for t in active}
     soft = None
     if settings.distill > 0:
-        soft = {t: calib.soft_targets(original, t, step.data[t].x_train) for t in active}
-    weights = step.config.weights(net.tasks)
-    return retrain(net, train, {t: weights[t] for t in active}, settings,
-                   seed=step.config.seed * 1000 + step.node + 100 * net.tasks.index(step.newcomer),
-                   masks=masks(net) if step.sparse else None, soft_targets=soft,
-                   progress=step.progress, label=f"retrain {net.nodes[step.node].name}")
+        soft = {t: calib.soft_targets(original, t, data[t].x_train) for t in active}
+    weights = config.weights(net.tasks)
+    return retrain(net, train, {t: weights[t] for t in active}, settings, seed=seed,
+                   masks=masks(net) if sparse else None, soft_targets=soft, progress=progress, label=label)
 
 
 def _record(step: LayerStep, pairs: list, damping: float | None, stats: dict, seconds: float) -> LayerRecord:
