@@ -167,3 +167,30 @@ def test_permuted_conv1d_net_zips_back():
     x = _images(64, (64, 3))
     result, perms = _zip_copy(model, x, n_calib=64)
     _check_zipped_back(model, result, perms, x[:16])
+
+
+def test_permuted_separable_net_zips_back_and_converts(tmp_path):
+    """SeparableConv2D = depthwise (inherited pairing) + pointwise 1×1 (free pairing)."""
+    from converters import convert_zip
+    from mtz_mobile.litert_runtime import make_interpreter
+
+    layers = keras.layers
+    keras.utils.set_random_seed(9)
+    inp = keras.Input((16, 16, 3))
+    h = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(8, 3, padding="same")(inp)))
+    h = layers.SeparableConv2D(12, 3, padding="same", activation="relu")(h)
+    h = layers.SeparableConv2D(12, 3, strides=2, padding="same", use_bias=False)(h)
+    h = layers.ReLU(6.0)(layers.BatchNormalization()(h))
+    model = keras.Model(inp, layers.Dense(5)(layers.GlobalAveragePooling2D()(h)))
+    randomise_batchnorm(model, np.random.default_rng(10))
+    model.save(tmp_path / "a.keras")
+    x = _images(64, (16, 16, 3))
+    result, perms = _zip_copy(model, x, n_calib=64, out_dir=tmp_path / "zip", path=tmp_path / "a.keras")
+    _check_zipped_back(model, result, perms, x[:16])
+    conversion = convert_zip(tmp_path / "zip", tmp_path / "model.tflite")
+    want = model.predict(x[:2], verbose=0)
+    for task in ("a", "b"):
+        runner = make_interpreter(conversion.path).get_signature_runner(task)
+        got = np.concatenate([next(iter(runner(input=x[n:n + 1]).values())) for n in range(2)])
+        assert np.abs(got - want).max() / np.abs(want).max() <= 1e-4, task
+

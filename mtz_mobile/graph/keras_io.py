@@ -23,7 +23,7 @@ from mtz_mobile.errors import MTZError
 from mtz_mobile.fileio import sha256_of
 
 from .keras_layers import (ACTIVATION_NAMES, LINEAR_OPS, ONE_D_KINDS, SUPPORTED, ParsedNode,  # noqa: F401
-                           activation_name, fold_batchnorm, layer_node, preprocessing_affine)
+                           activation_name, fold_batchnorm, layer_node, preprocessing_affine, separable_nodes)
 from .ops import canonical_shape
 
 
@@ -180,11 +180,24 @@ class _Parser:
             return inputs[0]
         if hard_sigmoid:
             return self.append(ParsedNode(op.name, "activation", inputs, {"activation": act}, out_shape=src.out_shape))
+        if kind in ("SeparableConv2D", "SeparableConv1D"):
+            return self.separable(op, inputs)
         node = layer_node(op, inputs, [self.nodes[i].out_shape for i in inputs], self.path, self.one_d)
         if node.op == "depthwise" and self.source(inputs[0]) == 0:
             raise MTZError(f"{self.path}: layer {op.name!r} ({kind}) reads the input with no weight layer before it: "
                            "its channels would have no pairing to follow; put a Conv layer first")
         return self.append(node)
+
+    def separable(self, op, inputs: list[int]) -> int:
+        shape = tuple(int(d) for d in op.output.shape[1:])
+        shape = (1,) + shape if self.one_d and len(shape) == 2 else shape
+        dw_shape = shape[:-1] + (self.nodes[inputs[0]].out_shape[-1],)
+        depthwise, pointwise = separable_nodes(op, inputs, self.path, shape, dw_shape)
+        if self.source(inputs[0]) == 0:
+            raise MTZError(f"{self.path}: layer {op.name!r} ({type(op).__name__}) reads the input with no weight "
+                           "layer before it: its depthwise channels would have no pairing to follow; put a Conv first")
+        pointwise.inputs = [self.append(depthwise)]
+        return self.append(pointwise)
 
     def source(self, j: int) -> int:
         """The input or weight node whose channels node j carries (network.source, while parsing)."""

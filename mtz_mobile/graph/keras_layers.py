@@ -19,8 +19,8 @@ ACTIVATION_ALIASES = {"swish": "silu", "hard_swish": "hard_silu"}
 ACTIVATION_NAMES = tuple(ACTIVATIONS) + tuple(ACTIVATION_ALIASES)
 LINEAR_OPS = ("dense", "conv2d", "depthwise")
 ONE_D_KINDS = ("Conv1D", "DepthwiseConv1D", "MaxPooling1D", "AveragePooling1D", "GlobalAveragePooling1D",
-               "ZeroPadding1D", "Cropping1D")
-SUPPORTED = ("Dense, Conv1D/2D, DepthwiseConv1D/2D (depth_multiplier 1), Max/AveragePooling1D/2D, "
+               "ZeroPadding1D", "Cropping1D", "SeparableConv1D")
+SUPPORTED = ("Dense, Conv1D/2D, DepthwiseConv1D/2D and SeparableConv1D/2D (depth_multiplier 1), Max/AveragePooling1D/2D, "
              "GlobalAveragePooling1D/2D, Flatten, Reshape (of 1-sized axes), ZeroPadding1D/2D, Cropping1D/2D, Add, "
              "Multiply (squeeze-and-excite), BatchNormalization, Activation, ReLU, Dropout, Rescaling and "
              "Normalization (right after the input), InputLayer")
@@ -98,6 +98,31 @@ def _conv_node(layer, kind: str, inputs, path, shape) -> ParsedNode:
     attrs = {"kernel_size": list(kernel.shape[:2]), "strides": _pair(cfg["strides"], one_d), "padding": cfg["padding"],
              "dilation": _pair(cfg["dilation_rate"], one_d)}
     return ParsedNode(layer.name, op, inputs, attrs, kernel, bias, activation_name(layer, path), shape)
+
+
+def separable_nodes(layer, inputs, path, shape, dw_shape) -> tuple[ParsedNode, ParsedNode]:
+    """SeparableConv1D/2D = a depthwise node (its channels follow its input's pairing) and a
+    pointwise 1×1 conv2d (free pairing) reading it; the bias and activation belong to the latter."""
+    cfg = layer.get_config()
+    one_d = type(layer).__name__.endswith("1D")
+    _check_channels_last(layer, path)
+    if cfg["padding"] not in ("valid", "same"):
+        raise MTZError(f"{path}: {layer.name} uses padding {cfg['padding']!r}: use 'valid' or 'same'")
+    if cfg.get("depth_multiplier", 1) != 1:
+        raise MTZError(f"{path}: separable layer {layer.name!r} has depth_multiplier {cfg['depth_multiplier']}: "
+                       "only 1 is supported")
+    depthwise = np.asarray(layer.depthwise_kernel.numpy())[..., 0]
+    pointwise = np.asarray(layer.pointwise_kernel.numpy())
+    if one_d:
+        depthwise, pointwise = depthwise[None], pointwise[None]
+    check_finite(path, layer, depthwise)
+    attrs = {"kernel_size": list(depthwise.shape[:2]), "strides": _pair(cfg["strides"], one_d),
+             "padding": cfg["padding"], "dilation": _pair(cfg["dilation_rate"], one_d)}
+    dw = ParsedNode(f"{layer.name}_depthwise", "depthwise", inputs, attrs, depthwise,
+                    np.zeros(depthwise.shape[-1], depthwise.dtype), "linear", dw_shape)
+    kernel, bias = _weights(layer, path, pointwise)
+    pw_attrs = {"kernel_size": [1, 1], "strides": [1, 1], "padding": "valid", "dilation": [1, 1]}
+    return dw, ParsedNode(layer.name, "conv2d", [], pw_attrs, kernel, bias, activation_name(layer, path), shape)
 
 
 def _reshape_node(layer, inputs, path, shape, in_shape) -> ParsedNode:
