@@ -59,6 +59,53 @@ def forward(net, task: str, x, ops=None, params=None, upto: int | None = None, p
     return values
 
 
+def forward_nodes(net, task: str, x, known: dict, wanted: list[int], ops=None) -> dict:
+    """Task ``task``'s values of the nodes ``wanted``, computing only what they need: from the
+    values of nodes given in ``known`` ({node: {group: tensor}}, for the same samples) and, where
+    the input node is reached, from the samples ``x``. Each value is computed as ``forward``
+    computes it (same ops, same order), so it equals forward's to the last bit; values no longer
+    needed are dropped as the pass goes (at most a few maps of a wide net are alive at once)."""
+    ops = ops or NUMPY_OPS
+    need, stack = set(), [k for k in wanted if k not in known]
+    while stack:
+        k = stack.pop()
+        if k in need or k in known:
+            continue
+        need.add(k)
+        stack += [j for j in net.nodes[k].inputs if j not in known]
+    order = sorted(need)
+    last_use = {}
+    for k in order:
+        for j in net.nodes[k].inputs:
+            last_use[j] = k
+    values = dict(known)
+    for k in order:
+        node = net.nodes[k]
+        if node.op == "input":
+            own = canonical_shape(net.task_input_shapes[task], net.layout)
+            values[k] = {0: ops.prepare_input(x, own, node.shape)}
+        elif node.is_weight:
+            src = values[node.inputs[0]]
+            values[k] = {go: ops.activation(node.activations[task],
+                                            block_sum(net, k, go, task, src, ops, net._array_params))
+                         for go in node.groups_of(task)}
+        else:
+            values[k] = {g: pass_value(node, [values[j][g] for j in node.inputs], task, ops)
+                         for g in values[net.pass_input(k)]}
+        for j in set(node.inputs):
+            if last_use.get(j) == k and j not in wanted:
+                del values[j]
+    return {k: values[k] for k in wanted}
+
+
+def preactivation(net, task: str, i: int, src: dict, ops=None) -> dict:
+    """Weight node i's values before its activation, from its input's values ``src`` (as
+    ``forward(..., upto=i, preactivation=True)[i]`` computes them)."""
+    ops = ops or NUMPY_OPS
+    return {go: ops.activation("linear", block_sum(net, i, go, task, src, ops, net._array_params))
+            for go in net.nodes[i].groups_of(task)}
+
+
 def _task_key(node, task: str) -> tuple:
     """What besides its inputs a pass node's value depends on: a task's own preprocessing values
     (equal values give equal keys, so tasks that normalise alike still share the prefix)."""

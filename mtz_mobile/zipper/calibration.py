@@ -3,7 +3,9 @@ and the Hessians of Eq. 7–8 over a layer's inputs (augmented with the bias uni
 
 A step's Hessians are computed once per task and sliced to the inputs a group of owners shares,
 so the several geometries of one step (one per joint group) and the trials of the adaptive
-search cost one pass over the calibration data per task.
+search cost one pass over the calibration data per task. The passes themselves read the
+activation cache (activations.py): a layer's input is computed once from the layer before it,
+not from the images, and reused by the compensation and the next step that read it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 from mtz_mobile.data import TaskData
 from mtz_mobile.graph.network import ZippedNetwork
 
+from .activations import ActivationCache, batch_size
 from .config import ZipConfig
 from .mtz_math import HessianAccumulator, PairGeometry
 
@@ -30,6 +33,7 @@ class Calibration:
         for n, t in enumerate(net.tasks):
             order = np.random.default_rng(config.seed + n).permutation(len(data[t].x_train))
             self.x[t] = data[t].x_train[np.sort(order[:config.calibration_samples])]
+        self.cache = ActivationCache(self.x, self.ops, batch_size(net))
 
     def soft_targets(self, original: ZippedNetwork, task: str, x: np.ndarray) -> np.ndarray:
         """The original model's logits on the task's training data (computed once per zip)."""
@@ -38,12 +42,14 @@ class Calibration:
             self._soft[key] = original.predict(task, x, preactivation=True, ops=self.ops)
         return self._soft[key]
 
-    def node_values(self, net: ZippedNetwork, task: str, node: int, batch: int = 1000):
-        """Yield the group values of ``node`` for the task's calibration data, batch by batch."""
-        x = self.x[task]
-        for s in range(0, len(x), batch):
-            values = net.forward(task, x[s:s + batch], ops=self.ops, upto=node)
-            yield {g: np.asarray(v) for g, v in values[node].items()}
+    def node_values(self, net: ZippedNetwork, task: str, node: int):
+        """Yield the group values of ``node`` for the task's calibration data, batch by batch
+        (float32 arrays, from the activation cache: equal to ``net.forward``'s)."""
+        yield from self.cache.values(net, task, node)
+
+    def preactivations(self, net: ZippedNetwork, task: str, node: int):
+        """Yield weight node ``node``'s pre-activations in the task's unit order, batch by batch."""
+        yield from self.cache.preactivations(net, task, node)
 
 
 def _input_rows(net: ZippedNetwork, i: int, groups: list[int]):

@@ -28,33 +28,81 @@ def compensate_consumers(net: ZippedNetwork, original: ZippedNetwork, calib: Cal
         if any(key[2] != (task,) for key in keys):
             continue
         inputs = [key[0] for key in keys]
-        gram = rhs = None
-        count = 0
-        order = original.original_unit_order(j, task)
-        for s in range(0, len(calib.x[task]), 1000):
-            xb = calib.x[task][s:s + 1000]
-            values = net.forward(task, xb, ops=calib.ops, upto=node.inputs[0])[node.inputs[0]]
-            target = original.forward(task, xb, ops=calib.ops, upto=j, preactivation=True)[j]
-            target = np.asarray(original.task_view(j, target, task, ops=calib.ops))
-            if node.op == "conv2d":
-                x = np.concatenate([np.asarray(values[g]) for g in inputs], axis=-1)
-                x = np.asarray(calib.ops.patches(x, node.attrs)).reshape(-1, x.shape[-1] * int(
-                    np.prod(node.attrs["kernel_size"])))
-                target = target.reshape(-1, target.shape[-1])
-            else:
-                x = np.concatenate([np.asarray(values[g]).reshape(len(xb), -1) for g in inputs], axis=-1)
-            x1 = np.hstack([x.astype(np.float64), np.ones((len(x), 1))])
-            gram = x1.T @ x1 if gram is None else gram + x1.T @ x1
-            t_cur = target[:, _position_of(order, net.original_unit_order(j, task))]
-            rhs = x1.T @ t_cur if rhs is None else rhs + x1.T @ t_cur
-            count += len(x1)
-        gram /= count
-        rhs /= count
+        gram, rhs = _normal_equations(net, original, calib, i, j, task, inputs)
         lam = ridge * float(np.mean(np.diag(gram)))
         current = incoming_weights(net, j, go, (task,), inputs)
         gram[np.diag_indices_from(gram)] += lam
         sol = np.linalg.solve(gram, rhs + lam * current)
         merge(net, j, go, inputs, sol)  # the group is the task's alone: its blocks become sol
+
+
+def _normal_equations(net: ZippedNetwork, original: ZippedNetwork, calib: Calibration, i: int, j: int, task: str,
+                      inputs: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Σ x̃ x̃ᵀ / n and Σ x̃ tᵀ / n over consumer j's inputs x̃ = (x, 1) in the zipped network and
+    its targets t, the original's pre-activations (both from the activation cache). A conv
+    consumer with more than ``max_instances`` patch instances keeps a seeded random subset of
+    them, as the Hessians do, summed by ``_Sums``; otherwise every instance counts, in float64
+    GEMMs per batch exactly as before the cache (dense layers always take this path)."""
+    node = net.nodes[j]
+    positions = int(np.prod(node.shape[:2])) if node.op == "conv2d" else 1
+    keep = min(1.0, calib.config.max_instances / max(len(calib.x[task]) * positions, 1))
+    rng = np.random.default_rng([calib.config.seed, i, j, net.tasks.index(task)])
+    columns = _position_of(original.original_unit_order(j, task), net.original_unit_order(j, task))
+    sums = _Sums() if keep < 1.0 else None
+    gram = rhs = None
+    count = 0
+    for values, target in zip(calib.node_values(net, task, node.inputs[0]), calib.preactivations(original, task, j)):
+        target = target[0]
+        if node.op == "conv2d":
+            x = np.concatenate([values[g] for g in inputs], axis=-1)
+            x = np.asarray(calib.ops.patches(x, node.attrs)).reshape(-1, x.shape[-1] * int(
+                np.prod(node.attrs["kernel_size"])))
+            target = target.reshape(-1, target.shape[-1])
+        else:
+            x = np.concatenate([values[g].reshape(len(values[g]), -1) for g in inputs], axis=-1)
+        if sums is not None:
+            rows = rng.random(len(x)) < keep
+            sums.add(x[rows], target[rows][:, columns])
+            continue
+        x1 = np.hstack([x.astype(np.float64), np.ones((len(x), 1))])
+        gram = x1.T @ x1 if gram is None else gram + x1.T @ x1
+        t_cur = target[:, columns]
+        rhs = x1.T @ t_cur if rhs is None else rhs + x1.T @ t_cur
+        count += len(x1)
+    return sums.normal_equations() if sums is not None else (gram / count, rhs / count)
+
+
+class _Sums:
+    """Σ x̃ x̃ᵀ and Σ x̃ tᵀ over many instances: float32 GEMMs on row chunks (a chunk's rounding
+    stays ~1e-7 relative; one GEMM over a million rows is also what multithreaded OpenBLAS is
+    slowest at), float64 running sums."""
+
+    CHUNK = 32768
+
+    def __init__(self):
+        self.xx = self.xt = self.sx = self.st = None
+        self.count = 0
+
+    def add(self, x: np.ndarray, t: np.ndarray) -> None:
+        x = np.ascontiguousarray(x, np.float32)
+        t = np.ascontiguousarray(t, np.float32)
+        if self.xx is None:
+            self.xx = np.zeros((x.shape[1], x.shape[1]))
+            self.xt = np.zeros((x.shape[1], t.shape[1]))
+            self.sx, self.st = np.zeros(x.shape[1]), np.zeros(t.shape[1])
+        for s in range(0, len(x), self.CHUNK):
+            xc, tc = x[s:s + self.CHUNK], t[s:s + self.CHUNK]
+            self.xx += xc.T @ xc
+            self.xt += xc.T @ tc
+        self.sx += x.sum(axis=0, dtype=np.float64)
+        self.st += t.sum(axis=0, dtype=np.float64)
+        self.count += len(x)
+
+    def normal_equations(self) -> tuple[np.ndarray, np.ndarray]:
+        """(Σ x̃ x̃ᵀ / n, Σ x̃ tᵀ / n) with x̃ = (x, 1)."""
+        n = max(self.count, 1)
+        gram = np.block([[self.xx, self.sx[:, None]], [self.sx[None, :], np.array([[self.count]], float)]])
+        return gram / n, np.vstack([self.xt, self.st[None, :]]) / n
 
 
 def _position_of(original_order: np.ndarray, current_order: np.ndarray) -> np.ndarray:
