@@ -22,11 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtz_mobile.markdown import markdown_row, markdown_table  # noqa: E402
-from mtz_mobile.zipper.mtz_math import HessianAccumulator, PairGeometry, layer_hessian  # noqa: E402
-from mtz_mobile.zipper.pairing import select_pairs  # noqa: E402
+from mtz_mobile.markdown import markdown_row, markdown_table
+from mtz_mobile.zipper.mtz_math import HessianAccumulator, PairGeometry, layer_hessian
+from mtz_mobile.zipper.pairing import select_pairs
 
 
 def timed(fn):
