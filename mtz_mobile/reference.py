@@ -143,6 +143,9 @@ def canonical_arch(arch: str) -> str:
     return ALIASES.get(arch, arch)
 
 
+BATCHNORM_MOMENTUM = 0.99   # Keras' own default for the layer
+
+
 def build_application(arch: str, input_shape, num_classes: int):
     """One of Keras' mobile networks, untrained, reading [0, 1] pixels (see the module docstring)."""
     import keras
@@ -153,12 +156,20 @@ def build_application(arch: str, input_shape, num_classes: int):
                        f"not {shape}: load the data as SPEC@32x32x3 (e.g. fashion-mnist@32x32x3)")
     common = {"weights": None, "input_shape": shape, "classes": num_classes}
     if arch == "mobilenet_v2":
-        return keras.applications.MobileNetV2(alpha=MOBILENET_V2_ALPHA, **common)
-    if arch == "mobilenet_v3_small":
-        return keras.applications.MobileNetV3Small(alpha=MOBILENET_V3_ALPHA, include_preprocessing=False, **common)
-    full = keras.applications.EfficientNetB0(**common)
-    stem = next(layer for layer in full.layers if isinstance(layer, keras.layers.Normalization))
-    return keras.Model(stem.output, full.output, name=full.name)
+        model = keras.applications.MobileNetV2(alpha=MOBILENET_V2_ALPHA, **common)
+    elif arch == "mobilenet_v3_small":
+        model = keras.applications.MobileNetV3Small(alpha=MOBILENET_V3_ALPHA, include_preprocessing=False, **common)
+    else:
+        full = keras.applications.EfficientNetB0(**common)
+        stem = next(layer for layer in full.layers if isinstance(layer, keras.layers.Normalization))
+        model = keras.Model(stem.output, full.output, name=full.name)
+    # The applications' BatchNorm momentum (0.999, made for ImageNet-length training) leaves the
+    # moving statistics far from the batch statistics after a few thousand steps: measured on
+    # MobileNetV2 after 1407 steps, 85 % accuracy in training mode, chance (9 %) at inference.
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = BATCHNORM_MOMENTUM
+    return model
 
 
 def build_reference(arch: str, input_shape, num_classes: int, hidden=LENET_300_100):

@@ -50,7 +50,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-
 from mtz_mobile.data import TaskData, error_rate, load_task_data
 from mtz_mobile.fileio import write_atomic
 from mtz_mobile.graph.keras_io import load_keras_model, read_model, save_keras_atomic
