@@ -13,14 +13,14 @@ import os
 import re
 from pathlib import Path
 
-from .data import TaskData, load_specs
+from .data import TaskData, load_specs, specs_for
 from .errors import MTZError
-from mtz_mobile.zipper.evaluate import evaluate_dir as evaluate, evaluation_json, evaluation_table  # noqa: F401 (re-export)
-from mtz_mobile.graph.keras_io import read_model
 from .flat_options import flat_fields, from_flat
+from .graph.keras_io import read_model
 from .reference import train_reference_pair
-from mtz_mobile.zipper.config import ZipConfig
-from mtz_mobile.zipper.run import ZipResult, zip_networks
+from .zipper.config import ZipConfig
+from .zipper.evaluate import evaluate_dir as evaluate, evaluation_json, evaluation_table  # noqa: F401 (re-export)
+from .zipper.run import ZipResult, zip_networks
 
 # every zip setting's flat keyword: ``alpha``, ``retrain_iterations`` (ZipConfig.retrain.iterations), …
 ZIP_OPTIONS = frozenset(key for key, _, _ in flat_fields(ZipConfig))
@@ -77,12 +77,7 @@ def zip_models(model_paths: list[str | os.PathLike], out_dir: str | os.PathLike 
     if isinstance(data, dict):
         datas = data
     else:
-        specs = [data] * len(paths) if isinstance(data, str) else list(data)
-        if len(specs) == 1:
-            specs = specs * len(paths)
-        if len(specs) != len(paths):
-            raise MTZError(f"{len(specs)} data specs for {len(paths)} models: give one, or one per model")
-        datas = dict(zip(tasks, load_specs(specs, data_dir)))
+        datas = dict(zip(tasks, load_specs(specs_for(data, len(paths)), data_dir)))
     return zip_networks(models, datas, config, out_dir, resume=resume, overwrite=overwrite, progress=progress)
 
 
@@ -91,9 +86,6 @@ def train_reference(out_dir: str | os.PathLike, data: str | list[str] = "fashion
                     overwrite: bool = False, verbose: int = 1, arch: str = "mlp", hidden=(300, 100)):
     """Reference models (default: two LeNet-300-100, different seeds, hidden units permuted) saved as
     ``out_dir/{name}.keras``; ``arch`` "lenet5" or "resnet" for the convolutional ones."""
-    specs = [data] * len(seeds) if isinstance(data, str) else list(data)
-    if len(specs) == 1:
-        specs = specs * len(seeds)
-    datas = load_specs(specs, data_dir)
+    datas = load_specs(specs_for(data, len(seeds)), data_dir)
     return train_reference_pair(datas, out_dir, seeds=tuple(seeds), names=names, epochs=epochs, batch_size=batch_size,
                                 verbose=verbose, overwrite=overwrite, arch=arch, hidden=tuple(hidden))

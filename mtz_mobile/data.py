@@ -311,6 +311,16 @@ def load_task_data(spec: str, data_dir: str | os.PathLike | None = None) -> Task
                    x_test=fit_images(data.x_test, parsed.shape, parsed.rule))
 
 
+def specs_for(data: str | Iterable[str], count: int) -> list[str]:
+    """The one rule for data specs: one spec for every model, or one per model."""
+    specs = [data] if isinstance(data, str) else list(data)
+    if len(specs) == 1:
+        specs = specs * count
+    if len(specs) != count:
+        raise MTZError(f"{len(specs)} data specs for {count} models: give one, or one per model")
+    return specs
+
+
 def load_specs(specs: Iterable[str], data_dir: str | os.PathLike | None = None) -> list[TaskData]:
     """The data of every spec in order; a spec named twice is loaded once and shared (a full
     Fashion-MNIST load is about 220 MB of float32)."""

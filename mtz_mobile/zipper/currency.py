@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mtz_mobile.data import specs_for
 from mtz_mobile.errors import MTZError
 from mtz_mobile.fileio import sha256_of
 
@@ -18,8 +19,10 @@ def data_specs(data, tasks: list[str]) -> list:
     gives specs that differ from any plan's, so the zip runs and reports the mistake itself."""
     if isinstance(data, dict):
         return [getattr(data.get(t), "spec", None) for t in tasks]
-    specs = [data] if isinstance(data, str) else list(data)
-    return specs * len(tasks) if len(specs) == 1 else specs
+    try:
+        return specs_for(data, len(tasks))
+    except MTZError:
+        return [None] * len(tasks)   # the zip refuses it with the same message
 
 
 def zip_staleness(zip_dir: str | os.PathLike, model_paths: dict[str, str | os.PathLike], data,
