@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 from mtz_mobile.markdown import markdown_row, markdown_table
 from mtz_mobile.zipper.mtz_math import HessianAccumulator, PairGeometry, layer_hessian
 from mtz_mobile.zipper.pairing import select_pairs

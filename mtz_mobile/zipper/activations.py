@@ -139,19 +139,15 @@ class ActivationCache:
             return
         cut = self._cut(net, task, k, memo)
         keep = self._fits(net, task, k)
-        out = []
         x = self.x[task]
-        for b, s in enumerate(range(0, len(x), self.batch)):
-            known = {n: batches[b] for n, batches in cut.items()}
-            value = forward_nodes(net, task, x[s:s + self.batch], known, [k], self.ops)[k]
-            value = {g: np.asarray(v) for g, v in value.items()}
-            if keep:
-                out.append(value)
-            else:
-                yield value
-        if keep:
-            self._put(key, out)
-            yield from out
+
+        def batches():
+            for b, s in enumerate(range(0, len(x), self.batch)):
+                known = {n: values[b] for n, values in cut.items()}
+                value = forward_nodes(net, task, x[s:s + self.batch], known, [k], self.ops)[k]
+                yield {g: np.asarray(v) for g, v in value.items()}
+
+        yield from self._kept(key, keep, batches())
 
     def preactivations(self, net: ZippedNetwork, task: str, j: int):
         """Weight node j's pre-activations in the task's unit order, batch by batch (2-D for dense,
@@ -163,14 +159,15 @@ class ActivationCache:
             yield from hit
             return
         keep = self._fits(net, task, j)
-        out = []
-        for src in self.values(net, task, net.nodes[j].inputs[0]):
-            pre = preactivation(net, task, j, src, self.ops)
-            value = {0: np.asarray(net.task_view(j, pre, task, ops=self.ops))}
-            if keep:
-                out.append(value)
-            else:
-                yield value
-        if keep:
-            self._put(key, out)
-            yield from out
+        batches = ({0: np.asarray(net.task_view(j, preactivation(net, task, j, src, self.ops), task, ops=self.ops))}
+                   for src in self.values(net, task, net.nodes[j].inputs[0]))
+        yield from self._kept(key, keep, batches)
+
+    def _kept(self, key, keep: bool, batches):
+        """Pass the batches on; when they fit the budget, store them first (a later hit replays them)."""
+        if not keep:
+            yield from batches
+            return
+        out = list(batches)
+        self._put(key, out)
+        yield from out
