@@ -206,6 +206,27 @@ def test_write_atomic_past_the_file_size_limit(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_zip_on_a_full_disk_leaves_no_zip_and_no_partial(small_models, small_disk):
+    # room for the lock and the copied sources, not for the first checkpoint (float64 blocks)
+    sources = [Path(p).stat().st_size for p in small_models]
+    disk = small_disk(sum(sources) + 4 * 4096, file_limit=max(sources) + 1)
+    out = disk.root / "zip"
+    proc = run_child(f"""
+        from mtz_mobile.data import load_task_data
+        from mtz_mobile.graph.keras_io import read_model
+        from mtz_mobile.zipper import ZipConfig, zip_networks
+        from mtz_mobile.zipper.config import RetrainSettings
+        data = load_task_data("fashion-mnist").head(600, 100)
+        chains = {{n: read_model(p) for n, p in zip(("a", "b"), {[str(p) for p in small_models]!r})}}
+        LIMIT()
+        zip_networks(chains, {{"a": data, "b": data}}, ZipConfig(calibration_samples=500,
+                     retrain=RetrainSettings(iterations=0)), {str(out)!r}, progress=False)
+    """, disk.limit)
+    assert proc.returncode == 2, proc.stderr
+    assert len(error_lines(proc)) == 1 and DISK_FULL.match(error_lines(proc)[0]), proc.stderr
+    assert list(disk.root.iterdir()) == []
+
+
 def test_convert_on_a_full_disk_leaves_no_model_and_no_baseline(converted, zip_dir, small_disk):
     # room for the lock and both baselines but not for the model written after them: the baselines
     # this run wrote must go again
