@@ -207,9 +207,10 @@ def test_write_atomic_past_the_file_size_limit(tmp_path):
 
 
 def test_zip_on_a_full_disk_leaves_no_zip_and_no_partial(small_models, small_disk):
-    # room for the lock and the copied sources, not for the first checkpoint (float64 blocks)
+    # tmpfs: room for the lock and the copied sources, not for the first checkpoint (float64 blocks);
+    # file-size limit: the sources are hard links on the same filesystem, the checkpoint is over 2 KB
     sources = [Path(p).stat().st_size for p in small_models]
-    disk = small_disk(sum(sources) + 4 * 4096, file_limit=max(sources) + 1)
+    disk = small_disk(sum(sources) + 4 * 4096, file_limit=2048)
     out = disk.root / "zip"
     proc = run_child(f"""
         from mtz_mobile.data import load_task_data
