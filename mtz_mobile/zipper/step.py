@@ -232,7 +232,7 @@ def _merge_channels(step: LayerStep, rng, pending: list[int]) -> list:
             h_new = weights[newcomer] * channel_hessians(net, step.calib, i, newcomer, go, rng)
             d, merged, _ = channelwise_merge(h_joint, h_new, wj.T, wc.T, step.config.damping)
             dense = lambda merged=merged: merged.T  # noqa: E731
-        # masks of pruned depthwise kernels are not kept: a depthwise layer is never pruned by Han et al.
+        # sparse depthwise kernels merge densely: prune.py never prunes a depthwise layer
         merged = method.merge(MergeOperands(wj, wc, None, None, rng, dense), sparse=False)
         merge_channels(net, i, go, merged)
         units = node.groups[go].units
