@@ -1,5 +1,5 @@
 """The Android demo against the Python side, without an Android build: what the Kotlin reads
-from the manifest exists in the schema where it reads it, its names equal converters/names.py,
+from the manifest exists in the schema where it reads it, its names equal mtz_mobile/contract.py,
 its flatbuffer metadata reader (ported line by line below) finds the manifest in a real
 converted file, and tools/export_android_assets.py writes what the app reads."""
 

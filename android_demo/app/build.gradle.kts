@@ -6,7 +6,7 @@ plugins {
 }
 
 android {
-    // Equal to converters/names.py APP_PACKAGE: `mtz-mobile push --app dev.mtzmobile.demo`
+    // Equal to mtz_mobile/contract.py APP_PACKAGE: `mtz-mobile push --app dev.mtzmobile.demo`
     // writes files/model.tflite of this application (tests/test_android_contract.py checks it).
     namespace = "dev.mtzmobile.demo"
     compileSdk = 35

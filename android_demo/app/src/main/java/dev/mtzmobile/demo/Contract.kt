@@ -2,7 +2,7 @@ package dev.mtzmobile.demo
 
 /**
  * The names this app shares with the Python side. Each one equals a constant of
- * converters/names.py (or converters/manifest.py); tests/test_android_contract.py reads these
+ * mtz_mobile/contract.py (or converters/manifest.py); tests/test_android_contract.py reads these
  * lines and fails when the two sides drift apart. Keep every such literal in this file.
  */
 object Contract {

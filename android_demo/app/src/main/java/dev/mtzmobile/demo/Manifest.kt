@@ -97,7 +97,7 @@ object ManifestParser {
             labels = strings(o.getJSONArray("labels")),
             preprocessing = parsePreprocessing(o.getJSONObject("preprocessing")),
         )
-        // The naming rules of converters/names.py: a file that breaks them came from another tool.
+        // The naming rules of mtz_mobile/api.py (task_names): a file that breaks them came from another tool.
         if (task.input.name != Contract.INPUT_NAME || task.output.name != Contract.OUTPUT_NAME) {
             throw ManifestException(
                 "task ${task.name}: signature tensors '${task.input.name}' -> '${task.output.name}', expected " +
