@@ -153,18 +153,31 @@ def mobilenet_pair(n: int, seed: int):
     return models, x
 
 
+def _network_of(models):
+    from mtz_mobile.graph.network import ZippedNetwork
+
+    return ZippedNetwork.from_models(models)
+
+
 def one_zip(models, x, args) -> dict:
     from mtz_mobile.zipper import ZipConfig, zip_networks
     from mtz_mobile.zipper.config import RetrainSettings
 
     y = np.zeros(len(x), np.int64)
     data = {t: TaskData("synthetic", x, y, x[:8], y[:8], [str(c) for c in range(10)]) for t in models}
-    config = ZipConfig(retrain=RetrainSettings(iterations=0), calibration_samples=len(x), seed=args.seed)
+    config = ZipConfig(retrain=RetrainSettings(iterations=0), calibration_samples=len(x), seed=args.seed,
+                       damping=args.damping)
+    steps = len(_network_of(models).zippable())
+    t_start = time.perf_counter()
+
+    def done(step, net):  # a long zip says where it is
+        print(f"  step {step + 1}/{steps} at {time.perf_counter() - t_start:.0f} s", file=sys.stderr, flush=True)
+
     timer = SplitTimer()
     timer.install()
     try:
         t0 = time.perf_counter()
-        zip_networks(models, data, config, progress=False)
+        zip_networks(models, data, config, progress=False, on_layer_done=done)
         wall = time.perf_counter() - t0
     finally:
         timer.uninstall()
@@ -182,6 +195,8 @@ def main(argv=None) -> int:
                         "(default: 10000 for the ResNet pair, 500 for MobileNetV2)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--damping", type=float, default=1e-4,
+                        help="λ relative to mean(diag S); random 224×224 MobileNetV2 weights need more than the default")
     parser.add_argument("--json", help="also write the runs here")
     args = parser.parse_args(argv)
     n = args.calibration or (10000 if args.resnet_pair else 500)
