@@ -203,7 +203,18 @@ def test_conv_zip_converts_and_litert_agrees(resnets, tmp_path):
     # full-integer quantization calibrates each signature on its own (image-shaped) inputs
     quantized = convert_zip(tmp_path / "zip", tmp_path / "resnet_int8.tflite", quantize="int8",
                             datas={"a": data, "b": data}, representative_samples=12)
-    assert all(len(p.buffers) == 1 for p in quantized.layout.placements if p.kind == "kernel")
+    from converters import flatbuffer as fb
+
+    # one placement per shared operand, counted from weights.npz's keys alone (a node's blocks into one
+    # output group owned by both tasks are one operand), each one buffer both task signatures read
+    with np.load(tmp_path / "zip" / "weights.npz") as z:
+        parts = [k.rsplit("/", 3) for k in z.files if k.endswith("/a+b")]
+    for conversion, kinds in ((result, ("kernel", "bias")), (quantized, ("kernel",))):
+        expected = {(node, kind, groups.split("-")[-1]) for node, kind, groups, _ in parts if kind in kinds}
+        placed = [p for p in conversion.layout.placements if p.kind in kinds]
+        assert expected and len(placed) == len(expected), (len(placed), sorted(expected))
+        uses = fb.buffer_uses(fb.load_model(conversion.path))
+        assert all(len(p.buffers) == 1 and {"a", "b"} <= uses[p.buffers[0]].signatures for p in placed)
 
 
 # ----- sparse ---------------------------------------------------------------------------------

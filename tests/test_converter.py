@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 from ai_edge_litert import schema_py_generated as schema
 
+from converters import convert as convert_module
 from converters import convert_zip
 from converters import flatbuffer as fb
-from converters.layout import buffer_roles
+from converters.graph import TaskGraph
+from converters.layout import buffer_roles, prove_layout
 from converters.manifest import load_schema, read_manifest
 from mtz_mobile.cli import main
 from mtz_mobile.data import load_task_data
@@ -49,6 +51,48 @@ def float_model(zips, tmp_path_factory):
     return convert_zip(zips["full"], out, joint=True, baselines=True)
 
 
+def shared_operands_in_zip(zip_dir, kinds=("kernel", "bias")) -> set[tuple[str, str, str, str]]:
+    """(node, kind, output group, owners) of every shared operand, from weights.npz's keys alone:
+    the blocks of one node that feed one output group and belong to the same tasks are one operand."""
+    with np.load(zip_dir / "weights.npz") as z:
+        keys = list(z.files)
+    out = set()
+    for key in keys:
+        node, kind, groups, owners = key.rsplit("/", 3)
+        if "+" in owners and kind in kinds:
+            out.add((node, kind, groups.split("-")[-1], owners))
+    return out
+
+
+def assert_shared_operands_stored_once(layout, path, zip_dir, kinds=("kernel", "bias")):
+    """As many placements as the zip has shared operands, each one buffer every owner's signature reads."""
+    expected = shared_operands_in_zip(zip_dir, kinds)
+    placements = [p for p in layout.placements if p.kind in kinds]
+    assert expected and len(placements) == len(expected), (len(placements), sorted(expected))
+    uses = fb.buffer_uses(fb.load_model(path))
+    for p in placements:
+        assert len(p.buffers) == 1, p
+        assert set(p.owners) <= uses[p.buffers[0]].signatures, (p, uses[p.buffers[0]].signatures)
+
+
+def give_own_copy(model, buffer: int, signature: str, data: np.ndarray | None = None) -> int:
+    """Point ``signature``'s tensors that read ``buffer`` at a new buffer (a byte-identical copy, or
+    ``data``); returns how many tensors were repointed."""
+    new = schema.BufferT()
+    new.data = np.array(model.buffers[buffer].data if data is None else data, dtype=np.uint8, copy=True)
+    model.buffers.append(new)
+    sg = model.subgraphs[fb.signature_subgraphs(model)[signature]]
+    repointed = [t for t in sg.tensors if t.buffer == buffer]
+    for t in repointed:
+        t.buffer = len(model.buffers) - 1
+    return len(repointed)
+
+
+def largest_shared_buffer(model, tasks=("a", "b")) -> int:
+    uses = fb.buffer_uses(model)
+    return max((b for b, u in uses.items() if set(tasks) <= u.signatures), key=lambda b: uses[b].nbytes)
+
+
 def run_signature(path, key, x, output="output"):
     runner = make_interpreter(path).get_signature_runner(key)
     return np.concatenate([runner(input=x[i:i + 1])[output] for i in range(len(x))])
@@ -74,8 +118,9 @@ def test_shared_bytes_in_the_file_equal_the_plans_shared_parameters(float_model,
     assert layout.weight_bytes == 4 * plan["params"]["zipped"]
     assert layout.file_bytes == float_model.path.stat().st_size
     assert layout.file_bytes <= layout.weight_bytes + 64 * 1024
-    for placement in layout.placements:
-        assert len(placement.buffers) == 1 and {"a", "b"} <= set(placement.signatures)
+    # two hidden layers shared, each a kernel and a bias; the output layers are each task's own
+    assert len(shared_operands_in_zip(zips["full"])) == 4
+    assert_shared_operands_stored_once(layout, float_model.path, zips["full"])
 
 
 def test_layout_read_back_independently(float_model):
@@ -146,9 +191,7 @@ def test_quantized_files_keep_shared_buffers_single_and_accuracy(mode, zips, fmn
     result = convert_zip(zips["retrained"], tmp_path / f"{mode}.tflite", quantize=mode, datas=data,
                          representative_samples=500)
     reference = convert_zip(zips["retrained"], tmp_path / "float.tflite")
-    for placement in result.layout.placements:
-        if placement.kind == "kernel":
-            assert len(placement.buffers) == 1 and {"a", "b"} <= set(placement.signatures)
+    assert_shared_operands_stored_once(result.layout, result.path, zips["retrained"], kinds=("kernel",))
     assert result.layout.file_bytes < reference.layout.file_bytes * (0.6 if mode == "fp16" else 0.35)
     assert read_manifest(fb.load_model(result.path))["quantization"] == mode
     full = load_task_data("fashion-mnist")  # all 10,000 test images: a 0.5 pp bound needs them
@@ -191,6 +234,57 @@ def test_dedupe_repairs_a_duplicated_shared_block(float_model, fmnist, tmp_path)
     assert repaired.stat().st_size <= float_model.layout.file_bytes
     x = fmnist.x_test[:20]
     np.testing.assert_array_equal(run_signature(repaired, "b", x), run_signature(float_model.path, "b", x))
+
+
+@pytest.fixture(scope="module")
+def full_operands(zips):
+    """The shared operands as convert.py derives them for the proof: from the converter's graph."""
+    return convert_module.graph_operands(TaskGraph(load_zip_dir(zips["full"]).network, joint=True))
+
+
+def test_layout_proof_refuses_a_duplicated_shared_block(float_model, full_operands):
+    model = fb.load_model(float_model.path)
+    prove_layout(model, 0, full_operands, ["a", "b"])  # the file as written holds
+    assert give_own_copy(model, largest_shared_buffer(model), "b") >= 1
+    with pytest.raises(MTZError, match="stored 2 times"):
+        prove_layout(fb.parse_model(fb.serialize(model)), 0, full_operands, ["a", "b"])
+
+
+def test_layout_proof_names_the_signature_that_lost_a_shared_block(float_model, full_operands):
+    model = fb.load_model(float_model.path)
+    shared = largest_shared_buffer(model)
+    other = np.array(model.buffers[shared].data, dtype=np.uint8, copy=True)
+    other[:4] = np.frombuffer(np.float32(123.0).tobytes(), np.uint8)  # b reads other bytes now
+    assert give_own_copy(model, shared, "b", data=other) >= 1
+    with pytest.raises(MTZError, match=r"not referenced by the signature\(s\) of b$"):
+        prove_layout(fb.parse_model(fb.serialize(model)), 0, full_operands, ["a", "b"])
+
+
+def test_convert_dedupes_a_careless_converters_duplicated_block(zips, fmnist, tmp_path, monkeypatch):
+    """Fault injection: the real converter's real output, with signature b given its own copy of
+    the largest shared block; convert_zip must still write each shared block once."""
+    real, injected = convert_module._convert_saved_model, []
+
+    def careless(module, signatures, mode, representative):
+        model = fb.parse_model(real(module, signatures, mode, representative))
+        shared = largest_shared_buffer(model)
+        injected.append((fb.buffer_bytes(model, shared), give_own_copy(model, shared, "b")))
+        return fb.serialize(model)
+
+    monkeypatch.setattr(convert_module, "_convert_saved_model", careless)
+    result = convert_zip(zips["full"], tmp_path / "careless.tflite")
+    assert len(injected) == 1 and len(injected[0][0]) > 1000 and injected[0][1] >= 1
+    model = fb.load_model(result.path)
+    blobs = [fb.buffer_bytes(model, i) for i in range(len(model.buffers))]
+    holders = [i for i, b in enumerate(blobs) if b == injected[0][0]]
+    assert len(holders) == 1 and {"a", "b"} <= fb.buffer_uses(model)[holders[0]].signatures
+    nonempty = [b for b in blobs if len(b) > 64]
+    assert len(nonempty) == len(set(nonempty))
+    assert_shared_operands_stored_once(result.layout, result.path, zips["full"])
+    net = load_zip_dir(zips["full"]).network
+    x = fmnist.x_test[:50]
+    for task in ("a", "b"):
+        assert np.max(np.abs(run_signature(result.path, task, x) - net.predict(task, x))) <= 1e-5
 
 
 def test_roles_follow_the_operators(float_model):
