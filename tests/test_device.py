@@ -234,6 +234,30 @@ def test_push_into_the_app_files_dir(device, tflite, capsys):
     assert result.skipped
 
 
+@pytest.mark.parametrize("old", [None, b"old model"])
+def test_damaged_copy_into_the_app_leaves_nothing_where_the_app_reads(device, tflite, capsys, old):
+    """The staged file arrives intact; the run-as copy into the app's files dir is damaged."""
+    from mtz_mobile.contract import APP_PACKAGE, DEVICE_MODEL_NAME
+
+    app = device.add_app(APP_PACKAGE)
+    final = app / "files" / DEVICE_MODEL_NAME
+    if old is not None:
+        final.parent.mkdir()
+        final.write_bytes(old)
+    device.update(corrupt_run_as_copy=True)
+    line = one_line_error(capsys, ["push", str(tflite), "--app"])
+    assert f"checksum mismatch in {APP_PACKAGE}'s files" in line and "push again" in line
+    copies = [c for c in device.calls() if c[2:3] == ["shell"] and "cat > files/" in " ".join(c)]
+    assert len(copies) == 1  # the copy ran (and was damaged): the mismatch is not the staging push's
+    if old is None:
+        assert not final.exists()
+    else:
+        assert final.read_bytes() == old
+    assert not device.leftovers()
+    with pytest.raises(MTZError, match="checksum mismatch"):
+        push_model(tflite, app=APP_PACKAGE)
+
+
 @pytest.mark.parametrize("debuggable,pattern", [(None, "unknown package"), (False, "not debuggable")])
 def test_push_into_an_app_that_run_as_cannot_enter(device, tflite, capsys, debuggable, pattern):
     if debuggable is not None:

@@ -59,6 +59,22 @@ run-as() {
 '''
 
 
+def flip_first_byte(path):
+    with open(path, "r+b") as f:
+        first = f.read(1)
+        f.seek(0)
+        f.write(bytes([first[0] ^ 0xFF]))
+
+
+def damage_run_as_copy(scenario, command):
+    """The copy into an app's files dir (`run-as PKG sh -c '... cat > PART' < STAGED`) arrives damaged."""
+    m = re.match(r"run-as (\S+) sh -c .*cat > ([^'\"\s]+)", command)
+    if m:
+        target = os.path.join(scenario["root"], "data", "data", m.group(1), m.group(2))
+        if os.path.isfile(target) and os.path.getsize(target):
+            flip_first_byte(target)
+
+
 def benchmark(scenario, command):
     body = command.split("; echo __MTZ_RC=")[0]
     argv = shlex.split(body)
@@ -114,10 +130,7 @@ def main(argv):
         os.makedirs(os.path.dirname(target), exist_ok=True)
         shutil.copyfile(local, target)
         if scenario.get("corrupt_push"):
-            with open(target, "r+b") as f:
-                first = f.read(1)
-                f.seek(0)
-                f.write(bytes([first[0] ^ 0xFF]))
+            flip_first_byte(target)
         print(f"{local}: 1 file pushed, 0 skipped.")
         return
     if argv[0] == "shell":
@@ -129,6 +142,8 @@ def main(argv):
         env = dict(os.environ, FAKE_ROOT=scenario["root"])
         proc = subprocess.run(["bash", "-c", PRELUDE + rewrite(scenario, command)], env=env,
                               capture_output=True, text=True, cwd=scenario["root"])
+        if scenario.get("corrupt_run_as_copy"):
+            damage_run_as_copy(scenario, command)
         sys.stdout.write(proc.stdout.replace(scenario["root"].rstrip("/"), ""))
         sys.stdout.write(proc.stderr.replace(scenario["root"].rstrip("/"), ""))
         return
