@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -21,6 +23,14 @@ def fmnist() -> TaskData:
 def train_small_mlp(data: TaskData, path, seed: int, hidden=(48, 24), epochs: int = 2, permute: bool = True):
     import keras
 
+    # tools/mutation.py runs the tests once per mutant and mutates no training code: it sets a cache
+    cache = os.environ.get("MTZ_TEST_MODEL_CACHE")
+    digest = hashlib.sha256(data.y_train.tobytes() + data.x_train[:50].tobytes()).hexdigest()[:12]
+    key = f"mlp-{digest}-{data.x_train.shape}-{seed}-{hidden}-{epochs}-{permute}.keras".replace(" ", "")
+    if cache and os.path.exists(os.path.join(cache, key)):
+        shutil.copyfile(os.path.join(cache, key), path)
+        return keras.saving.load_model(path, safe_mode=True)
+
     from mtz_mobile.reference import build_mlp, permute_hidden_units
 
     keras.utils.set_random_seed(seed)
@@ -30,6 +40,9 @@ def train_small_mlp(data: TaskData, path, seed: int, hidden=(48, 24), epochs: in
     if permute:
         permute_hidden_units(model, np.random.default_rng(seed + 100))
     model.save(path)
+    if cache:
+        os.makedirs(cache, exist_ok=True)
+        shutil.copyfile(path, os.path.join(cache, key))
     return model
 
 
