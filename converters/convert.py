@@ -146,6 +146,7 @@ def _convert_joint(zipdir: ZipDir, out_path: Path, quantize: str, joint: bool, r
 
     model = fb.parse_model(raw, "the converter's output")
     fb.dedupe_buffers(model)
+    fb.strip_tensor_names(model)
     tasks = list(net.tasks)
     operands = graph_operands(graph)
     layout = prove_layout(model, 0, operands, tasks, allow_split_bias=(quantize == "int8"))
@@ -222,4 +223,7 @@ def convert_baseline(keras_path: Path, key: str, quantize: str, representative: 
 
     graph = TaskGraph(ZippedNetwork.from_models({key: read_model(keras_path)}))
     reps = None if representative is None else {key: representative}
-    return _convert_saved_model(graph, {key: graph.functions[key].get_concrete_function()}, quantize, reps)
+    raw = _convert_saved_model(graph, {key: graph.functions[key].get_concrete_function()}, quantize, reps)
+    model = fb.parse_model(raw, "the converter's output")
+    fb.strip_tensor_names(model)   # as in the zipped file: sizes compare like with like
+    return fb.serialize(model)
