@@ -37,9 +37,6 @@ data class MemorySnapshot(val pssKb: Long, val rssKb: Long?, val rssAnonKb: Long
     }
 }
 
-/** One signature's timings over [runs] calls after [warmup] untimed calls, in microseconds. */
-data class SignatureTiming(val key: String, val runs: Int, val warmup: Int, val firstMicros: Double, val medianMicros: Double, val p90Micros: Double)
-
 data class BenchmarkResult(
     val model: String,
     val fileBytes: Long,
@@ -136,21 +133,6 @@ object Benchmark {
             call()
             micros[i] = (System.nanoTime() - t) / 1e3
         }
-        micros.sort()
-        return SignatureTiming(key, runs, warmup, first, median(micros), percentile(micros, 0.9))
-    }
-
-    /** Median of sorted values. */
-    fun median(sorted: DoubleArray): Double {
-        if (sorted.isEmpty()) return Double.NaN
-        val mid = sorted.size / 2
-        return if (sorted.size % 2 == 1) sorted[mid] else (sorted[mid - 1] + sorted[mid]) / 2
-    }
-
-    /** The smallest value with at least fraction [q] of the values at or below it (sorted input). */
-    fun percentile(sorted: DoubleArray, q: Double): Double {
-        if (sorted.isEmpty()) return Double.NaN
-        val rank = Math.ceil(q * sorted.size).toInt().coerceIn(1, sorted.size)
-        return sorted[rank - 1]
+        return BenchmarkStats.summarize(key, warmup, first, micros)
     }
 }

@@ -2,8 +2,10 @@ package dev.mtzmobile.demo
 
 /**
  * The names this app shares with the Python side. Each one equals a constant of
- * mtz_mobile/contract.py (or converters/manifest.py); tests/test_android_contract.py reads these
- * lines and fails when the two sides drift apart. Keep every such literal in this file.
+ * mtz_mobile/contract.py (or converters/manifest.py, tools/export_android_assets.py): the JVM
+ * test tests/jvm ContractTest compares every constant here with the Python side's, and
+ * tests/test_android_contract.py checks that no other Kotlin file spells them. Keep every such
+ * literal in this file.
  */
 object Contract {
     /** Every task signature's one input. */

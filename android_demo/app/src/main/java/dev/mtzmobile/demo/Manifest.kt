@@ -3,6 +3,7 @@ package dev.mtzmobile.demo
 import org.json.JSONArray
 import org.json.JSONException
 import org.json.JSONObject
+import java.nio.ByteBuffer
 
 /** The manifest is missing, not JSON, or not what converters/manifest.schema.json describes. */
 class ManifestException(message: String) : Exception(message)
@@ -58,17 +59,58 @@ data class Manifest(
 
 /**
  * Parses the embedded manifest (converters/manifest.schema.json). Each parse function reads
- * one object of the schema; tests/test_android_contract.py maps every function to its place in
- * the schema and checks each field read here: a get...() read must be a required property of
- * that object, an opt...() read at least a property of it.
+ * one object of the schema: a get...() read must be a required property of that object, an
+ * opt...() read at least a property of it. tests/test_kotlin_jvm.py runs this parser on the JVM
+ * over real converted files (it must give exactly the JSON the converter embedded), over every
+ * schema-valid variant with an optional field removed (it must accept them) and over damaged ones
+ * (ManifestException, nothing else).
  */
 object ManifestParser {
-    fun parse(json: String): Manifest =
-        try {
+    /**
+     * The manifest embedded in a .tflite (metadata entry "mtz_manifest"); [model] holds the whole
+     * file, [description] names it in the error when it has none. A damaged file gives
+     * MalformedModelException, a missing or unreadable manifest ManifestException.
+     */
+    fun readEmbedded(model: ByteBuffer, description: String): Manifest {
+        val bytes = TfliteMetadata.find(model, Contract.MANIFEST_METADATA)
+            ?: throw ManifestException(
+                "$description has no '${Contract.MANIFEST_METADATA}' metadata: it was not written by `mtz-mobile convert`",
+            )
+        return parse(String(bytes, Charsets.UTF_8))
+    }
+
+    fun parse(json: String): Manifest {
+        checkNesting(json)
+        return try {
             parseManifest(JSONObject(json))
         } catch (e: JSONException) {
-            throw ManifestException("the embedded manifest is not what this app expects (${e.message}): convert the model again")
+            // org.json's syntax errors end with the whole input ("... at character 5 of {...}"): keep the start
+            val reason = (e.message ?: "").substringBefore(" of {").replace(Regex("\\s+"), " ").take(MAX_REASON)
+            throw ManifestException("the embedded manifest is not what this app expects ($reason): convert the model again")
         }
+    }
+
+    /** The schema nests 5 levels deep; org.json parses recursively and would overflow the stack on a deeper file. */
+    private const val MAX_NESTING = 32
+
+    private const val MAX_REASON = 160
+
+    private fun checkNesting(json: String) {
+        var depth = 0
+        var inString = false
+        var escaped = false
+        for (c in json) {
+            when {
+                escaped -> escaped = false
+                inString -> if (c == '\\') escaped = true else if (c == '"') inString = false
+                c == '"' -> inString = true
+                c == '{' || c == '[' -> if (++depth > MAX_NESTING) {
+                    throw ManifestException("the embedded manifest nests deeper than $MAX_NESTING levels: convert the model again")
+                }
+                c == '}' || c == ']' -> depth--
+            }
+        }
+    }
 
     private fun parseManifest(o: JSONObject): Manifest {
         val format = o.getString("format")

@@ -73,3 +73,10 @@ class ModelFile(val source: ModelSource, val bytes: MappedByteBuffer) {
         }
     }
 }
+
+/** Reads assets/samples.json (tools/export_android_assets.py), or null when absent. */
+fun SampleSet.Companion.load(context: Context): SampleSet? {
+    if (context.assets.list("")?.contains(Contract.SAMPLES_ASSET) != true) return null
+    val text = context.assets.open(Contract.SAMPLES_ASSET).bufferedReader().use { it.readText() }
+    return SampleSet.parse(text)
+}

@@ -1,6 +1,5 @@
 package dev.mtzmobile.demo
 
-import android.content.Context
 import org.json.JSONObject
 
 /**
@@ -26,12 +25,8 @@ class SampleSet(val modelSha256: String, val samples: List<Sample>) {
     }
 
     companion object {
-        /** Reads assets/samples.json (tools/export_android_assets.py), or null when absent. */
-        fun load(context: Context): SampleSet? {
-            if (context.assets.list("")?.contains(Contract.SAMPLES_ASSET) != true) return null
-            val text = context.assets.open(Contract.SAMPLES_ASSET).bufferedReader().use { it.readText() }
-            return parse(JSONObject(text))
-        }
+        /** samples.json's text (tools/export_android_assets.py); ModelFile.kt's SampleSet.load reads the asset. */
+        fun parse(text: String): SampleSet = parse(JSONObject(text))
 
         private fun parse(o: JSONObject): SampleSet {
             val format = o.getString("format")

@@ -22,8 +22,10 @@ class MalformedModelException(message: String) : Exception(message)
  * A buffer whose data vector is empty may instead keep its bytes after the flatbuffer, at
  * `offset` bytes from the start of the file (valid when offset > 1), `size` bytes long.
  *
- * tests/test_android_contract.py runs a line-by-line Python port of this walk on a real
- * converted file and compares it with the converter's own reader.
+ * tests/test_kotlin_jvm.py runs this walk on the JVM over real converted files (with the
+ * manifest inside the flatbuffer and after it) and damaged copies of them (truncated, another
+ * identifier, offsets and buffer indices out of range, randomly flipped bytes): the manifest the
+ * converter embedded, or MalformedModelException, never another exception.
  */
 object TfliteMetadata {
     private const val FILE_IDENTIFIER = "TFL3"

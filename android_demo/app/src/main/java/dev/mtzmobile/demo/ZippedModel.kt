@@ -50,25 +50,25 @@ class ZippedModel private constructor(
 
     /** Runs [task]'s signature on one raw sample; returns its output (e.g. class probabilities). */
     fun run(task: TaskSpec, raw: FloatArray): FloatArray {
-        requireFloat(task.input, task.name)
+        ModelInput.requireFloat(task.input, task.name)
         val b = buffersFor(task.signatureKey, task.input.name, listOf(task.output.name))
-        b.input.writeFloat(preprocess(raw, task.input, task.preprocessing))
+        b.input.writeFloat(ModelInput.preprocess(raw, task.input, task.preprocessing))
         compiled.run(mapOf(task.input.name to b.input), b.outputs, task.signatureKey)
         return b.outputs.getValue(task.output.name).readFloat()
     }
 
     /** The joint signature's preprocessing: every task's, when they agree; else null (no joint runs). */
     val jointPreprocessing: Preprocessing?
-        get() = manifest.tasks.map { it.preprocessing }.distinct().singleOrNull()
+        get() = ModelInput.jointPreprocessing(manifest)
 
     /** Runs the joint signature once: every task's output, keyed by task name. */
     fun runJoint(raw: FloatArray): Map<String, FloatArray> {
         val joint = manifest.joint ?: throw IllegalStateException("this model has no joint signature")
         val preprocessing = jointPreprocessing
             ?: throw IllegalStateException("the tasks preprocess their inputs differently: run them one by one")
-        requireFloat(joint.input, joint.signatureKey)
+        ModelInput.requireFloat(joint.input, joint.signatureKey)
         val b = buffersFor(joint.signatureKey, joint.input.name, joint.outputs.map { it.name })
-        b.input.writeFloat(preprocess(raw, joint.input, preprocessing))
+        b.input.writeFloat(ModelInput.preprocess(raw, joint.input, preprocessing))
         compiled.run(mapOf(joint.input.name to b.input), b.outputs, joint.signatureKey)
         return joint.outputs.associate { it.task to b.outputs.getValue(it.name).readFloat() }
     }
@@ -100,27 +100,6 @@ class ZippedModel private constructor(
         }
 
         /** The manifest embedded in [file] (metadata entry "mtz_manifest"). */
-        fun readManifest(file: ModelFile): Manifest {
-            val bytes = TfliteMetadata.find(file.bytes, Contract.MANIFEST_METADATA)
-                ?: throw ManifestException(
-                    "${file.description} has no '${Contract.MANIFEST_METADATA}' metadata: it was not written by " +
-                        "`mtz-mobile convert`",
-                )
-            return ManifestParser.parse(String(bytes, Charsets.UTF_8))
-        }
-
-        /** model input = (raw - mean) * scale, checked against the input's size. */
-        fun preprocess(raw: FloatArray, input: TensorSpec, p: Preprocessing): FloatArray {
-            require(raw.size == input.elementCount) {
-                "${raw.size} values for input '${input.name}' of shape ${input.shape}"
-            }
-            return FloatArray(raw.size) { (raw[it] - p.mean) * p.scale }
-        }
-
-        private fun requireFloat(input: TensorSpec, key: String) {
-            if (input.dtype != "float32") {
-                throw UnsupportedOperationException("signature $key takes ${input.dtype} input; this demo feeds float32")
-            }
-        }
+        fun readManifest(file: ModelFile): Manifest = ManifestParser.readEmbedded(file.bytes, file.description)
     }
 }

@@ -1,0 +1,190 @@
+"""The Android app's pure-Kotlin parts (manifest reader and parser, Contract names, input
+preprocessing, samples, benchmark statistics), compiled with JetBrains' Kotlin compiler and run
+under JUnit 4 on the JVM against real .tflite files the converter writes here, damaged and edited
+copies of them, and the Python side's own numbers.
+
+The JUnit tests are Kotlin, in tests/jvm/src; the cases they run are in the plan this module writes
+(-Dmtz.plan); tests/jvm/kotlin_cases.py builds them. Needs the toolchain tools/install.sh installs
+(tests/jvm/node_modules' kotlin-compiler, Debian's junit4, libhamcrest-java, libandroid-json-java,
+a Java 17+ runtime): without it every test here fails with a one-line reason, none is skipped. The compiled jar
+is cached in tests/jvm/build/ under the hash of its sources."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+JVM = REPO / "tests" / "jvm"
+APP_SRC = REPO / "android_demo" / "app" / "src" / "main" / "java" / "dev" / "mtzmobile" / "demo"
+KOTLIN_HOME = JVM / "node_modules" / "kotlin-compiler"
+KOTLINC = KOTLIN_HOME / "bin" / "kotlinc"
+STDLIB = KOTLIN_HOME / "lib" / "kotlin-stdlib.jar"
+CACHE = JVM / "build"
+JARS = {  # what: path (Debian's packages, installed by tools/install.sh)
+    "junit4": Path("/usr/share/java/junit4.jar"),
+    "libhamcrest-java": Path("/usr/share/java/hamcrest.jar"),
+    "libandroid-json-java": Path("/usr/share/java/com.android.json.jar"),
+}
+ANDROID_IMPORT = re.compile(r"^import (android|androidx|com\.google\.ai\.edge)\.", re.M)
+# The Android-free app files the JVM tests exercise (every other app file imports Android or LiteRT).
+PURE = {"Contract.kt", "Manifest.kt", "TfliteMetadata.kt", "ModelInput.kt", "BenchmarkStats.kt", "Samples.kt"}
+MAIN_CLASS = "dev.mtzmobile.demo.JvmTests"
+
+
+def _load_cases():
+    spec = importlib.util.spec_from_file_location("kotlin_cases", JVM / "kotlin_cases.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+cases = _load_cases()
+
+
+def pure_sources() -> list[Path]:
+    return sorted(p for p in APP_SRC.glob("*.kt") if not ANDROID_IMPORT.search(p.read_text()))
+
+
+def test_android_free_app_code_is_in_android_free_files():
+    """What the JVM compiles: the app files that import neither Android nor LiteRT."""
+    names = {p.name for p in pure_sources()}
+    assert names == PURE, f"Android-free app files changed: {sorted(names ^ PURE)}; update PURE and the JVM tests"
+    for name in ("ZippedModel.kt", "Benchmark.kt", "MainActivity.kt", "ModelFile.kt"):
+        assert ANDROID_IMPORT.search((APP_SRC / name).read_text()), name
+
+
+# --- the toolchain and the compiled jar ----------------------------------------------------------
+
+def missing_toolchain() -> str | None:
+    """One line naming what is missing, or None."""
+    missing = [f"{what} ({path})" for what, path in JARS.items() if not path.is_file()]
+    if not (KOTLINC.is_file() and STDLIB.is_file()):
+        missing.insert(0, f"the Kotlin compiler ({KOTLINC}: npm ci in tests/jvm)")
+    if shutil.which("java") is None:  # kotlinc and JUnit need a Java runtime (17+), not javac
+        missing.append("a Java runtime (java not on PATH)")
+    if missing:
+        return f"the JVM test toolchain is missing: {', '.join(missing)}; run tools/install.sh"
+    return None
+
+
+def classpath(*extra: Path) -> str:
+    return os.pathsep.join(str(p) for p in (*extra, STDLIB, *JARS.values()))
+
+
+def compile_tests() -> Path:
+    """The app's Android-free sources and the JUnit tests, compiled once per content (cached jar)."""
+    sources = pure_sources() + sorted((JVM / "src").rglob("*.kt"))
+    key = hashlib.sha256(json.loads((KOTLIN_HOME / "package.json").read_text())["version"].encode())
+    for path in sources:
+        key.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in JARS.values():
+        key.update(f"{path.resolve()}:{path.stat().st_size}".encode())
+    jar = CACHE / f"jvm-tests-{key.hexdigest()[:20]}.jar"
+    if jar.is_file():
+        return jar
+    CACHE.mkdir(parents=True, exist_ok=True)
+    partial = jar.with_name(f"{jar.stem}.{os.getpid()}.partial.jar")
+    proc = subprocess.run([str(KOTLINC), "-jvm-target", "17", "-nowarn", "-cp", classpath(), "-d", str(partial),
+                           *map(str, sources)], capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0 or not partial.is_file():
+        partial.unlink(missing_ok=True)
+        pytest.fail(f"kotlinc failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}", pytrace=False)
+    os.replace(partial, jar)
+    for old in CACHE.glob("jvm-tests-*.jar"):  # older versions of the sources
+        if old != jar and not old.name.endswith(".partial.jar"):
+            old.unlink(missing_ok=True)
+    return jar
+
+
+# --- the files and the plan ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def plan(tmp_path_factory, request):
+    if missing_toolchain():  # do not train and convert models for tests that cannot run
+        return None
+    root = tmp_path_factory.mktemp("kotlin_jvm")
+    return cases.write_plan(root, request.getfixturevalue("small_models"), request.getfixturevalue("fmnist"))
+
+
+@pytest.fixture(scope="module")
+def junit(plan):
+    """JUnit's result per test ({class: {test: (ok, message)}}), or the one-line reason it could not run."""
+    reason = missing_toolchain()
+    if reason:
+        return reason
+    jar = compile_tests()
+    results = plan["path"].with_name("results.json")
+    proc = subprocess.run(["java", "-Xss1m", f"-Dmtz.plan={plan['path']}", f"-Dmtz.results={results}",
+                           "-cp", classpath(jar), MAIN_CLASS], capture_output=True, text=True, timeout=300)
+    if not results.is_file():
+        return f"JUnit wrote no results (exit {proc.returncode}): {(proc.stderr or proc.stdout).strip()[-2000:]}"
+    out: dict[str, dict[str, tuple[bool, str]]] = {}
+    for t in json.loads(results.read_text())["tests"]:
+        out.setdefault(t["class"], {})[t["test"]] = (t["ok"], t.get("message", ""))
+    return out
+
+
+def check(junit, plan, test_class: str, group: str | None = None) -> int:
+    """Every case of the plan ran in ``test_class`` and passed; returns how many."""
+    if isinstance(junit, str):
+        pytest.fail(junit, pytrace=False)
+    ran = junit.get(test_class, {})
+    if group is not None:
+        ran = {k: v for k, v in ran.items() if f"[{group}/" in k}
+    failed = [f"{name}: {message}" for name, (ok, message) in sorted(ran.items()) if not ok]
+    assert not failed, f"{len(failed)} of {len(ran)} JUnit tests failed:\n" + "\n".join(failed)
+    want = plan["counts"][test_class] if group is None else plan["counts"][f"{test_class}/{group}"]
+    assert len(ran) == want, f"{test_class}: {len(ran)} JUnit tests ran, the plan has {want}"
+    return len(ran)
+
+
+def test_the_jvm_toolchain_is_installed():
+    reason = missing_toolchain()
+    if reason:
+        pytest.fail(reason, pytrace=False)
+
+
+def test_contract_names_equal_the_python_constants(junit, plan):
+    check(junit, plan, "ContractTest")
+
+
+def test_the_reader_gives_each_converted_models_manifest(junit, plan):
+    """Two tasks with and without `all`, fp16, three tasks, the manifest after the flatbuffer: the
+    Kotlin reader's manifest equals the JSON the converter embedded, value and type."""
+    assert check(junit, plan, "ModelFilesTest", "good") >= 5
+
+
+def test_damaged_files_get_the_readers_own_exceptions(junit, plan):
+    """Truncated, another identifier, offsets and buffer indices out of range, no manifest, random
+    bytes: MalformedModelException or ManifestException, never another exception."""
+    assert check(junit, plan, "ModelFilesTest", "damaged") >= 10
+    check(junit, plan, "FuzzTest")
+
+
+def test_schema_valid_manifests_are_read_and_invalid_ones_rejected(junit, plan):
+    """Each field of a real manifest removed in turn (the app reads every schema-valid one, and
+    rejects with ManifestException one missing a required field it reads), and hand-made
+    violations of the schema."""
+    assert check(junit, plan, "ModelFilesTest", "schema") >= 40
+
+
+def test_app_input_equals_the_python_sides(junit, plan):
+    check(junit, plan, "PreprocessingTest")
+    check(junit, plan, "ModelInputTest")
+
+
+def test_the_app_reads_exported_samples(junit, plan):
+    check(junit, plan, "SamplesTest")
+
+
+def test_benchmark_statistics_equal_pythons(junit, plan):
+    check(junit, plan, "BenchmarkStatsTest")
