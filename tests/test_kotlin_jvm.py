@@ -163,6 +163,15 @@ def test_the_reader_gives_each_converted_models_manifest(junit, plan):
     assert check(junit, plan, "ModelFilesTest", "good") >= 5
 
 
+def test_the_app_keeps_or_knowingly_ignores_every_field_the_converter_writes(plan):
+    """A field renamed on one side only cannot hide as 'optional and absent' from the comparison above."""
+    if plan is None:
+        pytest.fail(missing_toolchain(), pytrace=False)
+    for name, manifest in plan["manifests"].items():
+        unaccounted = cases.unaccounted_fields(manifest)
+        assert not unaccounted, f"{name}: {unaccounted} neither read by the app (APP_VIEW) nor in APP_IGNORES"
+
+
 def test_damaged_files_get_the_readers_own_exceptions(junit, plan):
     """Truncated, another identifier, offsets and buffer indices out of range, no manifest, random
     bytes: MalformedModelException or ManifestException, never another exception."""

@@ -40,6 +40,11 @@ APP_VIEW = {
 }
 
 
+# The manifest's fields the app does not keep, on purpose (a path: object keys, lists left out).
+APP_IGNORES = {("tasks", "source"), ("baselines",), ("sharing", "shared_fraction_definition"), ("sharing", "layers"),
+               ("sharing", "file", "task_weight_bytes"), ("sharing", "file", "duplicated_bytes")}
+
+
 def _load_tool():
     spec = importlib.util.spec_from_file_location("export_android_assets", REPO / "tools" / "export_android_assets.py")
     module = importlib.util.module_from_spec(spec)
@@ -72,6 +77,16 @@ def _in_view(path: tuple) -> bool:
             return False
         view = view[part]
     return True
+
+
+def unaccounted_fields(manifest: dict) -> list[str]:
+    """Fields of a manifest neither in APP_VIEW nor in APP_IGNORES: a field renamed on one side only."""
+    out = []
+    for path in _key_paths(manifest):
+        keys = tuple(p for p in path if not isinstance(p, int))
+        if not _in_view(path) and not any(keys[:len(i)] == i for i in APP_IGNORES):
+            out.append(".".join(map(str, path)))
+    return out
 
 
 # --- models --------------------------------------------------------------------------------------
@@ -356,4 +371,4 @@ def write_plan(root: Path, small_models, fmnist) -> dict:
               "SamplesTest": len(plan["samples"]), "BenchmarkStatsTest": len(plan["stats"])}
     for group in ("good", "damaged", "schema"):
         counts[f"ModelFilesTest/{group}"] = sum(c["name"].startswith(group + "/") for c in plan["models"])
-    return {"path": path, "counts": counts}
+    return {"path": path, "counts": counts, "manifests": manifests}
