@@ -162,8 +162,8 @@ def prove_layout(model, file_bytes: int, operands: list[tuple[str, str, tuple[st
             raise MTZError(f"shared block {name} is not referenced by the signature(s) of {', '.join(missing)}")
         if len(buffers) > 1:
             if not split_bias_ok:
-                raise MTZError(f"shared block {name} is stored {len(buffers)} times after deduplication: "
-                               "the copies differ in bytes; report this with the zip directory")
+                raise MTZError(f"shared block {name} is stored {len(buffers)} times: deduplication did not merge "
+                               "the copies; report this with the zip directory")
             duplicated += sum(uses[b].nbytes for b in buffers[1:])
     # a zero bias the converter added counts as a parameter where it holds a shared (zero) bias
     placed = {b for p in placements for b in p.buffers}
