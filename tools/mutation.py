@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Mutation testing of the core modules with mutmut: does the suite notice when the code is wrong?
+
+Each target is a set of modules and the tests meant to guard them. The run copies the working
+tree (tracked and untracked, not ignored files) to OUT/TARGET/tree, writes mutmut's settings
+there, runs ``mutmut run`` (one mutant at a time, forked from a warm pytest process; only the
+tests that executed the mutated function run against it) and writes OUT/TARGET/report.md and
+OUT/summary.md: killed, survived, not covered, and each survivor with its diff and, when
+tools/mutation_survivors.txt explains it, the reason.
+
+    python tools/mutation.py math pairing step layout      # the targets held to 85 %
+    python tools/mutation.py --list
+    python tools/mutation.py layout --out results/mutation --tests tests/test_converter.py
+
+Score = killed / (mutants − explained survivors). Mutants no selected test executes count as not
+killed: uncovered code is unguarded code. Timeouts count as killed (the mutant hangs the code).
+Not run in CI: a target takes minutes to an hour on 2 cores. Trained test models are cached
+for the run (MTZ_TEST_MODEL_CACHE) because no target mutates the training code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPLAINED = ROOT / "tools" / "mutation_survivors.txt"
+COPIED = ["converters/", "mtz_mobile/", "tests/", "tools/", "android_demo/"]   # what the tests import or read
+
+
+@dataclass(frozen=True)
+class Target:
+    modules: tuple[str, ...]
+    tests: tuple[str, ...]
+    goal: float | None = 0.85
+
+
+TARGETS = {
+    "math": Target(("mtz_mobile/zipper/mtz_math.py", "mtz_mobile/zipper/merge.py"),
+                   ("tests/test_mtz_math.py", "tests/test_zipper.py", "tests/test_zip_guards.py",
+                    "tests/test_mobile_zip.py")),
+    "pairing": Target(("mtz_mobile/zipper/pairing.py",), ("tests/test_pairing.py", "tests/test_zipper.py")),
+    "step": Target(("mtz_mobile/zipper/step.py",), ("tests/test_zipper.py", "tests/test_zip_guards.py",
+                                                     "tests/test_mobile_zip.py")),
+    "layout": Target(("converters/layout.py",), ("tests/test_converter.py",)),
+    "flatbuffer": Target(("converters/flatbuffer.py", "converters/manifest.py"), ("tests/test_converter.py",), None),
+    "surgery": Target(("mtz_mobile/zipper/compensation.py",), ("tests/test_zipper.py",), None),
+    "push": Target(("mtz_mobile/device.py",), ("tests/test_device.py",), None),
+}
+
+# mutmut's exit codes (mutmut.stats.status_by_exit_code), folded into what the score needs
+STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 36: "timeout", 24: "timeout",
+          -24: "timeout", 152: "timeout", 255: "timeout", 37: "killed", None: "not checked"}
+
+
+def explained_survivors(path: Path = EXPLAINED) -> dict[str, str]:
+    """mutant name → one-line reason it may survive, from lines ``NAME  reason`` (# comments)."""
+    reasons = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        line = line.split("#", 1)[0].strip() if line.lstrip().startswith("#") else line.strip()
+        if line:
+            name, _, reason = line.partition(" ")
+            reasons[name] = reason.strip()
+    return reasons
+
+
+def copy_tree(dest: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
+                           capture_output=True).stdout.decode().split("\0")
+    if dest.exists():
+        shutil.rmtree(dest)
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+
+
+def write_settings(tree: Path, target: Target, tests: tuple[str, ...]) -> None:
+    tests = tuple(t for t in tests if (tree / t).exists())
+    if not tests:
+        raise SystemExit(f"mutation: none of the tests {', '.join(target.tests)} exist: name them with --tests")
+    pyproject = tree / "pyproject.toml"
+    text = pyproject.read_text().split("[tool.mutmut]")[0]
+    pyproject.write_text(text + "\n[tool.mutmut]\n"
+                         f"source_paths = {json.dumps(list(target.modules))}\n"
+                         f"pytest_add_cli_args_test_selection = {json.dumps(list(tests))}\n"
+                         f"also_copy = {json.dumps(COPIED)}\n")
+
+
+def outcomes(tree: Path, modules: tuple[str, ...]) -> dict[str, str]:
+    result = {}
+    for module in modules:
+        meta = json.loads((tree / "mutants" / (module + ".meta")).read_text())
+        for name, code in meta["exit_code_by_key"].items():
+            result[name] = STATUS.get(code, "suspicious")
+    return result
+
+
+def diff_of(tree: Path, name: str) -> str:
+    out = subprocess.run(["mutmut", "show", name], cwd=tree, capture_output=True, text=True).stdout
+    return "\n".join(line for line in out.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---"))
+
+
+def score(status: dict[str, str], explained: dict[str, str]) -> tuple[int, int, float]:
+    killed = sum(s in ("killed", "timeout") for s in status.values())
+    counted = len(status) - sum(1 for n, s in status.items() if s != "killed" and n in explained)
+    return killed, counted, killed / counted if counted else float("nan")
+
+
+def report(name: str, target: Target, tree: Path, status: dict[str, str], seconds: float) -> str:
+    explained = explained_survivors()
+    killed, counted, frac = score(status, explained)
+    tally = {s: sum(v == s for v in status.values()) for s in sorted(set(status.values()))}
+    lines = [f"# Mutation testing: {name}", "",
+             f"Modules: {', '.join(target.modules)}; tests: {', '.join(target.tests)}.",
+             f"Mutants: {len(status)} ({', '.join(f'{k} {v}' for k, v in tally.items())}); "
+             f"explained survivors: {sum(1 for n, s in status.items() if s != 'killed' and n in explained)}.",
+             f"**Score {killed}/{counted} = {frac:.1%}**" + (f" (goal {target.goal:.0%})" if target.goal else ""),
+             f"Run time {seconds / 60:.1f} min.", ""]
+    for kind in ("survived", "no tests", "suspicious", "not checked"):
+        names = sorted(n for n, s in status.items() if s == kind)
+        if names:
+            lines += [f"## {kind} ({len(names)})", ""]
+            for n in names:
+                why = explained.get(n)
+                lines += [f"- `{n}`" + (f" — explained: {why}" if why else " — **unexplained**"),
+                          "", "  ```diff", *("  " + d for d in diff_of(tree, n).splitlines()), "  ```", ""]
+    return "\n".join(lines)
+
+
+def run_target(name: str, out: Path, tests: tuple[str, ...] | None, children: int) -> tuple[int, int, float]:
+    target = TARGETS[name]
+    tree = out / name / "tree"
+    copy_tree(tree)
+    write_settings(tree, target, tests or target.tests)
+    env = dict(os.environ, MTZ_TEST_MODEL_CACHE=str(out / "model-cache"), TF_CPP_MIN_LOG_LEVEL="2")
+    log = out / name / "mutmut.log"
+    print(f"mutation: {name}: running mutmut on {', '.join(target.modules)} (log {log})", file=sys.stderr)
+    start = time.perf_counter()
+    with open(log, "w") as fh:
+        rc = subprocess.run(["mutmut", "run", "--max-children", str(children)], cwd=tree, env=env,
+                            stdout=fh, stderr=subprocess.STDOUT).returncode
+    seconds = time.perf_counter() - start
+    if rc != 0:
+        raise SystemExit(f"mutation: mutmut failed on {name} (exit {rc}): see the end of {log}")
+    status = outcomes(tree, target.modules)
+    (out / name / "report.md").write_text(report(name, target, tree, status, seconds))
+    return score(status, explained_survivors())
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("targets", nargs="*", metavar="TARGET", help=f"one or more of {', '.join(TARGETS)}")
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "mutation")
+    ap.add_argument("--tests", nargs="+", help="test files to run instead of the target's own")
+    ap.add_argument("--max-children", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    ap.add_argument("--list", action="store_true", help="print the targets and exit")
+    args = ap.parse_args(argv)
+    unknown = [t for t in args.targets if t not in TARGETS]
+    if unknown:
+        ap.error(f"unknown target {unknown[0]!r}: use one of {', '.join(TARGETS)}")
+    if args.list or not args.targets:
+        for name, t in TARGETS.items():
+            print(f"{name:10s} {', '.join(t.modules)}  ← {', '.join(t.tests)}")
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in args.targets:
+        killed, counted, frac = run_target(name, args.out, tuple(args.tests) if args.tests else None,
+                                           args.max_children)
+        goal = TARGETS[name].goal
+        rows.append(f"| {name} | {killed} | {counted} | {frac:.1%} | {f'{goal:.0%}' if goal else '—'} |")
+        print(f"mutation: {name}: {killed}/{counted} killed = {frac:.1%}", file=sys.stderr)
+    summary = ["| target | killed | counted | score | goal |", "|---|---:|---:|---:|---:|", *rows]
+    (args.out / "summary.md").write_text("\n".join(summary) + "\n")
+    print("\n".join(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
