@@ -184,6 +184,7 @@ def test_schema_valid_manifests_are_read_and_invalid_ones_rejected(junit, plan):
     rejects with ManifestException one missing a required field it reads), and hand-made
     violations of the schema."""
     assert check(junit, plan, "ModelFilesTest", "schema") >= 40
+    assert not plan["schema_accepts"], f"the schema accepts these hand-made violations: {plan['schema_accepts']}"
 
 
 def test_app_input_equals_the_python_sides(junit, plan):

@@ -36,7 +36,10 @@ class FuzzTest(private val name: String, private val case: JSONObject) {
             } catch (e: MalformedModelException) {
                 "MalformedModelException"
             } catch (e: ManifestException) {
-                if ((e.message ?: "").length > 300) throw AssertionError("$name mutation $i: a message of ${e.message?.length} characters")
+                val message = e.message ?: ""
+                if (message.length > 300 || message.any { it.isISOControl() }) {
+                    throw AssertionError("$name mutation $i: not one short line: ${message.take(300)}")
+                }
                 "ManifestException"
             } catch (e: Throwable) {
                 throw AssertionError("$name mutation $i (bytes at $changed): ${e.javaClass.name}: ${e.message}", e)

@@ -39,7 +39,7 @@ class ModelFilesTest(private val name: String, private val case: JSONObject) {
         if (outcome is Exception) {
             val message = outcome.message ?: ""
             assertTrue("$name: empty ${outcome.javaClass.simpleName} message", message.isNotBlank())
-            assertFalse("$name: a message of more than one line: $message", message.contains('\n'))
+            assertFalse("$name: a message with control characters: $message", message.any { it.isISOControl() })
             assertTrue("$name: a message of ${message.length} characters: ${message.take(300)}…", message.length <= 300)
             if (case.has("message")) {
                 assertTrue("$name: '$message' does not say '${case.getString("message")}'", message.contains(case.getString("message")))
@@ -48,11 +48,11 @@ class ModelFilesTest(private val name: String, private val case: JSONObject) {
         when (expect) {
             "manifest" -> {
                 if (outcome is Exception) fail("$name: ${outcome.javaClass.simpleName}: ${outcome.message}")
-                ManifestView.assertSame(case.getJSONObject("manifest"), ManifestView.of(outcome as Manifest), name)
+                ManifestView.assertSame(case.getJSONObject("manifest"), ManifestView.of(outcome as Manifest), "$name: manifest")
             }
             "malformed_or_manifest" -> when (outcome) {
                 is MalformedModelException -> Unit
-                is Manifest -> ManifestView.assertSame(case.getJSONObject("manifest"), ManifestView.of(outcome), name)
+                is Manifest -> ManifestView.assertSame(case.getJSONObject("manifest"), ManifestView.of(outcome), "$name: manifest")
                 else -> fail("$name: ${outcome.javaClass.simpleName}: ${(outcome as Exception).message}, expected MalformedModelException")
             }
             "malformed" -> assertEquals("$name: ${describe(outcome)}", MalformedModelException::class.java, outcome.javaClass)

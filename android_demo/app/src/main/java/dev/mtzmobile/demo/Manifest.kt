@@ -5,8 +5,16 @@ import org.json.JSONException
 import org.json.JSONObject
 import java.nio.ByteBuffer
 
-/** The manifest is missing, not JSON, or not what converters/manifest.schema.json describes. */
-class ManifestException(message: String) : Exception(message)
+/**
+ * The manifest is missing, not JSON, or not what converters/manifest.schema.json describes. The
+ * message is one printable line: it may quote a damaged file's contents.
+ */
+class ManifestException(message: String) : Exception(printableLine(message))
+
+private fun printableLine(text: String): String {
+    val line = text.replace(Regex("\\s+"), " ").replace(Regex("\\p{Cntrl}"), "?")
+    return if (line.length <= 300) line else line.take(299) + "…"
+}
 
 /** A signature tensor: name, shape (batch first), dtype and, where given, layout and activation. */
 data class TensorSpec(
@@ -84,8 +92,8 @@ object ManifestParser {
         return try {
             parseManifest(JSONObject(json))
         } catch (e: JSONException) {
-            // org.json's syntax errors end with the whole input ("... at character 5 of {...}"): keep the start
-            val reason = (e.message ?: "").substringBefore(" of {").replace(Regex("\\s+"), " ").take(MAX_REASON)
+            // org.json's syntax errors quote the whole input ("... at character 5 of {...}"): its start only
+            val reason = (e.message ?: "").substringBefore(" of {").take(MAX_REASON)
             throw ManifestException("the embedded manifest is not what this app expects ($reason): convert the model again")
         }
     }
