@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -144,11 +144,27 @@ def _resume(partial: Path | None, plan: Plan, config: ZipConfig) -> tuple[Plan, 
     if checkpoint is None or not checkpoint.exists():
         raise MTZError(f"nothing to resume at {partial}: run without --resume")
     saved_plan, saved_net, saved_config, done = checkpoint.load()
-    if saved_config.to_json() != config.to_json() or \
-            [t.sha256 for t in saved_plan.tasks] != [t.sha256 for t in plan.tasks]:
-        raise MTZError(f"the partial zip at {partial} used other models or settings: "
-                       "resume with the same arguments or delete it")
+    difference = _difference(saved_plan, saved_config, plan, config)
+    if difference:
+        raise MTZError(f"the partial zip at {partial} used {difference}: resume with the same arguments or delete it")
     return saved_plan, saved_net, done
+
+
+def _difference(saved_plan: Plan, saved_config: ZipConfig, plan: Plan, config: ZipConfig) -> str:
+    """What the interrupted zip had otherwise than this one: settings, task names, a task's model or data."""
+    old, new = saved_config.to_json(), config.to_json()
+    settings = [k for k in new if old.get(k) != new[k]]
+    if settings:
+        return f"other settings ({', '.join(settings)})"
+    names = [t.name for t in saved_plan.tasks]
+    if names != [t.name for t in plan.tasks]:
+        return f"other tasks ({', '.join(names)})"
+    for was, now in zip(saved_plan.tasks, plan.tasks):
+        if was.sha256 != now.sha256:
+            return f"another model of task {now.name}"
+        if asdict(was) != json.loads(json.dumps(asdict(now))):   # the saved plan went through JSON
+            return f"other data for task {now.name} ({was.data})"
+    return ""
 
 
 def _start_partial(partial: Path, models: dict[str, ParsedModel]) -> None:
