@@ -164,8 +164,15 @@ def test_resnet_exactness(resnets):
     result, _ = assert_exact_at_none_and_permuted_copy(*resnets, x, task_data(x, classes=4), seed=11, atol=1e-4)
     # the streams (stem + first stage, and each later stage with its projection) were paired once
     assert {len(s) for s in result.network.streams() if len(s) > 1} == {2}
-    assert result.plan.params["shared"] == sum(arr.size for _, _, owners, arr in result.network.blocks()
-                                               if len(owners) == 2)
+    # every convolution is shared whole: (k²·C_in + 1)·C_out each (BatchNorm folded into its bias),
+    # counted from the Keras layers; the output Dense stays per task
+    convs = [layer for layer in resnets[0].layers if isinstance(layer, L.Conv2D)]
+    shared = sum((np.prod(c.kernel.shape[:-1]) + 1) * c.filters for c in convs)
+    dense = resnets[0].layers[-1]
+    assert isinstance(dense, L.Dense) and not any(isinstance(layer, L.Dense) for layer in resnets[0].layers[:-1])
+    p = result.plan.params
+    assert p["shared"] == p["saved"] == shared
+    assert p["zipped"] == shared + 2 * dense.count_params()
 
 
 def test_resnet_partial_sharing_blocks_equal_joint_tf_model(resnets, tmp_path):
@@ -229,17 +236,37 @@ def pruned_mlp(seed, density=0.3):
     return model
 
 
+def sparse_full_zip_nonzeros(models: dict, net: ZippedNetwork) -> int:
+    """For a full zip of pruned Dense chains: assert that every merged unit stores exactly the Keras
+    connection pattern of the partner with more connections (A's on a tie; paper §3.6), rows in the
+    joint order of the shared units before it; return the nonzero weights the zip must store
+    (those patterns, one bias per merged unit, each task's output layer as in Keras)."""
+    kernels = {t: [layer.get_weights() for layer in m.layers] for t, m in models.items()}
+    rows = {t: np.arange(kernels[t][0][0].shape[0]) for t in models}
+    dense = [i for i, n in enumerate(net.nodes) if n.op == "dense"]
+    nonzero = 0
+    for k, i in enumerate(dense[:-1]):
+        (g, group), = enumerate(net.nodes[i].groups)      # fully shared: one group, owned by both
+        units = group.units
+        m_a = kernels["a"][k][0][np.ix_(rows["a"], units["a"])] != 0
+        m_b = kernels["b"][k][0][np.ix_(rows["b"], units["b"])] != 0
+        expected = np.where(m_a.sum(axis=0) >= m_b.sum(axis=0), m_a, m_b)
+        (stored,) = [v for (gi, go, owners), v in net.nodes[i].kernels.items() if go == g]
+        np.testing.assert_array_equal(stored != 0, expected, err_msg=net.nodes[i].name)
+        nonzero += int(expected.sum()) + len(units["a"])
+        rows = units
+    return nonzero + sum(int(np.count_nonzero(w)) for t in models for w in kernels[t][-1])
+
+
 def test_sparse_zip_keeps_masks():
     a_model, b_model = pruned_mlp(1), pruned_mlp(2)
     x = np.random.default_rng(0).random((200, 30), dtype=np.float32)
     data = task_data(x)
     zipped = zip_pair(parse_model(a_model), parse_model(b_model), data, sparse="auto")
     assert zipped.plan.settings["sparse_detected"] is True
-    p = zipped.plan.params
-    assert p["nonzero_zipped"] <= p["nonzero_per_task"]["a"] + p["nonzero_per_task"]["b"]
-    # each merged unit took the mask of the partner with more connections
-    merged = [a for _, key, o, a in zipped.network.blocks() if len(o) == 2 and "/kernel/" in key]
-    assert merged and all(np.count_nonzero(m) < m.size for m in merged)
+    models = {"a": a_model, "b": b_model}
+    # each merged unit took the mask of the partner with more connections, and nothing else is stored
+    assert zipped.plan.params["nonzero_zipped"] == sparse_full_zip_nonzeros(models, zipped.network)
 
     from mtz_mobile.zipper.step import masks as _masks
 
@@ -258,8 +285,8 @@ def test_sparse_zip_keeps_masks():
 
     retrained = zip_pair(parse_model(a_model), parse_model(b_model), data, sparse="auto",
                          retrain=RetrainSettings(iterations=15, batch_size=32, learning_rate=1e-2))
-    p = retrained.plan.params
-    assert p["nonzero_zipped"] <= p["nonzero_per_task"]["a"] + p["nonzero_per_task"]["b"]
+    # retraining after each layer moves the next layer's pairs, never a connection pattern
+    assert retrained.plan.params["nonzero_zipped"] == sparse_full_zip_nonzeros(models, retrained.network)
 
 
 # ----- different input domains ----------------------------------------------------------------
@@ -270,20 +297,51 @@ def small_cnn(shape, seed):
                                        L.Dense(10, activation="relu"), L.Dense(4, activation="softmax")]), seed)
 
 
+def padded_permuted_copy(small, shape, rng):
+    """A ``small_cnn`` on the larger input ``shape`` that computes on a zero-padded image (data
+    top-left, extra channels zero) exactly what ``small`` computes on the image: the first kernel
+    gets zero weights for the extra channels, the Dense rows sit at the positions of the small map
+    and the larger map's new positions get zero rows; every hidden unit is renumbered."""
+    (k1, b1), (k2, b2), (k3, b3), (k4, b4) = [layer.get_weights() for layer in small.layers if layer.get_weights()]
+    p1, p2, p3 = rng.permutation(k1.shape[-1]), rng.permutation(k2.shape[-1]), rng.permutation(k3.shape[-1])
+    large = small_cnn(shape, seed=0)
+    k1 = np.pad(k1, [(0, 0), (0, 0), (0, shape[-1] - k1.shape[2]), (0, 0)])
+    own, joint = small.layers[2].output.shape[1:], large.layers[2].output.shape[1:]   # the map before Flatten
+    grid = np.zeros(tuple(joint) + (k3.shape[1],), np.float32)
+    grid[:own[0], :own[1]] = k3.reshape(tuple(own) + (k3.shape[1],))[:, :, p2, :]
+    weights = [k1[..., p1], b1[p1], k2[:, :, p1, :][..., p2], b2[p2], grid.reshape(-1, k3.shape[1])[:, p3], b3[p3],
+               k4[p3], b4]
+    large.set_weights(weights)
+    return large
+
+
 def test_different_input_domains_are_exact_when_nothing_is_shared_and_zip_fully():
     small, large = small_cnn((28, 28, 1), 1), small_cnn((32, 32, 3), 2)
     xs, xl = images((28, 28, 1), 40, 1), images((32, 32, 3), 40, 2)
     datas = {"a": task_data(xs, 4), "b": task_data(xl, 4)}
-    for shared in ([0], ["all"]):
-        cfg = ZipConfig(shared=shared, retrain=NO_RETRAIN, calibration_samples=40, compensation="none")
-        result = zip_networks({"a": parse_model(small), "b": parse_model(large)}, datas, cfg, progress=False)
-        assert result.network.input_shape == (32, 32, 3)
-        if shared == [0]:
-            np.testing.assert_allclose(result.network.predict("a", xs), small.predict(xs, verbose=0), atol=1e-5)
-            np.testing.assert_allclose(result.network.predict("b", xl), large.predict(xl, verbose=0), atol=1e-5)
-        else:
-            assert result.plan.params["shared"] > 0
-            assert np.all(np.isfinite(result.network.predict("a", xs)))
+    cfg = ZipConfig(shared=[0], retrain=NO_RETRAIN, calibration_samples=40, compensation="none")
+    result = zip_networks({"a": parse_model(small), "b": parse_model(large)}, datas, cfg, progress=False)
+    assert result.network.input_shape == (32, 32, 3)
+    np.testing.assert_allclose(result.network.predict("a", xs), small.predict(xs, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(result.network.predict("b", xl), large.predict(xl, verbose=0), atol=1e-5)
+    # the small task's layers are stored at the joint size (zero weights for what it never sees)
+    assert result.plan.params["shared"] == 0
+    assert result.plan.params["per_task"] == {"a": large.count_params(), "b": large.count_params()}
+    assert result.plan.params["zipped"] == 2 * large.count_params()
+
+    # full sharing with a copy of the small model on the large domain, every unit renumbered: the
+    # pairs undo the renumbering, and both tasks compute what their Keras models compute
+    copy = padded_permuted_copy(small, (32, 32, 3), np.random.default_rng(9))
+    np.testing.assert_allclose(copy.predict(np.pad(xs, [(0, 0), (0, 4), (0, 4), (0, 2)]), verbose=0),
+                               small.predict(xs, verbose=0), atol=1e-5)   # the copy is right
+    cfg = ZipConfig(shared=["all"], retrain=NO_RETRAIN, calibration_samples=40, compensation="none")
+    result = zip_networks({"a": parse_model(small), "b": parse_model(copy)}, datas, cfg, progress=False)
+    np.testing.assert_allclose(result.network.predict("a", xs), small.predict(xs, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(result.network.predict("b", xl), copy.predict(xl, verbose=0), atol=1e-5)
+    # every hidden layer is stored once at the joint (larger) size: (k²Ñ_{l−1} + 1)·Ñ_l per layer
+    hidden = copy.count_params() - copy.layers[-1].count_params()
+    assert result.plan.params["shared"] == result.plan.params["saved"] == hidden
+    assert result.plan.params["zipped"] == hidden + 2 * copy.layers[-1].count_params()
 
 
 def test_vectors_of_different_length():
@@ -302,6 +360,25 @@ def test_vectors_of_different_length():
 def mlp(seed, classes=3):
     return randomize(keras.Sequential([keras.Input((12,)), L.Dense(10, activation="relu"),
                                        L.Dense(8, activation="relu"), L.Dense(classes, activation="softmax")]), seed)
+
+
+def saved_by_groups(net: ZippedNetwork) -> int:
+    """Parameters saved by sharing, from the unit groups alone (not the stored blocks), by the rule
+    of sequential zipping: a newcomer's unit merged into a group shares the weights from the inputs
+    that all of the group's owners, itself included, share, so the weights from input group X into
+    unit y are stored once for the longest run y.owners[:j] (owners in the order they joined) that X's
+    owners contain: j − 1 copies saved; each bias saves one copy per owner beyond the first. With two
+    tasks this is the paper's (Ñ_{l−1} + 1)·Ñ_l per layer."""
+    saved = 0
+    for i in net.weight_nodes():
+        node = net.nodes[i]
+        taps = int(np.prod(node.attrs.get("kernel_size", [1, 1]))) * net.row_factor(i)
+        for out in node.groups:
+            saved += (len(out.owners) - 1) * out.size
+            for inp in net.input_groups(i):
+                j = max(j for j in range(len(out.owners) + 1) if set(out.owners[:j]) <= set(inp.owners))
+                saved += max(j - 1, 0) * taps * inp.size * out.size
+    return saved
 
 
 def test_three_tasks():
@@ -333,7 +410,10 @@ def test_three_tasks():
     joint = JointModel(partial.network)
     for t in models:
         np.testing.assert_allclose(partial.network.predict(t, x), joint(t, x).numpy(), atol=1e-5)
-    assert partial.plan.params["saved"] == sum((len(o) - 1) * a.size for _, _, o, a in partial.network.blocks())
+    # each task's path uses as many parameters as its Keras model; every extra owner of a weight saves it once
+    p = partial.plan.params
+    assert p["per_task"] == {t: m.count_params() for t, m in models.items()}
+    assert p["saved"] == p["separate_total"] - p["zipped"] == saved_by_groups(partial.network)
 
 
 # ----- bad input ------------------------------------------------------------------------------

@@ -51,8 +51,10 @@ def test_nothing_shared_reproduces_both_originals(small_models, fmnist):
     for task, path in zip(("a", "b"), small_models):
         np.testing.assert_allclose(result.network.predict(task, fmnist.x_test), keras_outputs(path, fmnist.x_test),
                                    atol=1e-5)
-    assert result.plan.params["shared"] == 0
-    assert result.plan.params["zipped"] == result.plan.params["separate_total"]
+    p = result.plan.params
+    assert p["shared"] == 0
+    assert p["per_task"] == {t: load_keras_model(path).count_params() for t, path in zip(("a", "b"), small_models)}
+    assert p["zipped"] == p["separate_total"] == sum(p["per_task"].values())
 
 
 @pytest.mark.parametrize("shared", [[0.5], [16, 24], ["all"]])
@@ -85,12 +87,16 @@ def test_mtz_beats_random_sharing(small_models, fmnist):
     def errors(**kw):
         cfg = ZipConfig(shared=["all", 0], compensation="none", retrain=NO_RETRAIN, calibration_samples=2000, **kw)
         net = zip_networks(chains, data, cfg, progress=False).network
-        return np.mean([np.mean(np.argmax(net.predict(t, fmnist.x_test), 1) != fmnist.y_test) for t in data])
+        return np.array([np.mean(np.argmax(net.predict(t, fmnist.x_test), 1) != fmnist.y_test) for t in data])
 
-    base = np.mean([np.mean(np.argmax(keras_outputs(p, fmnist.x_test), 1) != fmnist.y_test) for p in small_models])
+    base = np.array([np.mean(np.argmax(keras_outputs(p, fmnist.x_test), 1) != fmnist.y_test) for p in small_models])
     mtz, rand = errors(method="mtz") - base, errors(method="random") - base
-    assert rand > 0.05           # random sharing of a whole layer breaks the networks
-    assert mtz < rand / 2        # MTZ's pairing and merge keep most of their accuracy
+    # measured (zip seeds 0, 1, 2; references 22.3 / 21.8 %), increase per task in pp: MTZ +16.0/+10.2,
+    # +12.5/+8.4, +13.0/+9.1; random +30.9/+41.6, +38.2/+35.7, +28.8/+59.7; keeping task A's weight
+    # vector instead of Eq. 10–11's merge: +0/+35.2, +0/+39.7, +0/+39.7
+    assert rand.mean() > 0.2             # random sharing of a whole layer breaks the networks
+    assert mtz.mean() < rand.mean() / 2  # MTZ's pairing and merge keep most of their accuracy
+    assert mtz.max() < 0.25              # for both tasks: a merge that favours one task breaks the other
 
 
 def test_same_seed_same_result(small_models, fmnist):
