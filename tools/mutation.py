@@ -92,7 +92,10 @@ def write_settings(tree: Path, target: Target, tests: tuple[str, ...]) -> None:
     pyproject.write_text(text + "\n[tool.mutmut]\n"
                          f"source_paths = {json.dumps(list(target.modules))}\n"
                          f"pytest_add_cli_args_test_selection = {json.dumps(list(tests))}\n"
-                         f"also_copy = {json.dumps(COPIED)}\n")
+                         f"also_copy = {json.dumps(COPIED)}\n"
+                         # forked from a process that ran TensorFlow, a worker can wait forever on a
+                         # lock a thread of its parent held: fork from a server that only collected
+                         'process_isolation = "forkserver"\n')
 
 
 def outcomes(tree: Path, modules: tuple[str, ...]) -> dict[str, str]:
