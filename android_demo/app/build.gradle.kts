@@ -32,7 +32,7 @@ android {
     }
 
     androidResources {
-        // The bundled model must stay uncompressed in the APK so that it can be memory-mapped.
+        // Stored uncompressed: the app streams it once into a file it maps (ModelFile.copyAssetOnce).
         noCompress.add("tflite")
     }
 }

@@ -46,7 +46,7 @@ class ModelSignaturesTest {
     fun everySignatureInTheManifestRuns() {
         val file = modelFile()
         val samples = SampleSet.load(context)
-        ZippedModel.open(context, file).use { model ->
+        ZippedModel.open(file).use { model ->
             val manifest = model.manifest
             assertTrue("the manifest lists no tasks", manifest.tasks.isNotEmpty())
             val byTask = HashMap<String, FloatArray>()
@@ -80,8 +80,8 @@ class ModelSignaturesTest {
     fun deviceMatchesTheHostOnTheExportedSamples() {
         val file = modelFile()
         val samples = SampleSet.load(context) ?: return // nothing exported: nothing to compare
-        if (samples.modelSha256 != file.sha256(context)) return // samples of another model (e.g. one pushed later)
-        ZippedModel.open(context, file).use { model ->
+        if (samples.modelSha256 != file.sha256()) return // samples of another model (e.g. one pushed later)
+        ZippedModel.open(file).use { model ->
             var compared = 0
             for (task in model.manifest.tasks) {
                 for (sample in samples.forTask(task)) {

@@ -1,6 +1,5 @@
 package dev.mtzmobile.demo
 
-import android.content.Context
 import android.os.Debug
 import org.json.JSONArray
 import org.json.JSONObject
@@ -88,11 +87,11 @@ data class BenchmarkResult(
  * In-process numbers: for a clean per-process measurement use `mtz-mobile bench` on the host.
  */
 object Benchmark {
-    fun run(context: Context, file: ModelFile, samples: SampleSet?, runs: Int = 100, warmup: Int = 10): BenchmarkResult {
+    fun run(file: ModelFile, samples: SampleSet?, runs: Int = 100, warmup: Int = 10): BenchmarkResult {
         System.gc()
         val beforeLoad = MemorySnapshot.now()
         val start = System.nanoTime()
-        return ZippedModel.open(context, file).use { model ->
+        return ZippedModel.open(file).use { model ->
             val loadMillis = (System.nanoTime() - start) / 1e6
             val afterLoad = MemorySnapshot.now()
             val manifest = model.manifest

@@ -110,7 +110,7 @@ class MainActivity : Activity() {
                 if (file == null) {
                     Loaded.Failed(noModelMessage())
                 } else {
-                    val opened = ZippedModel.open(this, file)
+                    val opened = ZippedModel.open(file)
                     model = opened
                     val sampleSet = try {
                         SampleSet.load(this)
@@ -118,7 +118,7 @@ class MainActivity : Activity() {
                         Log.w(TAG, "cannot read ${Contract.SAMPLES_ASSET}", e)
                         null
                     }
-                    val match = sampleSet != null && sampleSet.modelSha256 == file.sha256(this)
+                    val match = sampleSet != null && sampleSet.modelSha256 == file.sha256()
                     Loaded.Ready(opened.manifest, sampleSet, match, summary(opened, sampleSet, match))
                 }
             } catch (e: Exception) {
@@ -230,10 +230,10 @@ class MainActivity : Activity() {
                 model?.close()
                 model = null
                 val file = ModelFile.locate(this) ?: throw IllegalStateException(noModelMessage())
-                val result = Benchmark.run(this, file, sampleSet)
+                val result = Benchmark.run(file, sampleSet)
                 // One JSON line per run: `adb logcat -s MtzBench` collects them on the host.
                 Log.i(BENCH_TAG, result.toJson().toString())
-                model = ZippedModel.open(this, file)
+                model = ZippedModel.open(file)
                 result.toText()
             } catch (e: Exception) {
                 Log.e(TAG, "benchmark failed", e)

@@ -1,6 +1,5 @@
 package dev.mtzmobile.demo
 
-import android.content.Context
 import com.google.ai.edge.litert.Accelerator
 import com.google.ai.edge.litert.CompiledModel
 import com.google.ai.edge.litert.TensorBuffer
@@ -88,14 +87,12 @@ class ZippedModel private constructor(
         const val XNNPACK_WEIGHT_CACHE = ":memory"
 
         /** Reads the manifest from [file] and compiles the model for the CPU (XNNPACK). */
-        fun open(context: Context, file: ModelFile): ZippedModel {
+        fun open(file: ModelFile): ZippedModel {
             val manifest = readManifest(file)
             val options = CompiledModel.Options(Accelerator.CPU)
             options.cpuOptions = CompiledModel.CpuOptions(xnnPackWeightCachePath = XNNPACK_WEIGHT_CACHE)
-            val compiled = when (val source = file.source) {
-                is ModelSource.Pushed -> CompiledModel.create(source.path, options)
-                is ModelSource.Asset -> CompiledModel.create(context.assets, source.name, options)
-            }
+            // from a path for the bundled model too (its copy in files): see ModelSource.Asset
+            val compiled = CompiledModel.create(file.path, options)
             return ZippedModel(file, manifest, compiled)
         }
 
