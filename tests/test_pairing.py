@@ -73,3 +73,66 @@ def test_random_pairs_are_disjoint_and_seeded():
     b = random_pairs(10, 8, 6, np.random.default_rng(7))
     assert a == b and len(a) == 6
     assert_disjoint(a)
+
+
+def matchings(n_a, n_b):
+    """Every set of disjoint (i, j) pairs, the empty one included."""
+    for k in range(min(n_a, n_b) + 1):
+        for rows in itertools.combinations(range(n_a), k):
+            for cols in itertools.permutations(range(n_b), k):
+                yield list(zip(rows, cols))
+
+
+def threshold_objective(d, pairs, eps):
+    """Module docstring: Σ d(paired) + ε/2 · #(unpaired units of A and of B)."""
+    n_a, n_b = d.shape
+    return total_cost(d, pairs) + 0.5 * eps * (n_a + n_b - 2 * len(pairs))
+
+
+@pytest.mark.parametrize("shape", [(3, 3), (3, 4), (4, 2), (2, 5)])
+@pytest.mark.parametrize("eps", [0.05, 0.3, 0.7, 1.5])
+def test_exact_threshold_minimises_the_objective_over_every_matching(shape, eps):
+    rng = np.random.default_rng(shape[0] * 7 + shape[1])
+    for _ in range(4):
+        d = rng.random(shape) ** 2 * 1.2   # some d above ε, some below; d.max() may exceed 1
+        pairs = select_pairs(d, threshold=eps, method="exact")
+        assert_disjoint(pairs)
+        assert pairs == sorted(pairs)
+        assert all(d[i, j] <= eps for i, j in pairs)
+        best = min(threshold_objective(d, m, eps) for m in matchings(*shape) if all(d[i, j] <= eps for i, j in m))
+        assert threshold_objective(d, pairs, eps) == pytest.approx(best, abs=1e-12)
+
+
+def test_exact_threshold_with_large_differences():
+    """d far above 1 and above ε: the forbidden cost must still dominate every real one."""
+    d = np.array([[50.0, 0.4, 9.0], [0.4, 80.0, 0.5], [7.0, 0.5, 60.0]])
+    assert select_pairs(d, threshold=0.5, method="exact") == [(0, 1), (1, 0)]
+    assert select_pairs(d, threshold=0.39, method="exact") == []
+    assert select_pairs(d * 1e6, threshold=0.45e6, method="exact") == [(0, 1), (1, 0)]
+
+
+def slow_greedy(d, k=None, eps=None):
+    """Take the smallest remaining d (first in row-major order on ties) whose units are both free."""
+    d = d.copy()
+    pairs = []
+    free_a, free_b = set(range(d.shape[0])), set(range(d.shape[1]))
+    limit = min(d.shape) if k is None else k
+    while len(pairs) < limit and free_a and free_b:
+        i, j = min(((i, j) for i in free_a for j in free_b), key=lambda ij: (d[ij], ij))
+        if eps is not None and d[i, j] > eps:
+            break
+        pairs.append((i, j))
+        free_a.discard(i)
+        free_b.discard(j)
+    return sorted(pairs)
+
+
+@pytest.mark.parametrize("shape", [(5, 5), (4, 7), (7, 3)])
+def test_greedy_is_the_explicit_greedy(shape):
+    rng = np.random.default_rng(sum(shape))
+    for trial in range(6):
+        d = np.round(rng.random(shape), 1)   # rounded: ties, broken the same way
+        for k in range(min(shape) + 1):
+            assert select_pairs(d, count=k, method="greedy") == slow_greedy(d, k=k)
+        for eps in (0.0, 0.15, 0.45, 2.0):
+            assert select_pairs(d, threshold=eps, method="greedy") == slow_greedy(d, eps=eps)
