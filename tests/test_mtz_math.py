@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from mtz_mobile.zipper.mtz_math import PairGeometry, layer_hessian
+from mtz_mobile.errors import MTZError
+from mtz_mobile.zipper.mtz_math import PairGeometry, channelwise_merge, layer_hessian
 
 
 def random_spd(rng, n):
@@ -127,3 +128,47 @@ def test_masked_merge_is_the_constrained_optimum():
     # with every row kept it is the unconstrained merge
     np.testing.assert_allclose(geom.merged_weights_masked(w_a, w_b, np.ones((5, 3), bool)),
                                geom.merged_weights(w_a, w_b), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("damping", [1e-4, 0.3])
+def test_channelwise_merge_is_eq10_12_per_channel_with_explicit_inverses(damping):
+    """A depthwise layer: every channel its own pair. Each channel against the explicit inverse form,
+    with the damping as DESIGN states it (λ_c = damping · mean diag(H_A + H_B), half on each H);
+    a channel whose Hessians are zero falls back to λ = damping."""
+    rng = np.random.default_rng(5)
+    c, dim = 4, 6
+    h_a = np.stack([random_spd(rng, dim) * (k + 1) for k in range(c)])
+    h_b = np.stack([random_spd(rng, dim) * (3 - k) for k in range(c)])
+    h_a[2] = h_b[2] = 0.0
+    w_a, w_b = rng.standard_normal((c, dim)), rng.standard_normal((c, dim))
+    d, merged, lam = channelwise_merge(h_a, h_b, w_a, w_b, damping)
+    assert d.shape == (c,) and merged.shape == (c, dim) and lam.shape == (c,)
+    for k in range(c):
+        scale = np.trace(h_a[k] + h_b[k]) / dim
+        assert lam[k] == pytest.approx(damping * scale if scale > 0 else damping, rel=1e-12)
+        ha, hb = h_a[k] + lam[k] / 2 * np.eye(dim), h_b[k] + lam[k] / 2 * np.eye(dim)
+        dk, mk = explicit_eq10_12(ha, hb, w_a[k][:, None], w_b[k][:, None])
+        assert d[k] == pytest.approx(dk[0, 0], rel=1e-8)
+        np.testing.assert_allclose(merged[k], mk[0, 0][0], rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(merged[k], mk[0, 0][1], rtol=1e-8, atol=1e-10)
+        # d is half the change of both tasks' quadratic errors at w̃
+        change = sum((merged[k] - w) @ h @ (merged[k] - w) for w, h in ((w_a[k], ha), (w_b[k], hb)))
+        assert d[k] == pytest.approx(0.5 * change, rel=1e-8)
+    same, merged_same, _ = channelwise_merge(h_a, h_b, w_a, w_a, damping)
+    np.testing.assert_allclose(same, 0.0, atol=1e-12)
+    np.testing.assert_allclose(merged_same, w_a, rtol=1e-10)
+
+
+def test_channelwise_merge_refuses_nan_and_a_singular_channel():
+    rng = np.random.default_rng(6)
+    h = np.stack([random_spd(rng, 3) for _ in range(2)])
+    w = rng.standard_normal((2, 3))
+    bad = h.copy()
+    bad[1, 0, 0] = np.nan
+    with pytest.raises(MTZError, match="NaN"):
+        channelwise_merge(bad, h, w, w)
+    with pytest.raises(MTZError, match="NaN"):
+        channelwise_merge(h, bad, w, w)
+    singular = np.zeros_like(h)
+    with pytest.raises(MTZError, match="singular"):
+        channelwise_merge(singular, singular, w, w, damping=0.0)
