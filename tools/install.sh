@@ -35,3 +35,30 @@ if [ "$(kotlin_version tests/jvm/node_modules/kotlin-compiler/package.json)" != 
         echo "install.sh: no npm for the Kotlin compiler (tests/jvm); tests/test_kotlin_jvm.py will fail and say so" >&2
     fi
 fi
+
+# The browser page (`mtz-mobile serve`) and its tests (tests/test_browser.py): LiteRT.js and playwright-core from
+# npm at the versions pinned in mtz_mobile/web/package-lock.json, Debian's chromium for playwright to drive.
+# Skipped when already there; without them the page cannot start and that test fails and names this script.
+web_missing=""
+command -v chromium >/dev/null || web_missing="chromium"
+command -v npm >/dev/null || web_missing="$web_missing npm"
+if [ -n "$web_missing" ] && command -v apt-get >/dev/null; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    # shellcheck disable=SC2086
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq $web_missing >/dev/null \
+        || echo "install.sh: could not apt-get$web_missing; tests/test_browser.py will fail and say so" >&2
+fi
+npm_version() { python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(d.get("version") or d["packages"]["node_modules/" + sys.argv[2]]["version"])' "$1" "$2" 2>/dev/null || true; }
+web_stale=""
+for pkg in @litertjs/core @litertjs/wasm-utils playwright-core; do
+    [ "$(npm_version "mtz_mobile/web/node_modules/$pkg/package.json" "$pkg")" = "$(npm_version mtz_mobile/web/package-lock.json "$pkg")" ] \
+        || web_stale=1
+done
+if [ -n "$web_stale" ]; then
+    if command -v npm >/dev/null; then
+        (cd mtz_mobile/web && npm ci --no-audit --no-fund --loglevel=error >/dev/null) \
+            || echo "install.sh: npm ci in mtz_mobile/web failed; mtz-mobile serve and tests/test_browser.py will say so" >&2
+    else
+        echo "install.sh: no npm for LiteRT.js (mtz_mobile/web); mtz-mobile serve and tests/test_browser.py will say so" >&2
+    fi
+fi

@@ -19,7 +19,7 @@ from . import quiet
 def build_parser() -> argparse.ArgumentParser:
     from mtz_mobile import __version__
 
-    from . import device_commands, file_commands, zip_commands
+    from . import device_commands, file_commands, web_commands, zip_commands
     from .options import HelpFormatter, add_verbose
 
     parser = argparse.ArgumentParser(prog="mtz-mobile", formatter_class=HelpFormatter,
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mtz-mobile {__version__}")
     add_verbose(parser)
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (zip_commands, file_commands, device_commands):
+    for module in (zip_commands, file_commands, device_commands, web_commands):
         module.add_commands(sub)
     return parser
 
