@@ -136,3 +136,29 @@ def test_greedy_is_the_explicit_greedy(shape):
             assert select_pairs(d, count=k, method="greedy") == slow_greedy(d, k=k)
         for eps in (0.0, 0.15, 0.45, 2.0):
             assert select_pairs(d, threshold=eps, method="greedy") == slow_greedy(d, eps=eps)
+
+
+def test_exact_threshold_prefers_one_cheap_pair_to_two_dear_ones():
+    """Leaving a unit unpaired costs ε/2 on either side: one pair at 0.1 (objective 1.1) beats two
+    at 0.9 (1.8), though the second reading pairs more units."""
+    d = np.array([[0.1, 0.9], [0.9, 5.0]])
+    assert select_pairs(d, threshold=1.0, method="exact") == [(0, 0)]
+    assert select_pairs(d.T.copy(), threshold=1.0, method="exact") == [(0, 0)]
+
+
+def test_exact_threshold_never_takes_a_pair_above_epsilon_to_crowd_out_one_below():
+    """Many units, every d above ε but one: a pair above ε must cost more than leaving both units
+    unpaired however large the problem, or the solver trades the one good pair away."""
+    d = np.full((10, 10), 11.0)
+    d[0, 0] = 9.0
+    assert select_pairs(d, threshold=10.0, method="exact") == [(0, 0)]
+
+
+def test_bad_arguments_name_the_problem_and_the_fix():
+    d = np.zeros((2, 2))
+    with pytest.raises(MTZError, match="^give exactly one of a shared count and a threshold$"):
+        select_pairs(d)
+    with pytest.raises(MTZError, match="^give exactly one of a shared count and a threshold$"):
+        select_pairs(d, count=1, threshold=0.1)
+    with pytest.raises(MTZError, match=r"^unknown pairing 'best': use one of exact, greedy$"):
+        select_pairs(d, count=1, method="best")
