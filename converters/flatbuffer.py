@@ -43,11 +43,13 @@ def parse_model(data: bytes, name: str = "<bytes>") -> "schema.ModelT":
     try:
         root = int.from_bytes(data[:4], "little")
         if root >= len(data):
-            raise ValueError("root offset beyond the end")
+            raise _Damaged("its root offset lies beyond the end")
         model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
         _check_offsets(model, len(data))
     except MTZError:
         raise
+    except _Damaged as exc:
+        raise MTZError(f"{name} is damaged: {exc}; convert it again") from exc
     except Exception as exc:  # any parse failure of a damaged file: report it as one line
         raise MTZError(f"{name} is damaged or truncated ({type(exc).__name__}): convert it again") from exc
     if not model.subgraphs:
@@ -55,14 +57,48 @@ def parse_model(data: bytes, name: str = "<bytes>") -> "schema.ModelT":
     return model
 
 
+class _Damaged(ValueError):
+    """A structural fault the checks below found, said in words."""
+
+
 def _check_offsets(model, size: int) -> None:
     for buf in model.buffers or []:
         if buf.offset and buf.offset + buf.size > size:
-            raise ValueError("buffer outside the file")
+            raise _Damaged("a buffer lies outside the file")
+    _check_references(model)
+
+
+def _check_references(model) -> None:
+    """Every index the file holds points at something that exists: readers index without checks."""
+    def within(indices, n, what):
+        if any(not 0 <= int(i) < n for i in (indices if indices is not None else [])):
+            raise _Damaged(what)
+
+    buffers, codes = len(model.buffers or []), len(model.operatorCodes or [])
     for sg in model.subgraphs or []:
-        for t in sg.tensors or []:
-            if not 0 <= t.buffer < len(model.buffers or []):
-                raise ValueError("tensor names a missing buffer")
+        tensors = len(sg.tensors or [])
+        within([t.buffer for t in sg.tensors or []], buffers, "a tensor names a missing buffer")
+        within(sg.inputs, tensors, "a subgraph input names a missing tensor")
+        within(sg.outputs, tensors, "a subgraph output names a missing tensor")
+        for op in sg.operators or []:
+            within([op.opcodeIndex], codes, "an operator names a missing operator code")
+            # -1 marks an optional operand that is absent
+            within([i for i in (op.inputs if op.inputs is not None else []) if i != -1], tensors,
+                   "an operator reads a missing tensor")
+            within(op.outputs, tensors, "an operator writes a missing tensor")
+    within([m.buffer for m in model.metadata or []], buffers, "a metadata entry names a missing buffer")
+    names = [m.name for m in model.metadata or []] + [t.name for sg in model.subgraphs or [] for t in sg.tensors or []]
+    for sig in model.signatureDefs or []:
+        names += [sig.signatureKey] + [m.name for m in (sig.inputs or []) + (sig.outputs or [])]
+    try:
+        [n.decode("utf-8") for n in names if isinstance(n, bytes)]
+    except UnicodeDecodeError:
+        raise _Damaged("a name in it is not UTF-8") from None
+    for sig in model.signatureDefs or []:
+        within([sig.subgraphIndex], len(model.subgraphs or []), "a signature names a missing subgraph")
+        tensors = len(model.subgraphs[sig.subgraphIndex].tensors or [])
+        within([m.tensorIndex for m in (sig.inputs or []) + (sig.outputs or [])], tensors,
+               "a signature names a missing tensor")
 
 
 class _AlignedBufferT(schema.BufferT):

@@ -30,7 +30,7 @@ def signature_tensors(model, key: str) -> tuple[list[dict], list[dict]]:
 
             def describe(tmap):
                 t = sg.tensors[tmap.tensorIndex]
-                return {"name": decode(tmap.name), "shape": [int(d) for d in t.shape],
+                return {"name": decode(tmap.name), "shape": [int(d) for d in (t.shape if t.shape is not None else [])],
                         "dtype": TYPE_NAMES.get(t.type, str(t.type))}
 
             return [describe(m) for m in sig.inputs or []], [describe(m) for m in sig.outputs or []]
@@ -90,6 +90,10 @@ def read_manifest(model) -> dict | None:
         manifest = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MTZError(f"the embedded manifest is not JSON ({type(exc).__name__}): convert the model again") from exc
-    if manifest.get("format") != MANIFEST_FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise MTZError("the embedded mtz_manifest has an unknown format: convert the model again")
+    try:   # readers index its fields without checks: a damaged manifest stops here, in one line
+        validate_manifest(manifest)
+    except MTZError as exc:
+        raise MTZError(f"the embedded {exc}: convert the model again") from None
     return manifest
