@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from mtz_mobile.errors import MTZError
-from mtz_mobile.zipper.mtz_math import PairGeometry, channelwise_merge, layer_hessian
+from mtz_mobile.zipper.merge import METHODS, MergeOperands
+from mtz_mobile.zipper.mtz_math import PairGeometry, channelwise_merge, layer_hessian, random_merge
 
 
 def random_spd(rng, n):
@@ -154,6 +155,10 @@ def test_channelwise_merge_is_eq10_12_per_channel_with_explicit_inverses(damping
         # d is half the change of both tasks' quadratic errors at w̃
         change = sum((merged[k] - w) @ h @ (merged[k] - w) for w, h in ((w_a[k], ha), (w_b[k], hb)))
         assert d[k] == pytest.approx(0.5 * change, rel=1e-8)
+    small = 0.01 * h_a   # 0 < mean diag < 1: still damping × scale
+    _, _, lam_small = channelwise_merge(small, small, w_a, w_b, damping)
+    scale_small = np.trace(small[0] * 2) / dim
+    assert 0 < scale_small < 1 and lam_small[0] == pytest.approx(damping * scale_small, rel=1e-12)
     same, merged_same, _ = channelwise_merge(h_a, h_b, w_a, w_a, damping)
     np.testing.assert_allclose(same, 0.0, atol=1e-12)
     np.testing.assert_allclose(merged_same, w_a, rtol=1e-10)
@@ -165,10 +170,60 @@ def test_channelwise_merge_refuses_nan_and_a_singular_channel():
     w = rng.standard_normal((2, 3))
     bad = h.copy()
     bad[1, 0, 0] = np.nan
-    with pytest.raises(MTZError, match="NaN"):
+    nan = "^the layer inputs contain NaN or inf: check the models' weights and the data$"
+    with pytest.raises(MTZError, match=nan):
         channelwise_merge(bad, h, w, w)
-    with pytest.raises(MTZError, match="NaN"):
+    with pytest.raises(MTZError, match=nan):
         channelwise_merge(h, bad, w, w)
     singular = np.zeros_like(h)
-    with pytest.raises(MTZError, match="singular"):
+    with pytest.raises(MTZError, match=r"^S = H_A \+ H_B of a depthwise channel is singular even with damping: "
+                                         r"raise --damping$"):
         channelwise_merge(singular, singular, w, w, damping=0.0)
+    # the default damping is the zipper's default, 1e-4 × mean diag
+    _, _, lam = channelwise_merge(h, h, w, w)
+    np.testing.assert_allclose(lam, 1e-4 * np.trace(2 * h, axis1=1, axis2=2) / 3, rtol=1e-12)
+
+
+def test_matched_pairs_give_eq10_12_column_by_column():
+    """Pairs fixed beforehand (a residual stream's later layers): column i of A with column i of B."""
+    rng = np.random.default_rng(8)
+    h_a, h_b = random_spd(rng, 5), random_spd(rng, 5)
+    w_a = rng.standard_normal((5, 4))
+    w_b = w_a + 0.01 * rng.standard_normal((5, 4))   # close pairs: d well below 1
+    w_b[:, 3] = w_a[:, 3]
+    geom = PairGeometry.from_hessians(h_a, h_b, damping=0.0)
+    d, merged = geom.matched(w_a, w_b)
+    d_all, explicit = explicit_eq10_12(h_a, h_b, w_a, w_b)
+    for i in range(4):
+        assert d[i] == pytest.approx(d_all[i, i], rel=1e-8, abs=1e-14)
+        np.testing.assert_allclose(merged[:, i], explicit[i, i][0], rtol=1e-8, atol=1e-12)
+    assert d[3] == pytest.approx(0.0, abs=1e-12) and 0 < d[:3].max() < 1e-2
+
+
+def test_random_merge_keeps_each_units_own_vector_about_half_from_each_task():
+    rng = np.random.default_rng(9)
+    w_a, w_b = rng.standard_normal((3, 2000)), rng.standard_normal((3, 2000))
+    merged = random_merge(w_a, w_b, np.random.default_rng(1))
+    from_a = np.all(merged == w_a, axis=0)
+    assert np.all(from_a | np.all(merged == w_b, axis=0))
+    assert 900 < from_a.sum() < 1100
+    np.testing.assert_array_equal(merged, random_merge(w_a, w_b, np.random.default_rng(1)))
+
+
+def test_merge_table_sparse_mtz_is_the_masked_optimum_and_random_ignores_the_mask():
+    rng = np.random.default_rng(10)
+    h_a, h_b = random_spd(rng, 6), random_spd(rng, 6)
+    w_a, w_b = rng.standard_normal((6, 3)), rng.standard_normal((6, 3))
+    mask = rng.random((5, 3)) < 0.5
+    geom = PairGeometry.from_hessians(h_a, h_b, damping=0.0)
+    merged = METHODS["mtz"].merge(MergeOperands(w_a, w_b, geom, mask, rng), sparse=True)
+    s_mat, rhs = h_a + h_b, h_a @ w_a + h_b @ w_b
+    for k in range(3):   # the normal equations restricted to the kept rows, solved with an explicit inverse
+        keep = np.append(np.flatnonzero(mask[:, k]), 5)
+        expected = np.zeros(6)
+        expected[keep] = np.linalg.inv(s_mat[np.ix_(keep, keep)]) @ rhs[keep, k]
+        np.testing.assert_allclose(merged[:, k], expected, rtol=1e-8, atol=1e-12)
+    dense = METHODS["mtz"].merge(MergeOperands(w_a, w_b, geom, None, rng), sparse=False)
+    np.testing.assert_allclose(dense, geom.matched(w_a, w_b)[1], rtol=1e-12)
+    chosen = METHODS["random"].merge(MergeOperands(w_a, w_b, None, mask, np.random.default_rng(3)), sparse=True)
+    np.testing.assert_array_equal(chosen, random_merge(w_a, w_b, np.random.default_rng(3)))
