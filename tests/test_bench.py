@@ -43,7 +43,9 @@ def check_host_report(report: dict, out: Path, tasks=("a", "b")):
         for key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
             assert m["after"][key] > 0 and m["before"][key] > 0
         assert m["after"]["VmHWM"] >= m["after"]["VmRSS"] and m["load_seconds"] > 0
-    assert len(mem["ratios"]) == 4 * 5
+        for point in (m["before"], m["after_load"], m["after"]):
+            check_smaps_split(point)
+    assert len(mem["ratios"]) == 4 * 7 and {q["metric"] for q in mem["ratios"]} >= {"Pss", "Anonymous"}
     assert all(q["ratio"] > 0 for q in mem["ratios"] if q["metric"] != "RssShmem")
 
     lat = report["latency"]
@@ -66,8 +68,19 @@ def check_host_report(report: dict, out: Path, tasks=("a", "b")):
     for heading in ("## Storage", "## Memory", "## Latency per signature", "## Task switching"):
         assert heading in md
     assert f"| zipped file | {st['zipped_file_bytes']:,} |" in md
+    assert "| Pss |" in md and "| anonymous Δ |" in md
     assert json.loads((out / "report.json").read_text()) == report
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def check_smaps_split(point: dict) -> None:
+    """The smaps_rollup split against /proc/self/status read a moment before: the four
+    private/shared counters add up to the resident set, PSS and anonymous pages are parts of it."""
+    rss = point["VmRSS"]
+    split = sum(point[k] for k in ("Private_Dirty", "Private_Clean", "Shared_Clean", "Shared_Dirty"))
+    assert abs(split - rss) <= 0.02 * rss + 256, point
+    assert 0 < point["Pss"] <= split and 0 < point["Anonymous"] <= split, point
+    assert abs(point["Anonymous"] - point["RssAnon"]) <= 0.02 * rss + 256, point
 
 
 def test_host_bench_from_deploy_has_every_measured_field(deployed):

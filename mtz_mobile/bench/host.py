@@ -26,7 +26,7 @@ from mtz_mobile.fileio import check_output, output_lock
 from mtz_mobile.progress import Progress
 
 from .common import default_warmup
-from .probe import MARKER, RUNTIMES, STATUS_KEYS
+from .probe import MARKER, METRIC_KEYS, RUNTIMES
 
 CACHE_STATES = ("on", "off")
 MEMORY_CACHE_PATH = ":memory"
@@ -225,7 +225,7 @@ def memory_ratios(measurements: list[dict]) -> list[dict]:
         b = by.get(("baselines", stage, task))
         if b is None:
             continue
-        for metric in STATUS_KEYS:
+        for metric in METRIC_KEYS:
             zv, bv = z["after"].get(metric, 0), b["after"].get(metric, 0)
             zd, bd = zv - z["before"].get(metric, 0), bv - b["before"].get(metric, 0)
             out.append({"stage": stage, "task": task, "metric": metric, "zipped": zv, "baselines": bv,
@@ -241,7 +241,7 @@ def versus_one_original(measurements: list[dict]) -> list[dict]:
     if zipped is None or not singles:
         return []
     out = []
-    for metric in STATUS_KEYS:
+    for metric in METRIC_KEYS:
         largest = max(singles, key=lambda m: m["after"].get(metric, 0))
         zv, sv = zipped["after"].get(metric, 0), largest["after"].get(metric, 0)
         zd = zv - zipped["before"].get(metric, 0)
@@ -357,8 +357,8 @@ def _measure_memory(plan: list, settings: HostSettings, common: dict, bar: Progr
                              "xnnpack_cache": settings.xnnpack_cache, "before": r["before"],
                              "after_load": r["after_load"], "after": r["after_runs"],
                              "load_seconds": r["load_seconds"], "benchmark_model": None})
-    return {"method": "fresh process per measurement, /proc/self/status (kB); 'before' is taken "
-                      "after the runtime is imported and set up, before any model is loaded",
+    return {"method": "fresh process per measurement, /proc/self/status and /proc/self/smaps_rollup (kB); "
+                      "'before' is taken after the runtime is imported and set up, before any model is loaded",
             "units": "kB", "measurements": measurements, "ratios": memory_ratios(measurements),
             "versus_one_original": versus_one_original(measurements)}
 

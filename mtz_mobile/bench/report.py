@@ -171,12 +171,26 @@ def _memory_host(mem: dict) -> list[str]:
     rows = []
     for m in mem["measurements"]:
         a, b = m["after"], m["before"]
-        rows.append([m["variant"], _stage(m), _kb(a["VmHWM"]), _kb(a["VmRSS"]), _kb(a["RssAnon"]), _kb(a["RssFile"]),
-                     _kb(a.get("RssShmem")), _kb(a["VmRSS"] - b["VmRSS"]), f"{m['load_seconds'] * 1000:.1f}"])
-    out += ["All measurements:", ""]
-    out += [markdown_table(["variant", "stage", "VmHWM (peak)", "VmRSS", "RssAnon", "RssFile", "RssShmem",
-                            "VmRSS Δ", "load ms"], rows), ""]
+        rows.append([m["variant"], _stage(m), _kb(a["VmHWM"]), _kb(a["VmRSS"]), _kb(a.get("Pss")),
+                     _kb(a.get("Anonymous", a["RssAnon"])), _kb(a["RssFile"]), _kb(a.get("RssShmem")),
+                     _kb(_sum(a, "Private_Clean", "Private_Dirty")), _kb(_sum(a, "Shared_Clean", "Shared_Dirty")),
+                     _kb(_delta(m, "VmRSS")), _kb(_delta(m, "Pss")), _kb(_delta(m, "Anonymous")),
+                     f"{m['load_seconds'] * 1000:.1f}"])
+    out += ["All measurements (Pss charges a page shared with n processes 1/n; anonymous = heap and anonymous "
+            "mmap, RssFile = file-backed pages, RssShmem = shared memory; private/shared = mapped by this process "
+            "only / by others too, from /proc/self/smaps_rollup):", ""]
+    out += [markdown_table(["variant", "stage", "VmHWM (peak)", "VmRSS", "Pss", "anonymous", "RssFile", "RssShmem",
+                            "private", "shared", "VmRSS Δ", "Pss Δ", "anonymous Δ", "load ms"], rows), ""]
     return out
+
+
+def _sum(status: dict, *keys):
+    return None if any(k not in status for k in keys) else sum(status[k] for k in keys)
+
+
+def _delta(m: dict, key: str):
+    a, b = m["after"].get(key), m["before"].get(key)
+    return None if a is None or b is None else a - b
 
 
 def _memory_android(mem: dict) -> list[str]:
