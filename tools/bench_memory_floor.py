@@ -1,0 +1,304 @@
+"""Which way of loading a zipped .tflite keeps ONE resident copy of its weights, file-backed?
+
+Issue 16: serving both tasks of the wide 784-2048-2048-10 pair from the zipped file with
+CompiledModel.from_file and XNNPACK's ':memory' weight cache grows RSS by ~2x the unique weights
+(a heap copy of the file + the packed weights in shared memory). This script compares, side by
+side in one run, each loader × weight-cache combination, every one in its own fresh process:
+
+  loaders: CompiledModel.from_file(path), CompiledModel.from_buffer(mmap of the file) (or of a
+           bytes copy where the binding refuses an mmap), Interpreter(model_path=…) (no cache option)
+  caches:  ':memory', a FILE beside the model (MODEL.xnnpack_cache): cold (absent) and warm
+           (written by the previous process), and off
+
+Per combination: growth of Anonymous, Pss and VmRSS from the runtime's set-up to after every
+task ran (kB, /proc/self/smaps_rollup), the resident kB of the model file and of the cache file
+(/proc/self/smaps), load-to-first-inference of every task, and each task's median latency. The
+memory processes run in ``--rounds`` interleaved rounds (medians shown); latency is timed with
+every combination loaded in one process, interleaved in the same rounds (side by side).
+
+    python tools/bench_memory_floor.py --model M.tflite            # a converted zipped file
+    python tools/bench_memory_floor.py --build-wide /tmp/wide       # build the wide pair first
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CACHE_SUFFIX = ".xnnpack_cache"
+# (name, loader, cache): cache None = off, ":memory", "cold" = file absent, "warm" = file present
+COMBINATIONS = (
+    ("file+:memory", "from_file", ":memory"),
+    ("file+cache-cold", "from_file", "cold"),
+    ("file+cache-warm", "from_file", "warm"),
+    ("file+off", "from_file", None),
+    ("buffer(mmap)+:memory", "from_buffer", ":memory"),
+    ("buffer(mmap)+cache-warm", "from_buffer", "warm"),
+    ("interpreter(path)", "interpreter", None),
+)
+REFERENCE = "file+:memory"
+
+CHILD = r'''
+import json, mmap, re, sys, time
+req = json.loads(sys.argv[1])
+from mtz_mobile.bench.probe import proc_status, _random_input
+import numpy as np
+
+def mapped(paths):
+    # resident kB per mapped file, from /proc/self/smaps
+    out, cur = {p: 0 for p in paths}, None
+    for line in open("/proc/self/smaps"):
+        f = line.split()
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            cur = f[5] if len(f) > 5 else None
+        elif f[0] == "Rss:" and cur in out:
+            out[cur] += int(f[1])
+    return out
+
+rng = np.random.default_rng(0)
+keep = []
+
+def setup(loader):
+    if loader != "interpreter":
+        from mtz_mobile.bench.probe import CompiledModelFile
+        return CompiledModelFile.prepare()
+
+def load(loader, model_path, cache, env):
+    # returns (run(key), note)
+    if loader == "interpreter":
+        from mtz_mobile.litert_runtime import make_interpreter
+        interp = make_interpreter(model_path, num_threads=1, xnnpack=True)
+        runners = {k: interp.get_signature_runner(k) for k in req["keys"]}
+        inputs = {k: {n: _random_input(d["shape"], d["dtype"], rng) for n, d in r.get_input_details().items()}
+                  for k, r in runners.items()}
+        keep.append(interp)
+        return (lambda k: runners[k](**inputs[k])), ""
+    from ai_edge_litert.compiled_model import CompiledModel
+    from ai_edge_litert.hardware_accelerator import HardwareAccelerator
+    from ai_edge_litert.options import CpuOptions, Options
+    options = Options(HardwareAccelerator.CPU, cpu_options=CpuOptions(num_threads=1, xnnpack_weight_cache_path=cache or ""))
+    note = ""
+    if loader == "from_file":
+        model = CompiledModel.from_file(model_path, environment=env, options=options)
+    else:
+        f = open(model_path, "rb")
+        data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            model = CompiledModel.from_buffer(data, environment=env, options=options)
+            note = "from_buffer accepted the mmap"
+        except TypeError as exc:
+            note = "from_buffer refused the mmap (" + " ".join(str(exc).split())[:90] + "); given bytes(mmap), a heap copy"
+            data = bytes(data)
+            model = CompiledModel.from_buffer(data, environment=env, options=options)
+        keep.append(data)
+    keep.append(model)
+    bufs = {}
+    for k in req["keys"]:
+        i = model.get_signature_index(k)
+        ins, outs = model.create_input_buffers(i), model.create_output_buffers(i)
+        for b, d in zip(ins, model.get_input_tensor_details(k).values()):
+            b.write(_random_input(d["shape"], d["dtype"], rng))
+        sizes = [(int(np.prod(d["shape"])), np.dtype(d["dtype"])) for d in model.get_output_tensor_details(k).values()]
+        bufs[k] = (i, ins, outs, sizes)
+    def run(k):
+        i, ins, outs, sizes = bufs[k]
+        model.run_by_index(i, ins, outs)
+        for b, (n, dt) in zip(outs, sizes):
+            b.read(n, dt)
+    return run, note
+
+clock = time.perf_counter
+if req["kind"] == "memory":
+    env = setup(req["loader"])
+    before = proc_status()
+    t0 = clock()
+    run, note = load(req["loader"], req["model"], req["cache"], env)
+    for k in req["keys"]:
+        run(k)
+    first_s = clock() - t0
+    for _ in range(3):
+        for k in req["keys"]:
+            run(k)
+    after = proc_status()
+    files = mapped([req["model"], req["cache"] or ""])
+    print("RESULT " + json.dumps({"before": before, "after": after, "first_s": first_s, "note": note,
+                                  "model_rss": files[req["model"]], "cache_rss": files.get(req["cache"] or "", 0)}))
+else:  # latency: every combination loaded in this one process, runs interleaved in rounds
+    env = setup("from_file")
+    runs = {name: load(loader, path, cache, env)[0] for name, loader, path, cache in req["combos"]}
+    lat = {f"{name}/{k}": [] for name in runs for k in req["keys"]}
+    for name, run in runs.items():
+        for k in req["keys"]:
+            run(k)
+    for _ in range(req["rounds"]):
+        for name, run in runs.items():
+            for k in req["keys"]:
+                for _ in range(req["runs"]):
+                    t = time.perf_counter_ns(); run(k); lat[f"{name}/{k}"].append((time.perf_counter_ns() - t) / 1000)
+    print("RESULT " + json.dumps({"median_us": {key: float(np.median(v)) for key, v in lat.items()}}))
+'''
+
+
+def _child(req: dict) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(req)], capture_output=True, text=True, env=env)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise SystemExit(f"{req} failed:\n{proc.stderr[-2000:]}")
+
+
+def cache_path(model: Path, cache: str | None) -> str:
+    return cache if cache == ":memory" else (str(model) + CACHE_SUFFIX if cache else "")
+
+
+def run_memory(model: Path, loader: str, cache: str | None, keys: list[str]) -> dict:
+    """One fresh process: load, run every task, report the memory split and load→first inference."""
+    cache_file = Path(str(model) + CACHE_SUFFIX)
+    if cache == "cold":
+        cache_file.unlink(missing_ok=True)
+    elif cache == "warm" and not cache_file.exists():
+        run_memory(model, loader, "cold", keys)  # writes the file
+    r = _child({"kind": "memory", "model": str(model), "cache": cache_path(model, cache), "loader": loader,
+                "keys": keys})
+    r["cache_file_bytes"] = cache_file.stat().st_size if cache in ("cold", "warm") else 0
+    return r
+
+
+def run_latency(model: Path, keys: list[str], runs: int, rounds: int) -> dict:
+    """Every combination loaded in ONE process, timed in interleaved rounds (side by side); a cold
+    cache is timed as its warm one (after the first process the file exists)."""
+    combos = [[name, loader, str(model), cache_path(model, "warm" if cache == "cold" else cache)]
+              for name, loader, cache in COMBINATIONS]
+    return _child({"kind": "latency", "combos": combos, "keys": keys, "runs": runs, "rounds": rounds})["median_us"]
+
+
+def build_wide(out: Path) -> Path:
+    """tests/test_bench.py's wide_pair: two random 784-2048-2048-10 MLPs, fully zipped, converted."""
+    import keras
+    import numpy as np
+
+    from converters import convert_zip
+    from mtz_mobile.data import load_task_data
+    from mtz_mobile.graph.keras_io import read_model
+    from mtz_mobile.reference import build_mlp
+    from mtz_mobile.zipper import ZipConfig, zip_networks
+    from mtz_mobile.zipper.config import RetrainSettings
+
+    data = load_task_data("fashion-mnist").head(4000, 2000)
+    out.mkdir(parents=True, exist_ok=True)
+    models = {}
+    for task, seed in (("a", 1), ("b", 2)):
+        keras.utils.set_random_seed(seed)
+        model = build_mlp(data.x_train.shape[1:], (2048, 2048), data.num_classes)
+        rng = np.random.default_rng(seed)
+        for layer in model.layers[1:]:
+            kernel, bias = layer.get_weights()
+            layer.set_weights([kernel, rng.normal(0, 0.1, bias.shape).astype(np.float32)])
+        model.save(out / f"{task}.keras")
+        models[task] = read_model(out / f"{task}.keras")
+    cfg = ZipConfig(shared=["all"], method="random", compensation="none", calibration_samples=64,
+                    retrain=RetrainSettings(iterations=0))
+    zip_networks(models, {"a": data, "b": data}, cfg, out / "zip", progress=False)
+    return Path(convert_zip(out / "zip", out / "model.tflite", joint=True, baselines=True).path)
+
+
+def _mb(kb: float) -> str:
+    return f"{kb / 1024:.1f}"
+
+
+def table(results: dict, floor_bytes: int, keys: list[str]) -> list[str]:
+    """rest Δ = VmRSS Δ - anonymous Δ - shmem Δ - model and cache file pages: other files (library code
+    first run at load)."""
+    floor_kb = floor_bytes / 1024
+    ref = results[REFERENCE]
+    head = ("| combination | anon Δ MiB | shmem Δ MiB | Pss Δ MiB | VmRSS Δ MiB | model file resident MiB "
+            "| cache file resident MiB | rest Δ MiB "
+            "| anon Δ / floor | Pss Δ / floor | load→first inference ms | " + " | ".join(f"{k} median µs" for k in keys)
+            + " | latency / reference |")
+    out = [head, "|" + "---|" * (head.count("|") - 1)]
+    for name, r in results.items():
+        d = {k: r[k] for k in ("anon", "pss", "rss")}
+        lat = [r["median_us"][k] for k in keys]
+        rel = max(r["median_us"][k] / ref["median_us"][k] for k in keys)
+        rest = r["rss"] - r["anon"] - r["shmem"] - r["model_rss"] - r["cache_rss"]
+        out.append(f"| {name} | {_mb(d['anon'])} | {_mb(r['shmem'])} | {_mb(d['pss'])} | {_mb(d['rss'])} | "
+                   f"{_mb(r['model_rss'])} | {_mb(r['cache_rss'])} | {_mb(rest)} | {d['anon'] / floor_kb:.3f} | {d['pss'] / floor_kb:.3f} | "
+                   f"{r['first_s'] * 1000:.1f} | " + " | ".join(f"{v:.0f}" for v in lat) + f" | {rel:.3f}× |")
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=Path, help="a zipped .tflite (copied into a scratch directory)")
+    p.add_argument("--build-wide", type=Path, metavar="DIR", help="build the wide pair in DIR and use it")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every combination")
+    p.add_argument("--runs", type=int, default=20, help="timed runs per task and combination in each latency round")
+    p.add_argument("--json", type=Path, help="also write the per-round figures here")
+    args = p.parse_args(argv)
+    if args.build_wide:
+        args.model = build_wide(args.build_wide)
+    if args.model is None:
+        p.error("give --model or --build-wide")
+    from mtz_mobile.bench.host import describe_model
+
+    info = describe_model(args.model)
+    keys, floor = info["tasks"], info["unique_weight_bytes"]
+    scratch = Path(tempfile.mkdtemp(prefix="memfloor-"))
+    model = scratch / "model.tflite"
+    shutil.copyfile(args.model, model)
+    rounds = {name: [] for name, _, _ in COMBINATIONS}
+    for _ in range(args.rounds):
+        for name, loader, cache in COMBINATIONS:
+            r = run_memory(model, loader, cache, keys)
+            b, a = r["before"], r["after"]
+            r.update(anon=a["Anonymous"] - b["Anonymous"], pss=a["Pss"] - b["Pss"], rss=a["VmRSS"] - b["VmRSS"],
+                     shmem=a.get("RssShmem", 0) - b.get("RssShmem", 0))
+            rounds[name].append(r)
+    latency = run_latency(model, keys, args.runs, args.rounds)
+    shutil.rmtree(scratch, ignore_errors=True)
+    med = {}
+    for name, rs in rounds.items():
+        m = {k: statistics.median(r[k] for r in rs) for k in ("anon", "pss", "rss", "shmem", "model_rss", "cache_rss",
+                                                                "first_s")}
+        m["median_us"] = {k: latency[f"{name}/{k}"] for k in keys}
+        m["note"] = rs[0]["note"]
+        m["cache_file_bytes"] = rs[0]["cache_file_bytes"]
+        med[name] = m
+    print(f"model {args.model} ({info['file_bytes']:,} bytes), unique weight bytes (floor) {floor:,} "
+          f"= {floor / 2**20:.1f} MiB; tasks {', '.join(keys)}; {args.rounds} interleaved rounds, {args.runs} "
+          f"timed runs per task; medians over rounds; reference for latency: {REFERENCE}\n")
+    print("\n".join(table(med, floor, keys)))
+    for name, m in med.items():
+        if m["note"]:
+            print(f"\n{name}: {m['note']}")
+    warm, ref = med["file+cache-warm"], med[REFERENCE]
+    lat = max(warm["median_us"][k] / ref["median_us"][k] for k in keys)
+    print("\ntargets for file+cache-warm (anon ≤ 0.1× floor, Pss ≤ 1.1× floor, load→first ≥ 5× faster than "
+          ":memory, latency ≤ 1.05×):")
+    print(f"  anonymous growth {warm['anon'] * 1024 / floor:.3f}× floor: {'met' if warm['anon'] * 1024 <= 0.1 * floor else 'missed'}")
+    print(f"  Pss growth {warm['pss'] * 1024 / floor:.3f}× floor: {'met' if warm['pss'] * 1024 <= 1.1 * floor else 'missed'}")
+    weights = warm["anon"] + warm["shmem"] + warm["model_rss"] + warm["cache_rss"]
+    print(f"    of which anonymous + shmem + model file + cache file pages {weights * 1024 / floor:.3f}× floor; "
+          f"the rest ({(warm['rss'] - weights) / 1024:.1f} MiB) are other files' pages (library code run at load)")
+    speed = ref["first_s"] / warm["first_s"]
+    print(f"  load→first inference {speed:.1f}× faster than :memory: {'met' if speed >= 5 else 'missed'}")
+    print(f"  per-task latency {lat:.3f}× the reference: {'met' if lat <= 1.05 else 'missed'}")
+    print(f"  cache file {warm['cache_file_bytes']:,} bytes")
+    if args.json:
+        args.json.write_text(json.dumps({"floor_bytes": floor, "rounds": rounds, "medians": med}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
