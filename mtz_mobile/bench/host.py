@@ -25,11 +25,13 @@ from mtz_mobile.fileio import sha256_of
 from mtz_mobile.fileio import check_output, output_lock
 from mtz_mobile.progress import Progress
 
-from .common import default_warmup
-from .probe import MARKER, METRIC_KEYS, RUNTIMES
+from .common import default_warmup, ratio
+from .memory import memory_ratios, versus_one_original
+from .probe import CACHE_SUFFIX, MARKER, RUNTIMES
 
-CACHE_STATES = ("on", "off")
+CACHE_STATES = ("on", "off", "file")
 MEMORY_CACHE_PATH = ":memory"
+FILE_CACHE_PATH = "MODEL" + CACHE_SUFFIX
 RUNTIME_DETAIL = {
     "interpreter": "ai_edge_litert.interpreter.Interpreter (mtz_mobile.litert_runtime.make_interpreter), "
                    "XNNPACK applied by default; this runtime has no XNNPACK weight-cache option",
@@ -71,12 +73,12 @@ class HostSettings:
             self.cache_chosen_by = "default"
         else:
             if self.xnnpack_cache not in CACHE_STATES:
-                raise MTZError(f"--xnnpack-cache must be on or off, got {self.xnnpack_cache!r}")
+                raise MTZError(f"--xnnpack-cache must be on, off or file, got {self.xnnpack_cache!r}")
             self.cache_chosen_by = "user"
-        if self.runtime == "interpreter" and self.xnnpack_cache == "on":
+        if self.runtime == "interpreter" and self.xnnpack_cache != "off":
             raise MTZError("the interpreter runtime cannot turn XNNPACK's weight cache on (ai-edge-litert's "
-                           "Interpreter has no such option): use --runtime compiled --xnnpack-cache on")
-        self.cache_path = MEMORY_CACHE_PATH if self.xnnpack_cache == "on" else ""
+                           f"Interpreter has no such option): use --runtime compiled --xnnpack-cache {self.xnnpack_cache}")
+        self.cache_path = {"on": MEMORY_CACHE_PATH, "file": FILE_CACHE_PATH}.get(self.xnnpack_cache, "")
         return self
 
     def to_json(self) -> dict:
@@ -190,10 +192,6 @@ def stats(samples) -> dict:
             "mean_us": float(a.mean()), "min_us": float(a.min()), "max_us": float(a.max())}
 
 
-def ratio(a, b):
-    return None if a is None or b in (None, 0) else a / b
-
-
 def _memory_plan(model: dict, baselines: list[dict]) -> list[tuple[str, str, str | None, list, list]]:
     """(variant, stage, task, files, runs) for every fresh-process memory measurement."""
     tasks, plan = model["tasks"], []
@@ -214,42 +212,6 @@ def _memory_plan(model: dict, baselines: list[dict]) -> list[tuple[str, str, str
         for t in tasks:
             plan.append(("single", "task", t, [baselines[index[t]]["path"]], [[0, t]]))
     return plan
-
-
-def memory_ratios(measurements: list[dict]) -> list[dict]:
-    by = {(m["variant"], m["stage"], m["task"]): m for m in measurements}
-    out = []
-    for (variant, stage, task), z in by.items():
-        if variant != "zipped" or stage == "joint":
-            continue
-        b = by.get(("baselines", stage, task))
-        if b is None:
-            continue
-        for metric in METRIC_KEYS:
-            zv, bv = z["after"].get(metric, 0), b["after"].get(metric, 0)
-            zd, bd = zv - z["before"].get(metric, 0), bv - b["before"].get(metric, 0)
-            out.append({"stage": stage, "task": task, "metric": metric, "zipped": zv, "baselines": bv,
-                        "ratio": ratio(zv, bv) if bv > 0 else None, "zipped_delta": zd, "baselines_delta": bd,
-                        "ratio_delta": ratio(zd, bd) if bd > 0 else None})
-    return out
-
-
-def versus_one_original(measurements: list[dict]) -> list[dict]:
-    """The zipped file serving every task against the largest single original serving its own."""
-    zipped = next((m for m in measurements if m["variant"] == "zipped" and m["stage"] == "all_tasks"), None)
-    singles = [m for m in measurements if m["variant"] == "single"]
-    if zipped is None or not singles:
-        return []
-    out = []
-    for metric in METRIC_KEYS:
-        largest = max(singles, key=lambda m: m["after"].get(metric, 0))
-        zv, sv = zipped["after"].get(metric, 0), largest["after"].get(metric, 0)
-        zd = zv - zipped["before"].get(metric, 0)
-        sd = sv - largest["before"].get(metric, 0)
-        out.append({"metric": metric, "zipped_all_tasks": zv, "one_original": sv, "original_task": largest["task"],
-                    "ratio": ratio(zv, sv) if sv > 0 else None, "zipped_delta": zd, "one_original_delta": sd,
-                    "ratio_delta": ratio(zd, sd) if sd > 0 else None})
-    return out
 
 
 TIME_FIELDS = ("median_us", "p90_us", "mean_us", "min_us", "max_us", "init_us", "first_us")
@@ -333,8 +295,12 @@ def _bench_host(model_path, baselines, settings: HostSettings, out_dir, progress
     report = new_report("host", settings.to_json(), host_environment(), model, base)
     bar.step("storage")
     report["storage"] = storage_figures(model, base)
-    common = {"runtime": settings.runtime, "threads": settings.threads, "cache_path": settings.cache_path}
+    common = {"runtime": settings.runtime, "threads": settings.threads, "cache_path": settings.cache_path,
+              "cache_beside": settings.xnnpack_cache == "file"}
+    cache_files = _prepare_cache_files(model, base, settings, common) if common["cache_beside"] else None
     report["memory"] = _measure_memory(plan, settings, common, bar)
+    if cache_files is not None:
+        report["memory"]["weight_cache_files"] = cache_files
     bar.step("latency: zipped and baselines interleaved")
     report["latency"] = _measure_latency(model, base, settings, common)
     if switch:
@@ -345,6 +311,15 @@ def _bench_host(model_path, baselines, settings: HostSettings, out_dir, progress
         write_report(report, out_dir)
     bar.close(f"bench: wrote {out_dir}" if out_dir is not None else None)
     return report
+
+
+def _prepare_cache_files(model: dict, base: list[dict], settings: HostSettings, common: dict) -> list[dict]:
+    from . import weight_cache
+
+    def cold_load(path):
+        return run_probe(dict(common, kind="memory", files=[path], runs=[], repeats=1), settings.timeout_s)["load_seconds"]
+
+    return weight_cache.prepare([(model["path"], model["sha256"])] + [(b["path"], b["sha256"]) for b in base], cold_load)
 
 
 def _measure_memory(plan: list, settings: HostSettings, common: dict, bar: Progress) -> dict:

@@ -21,6 +21,8 @@ STATUS_KEYS = ("VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem")
 SMAPS_KEYS = ("Pss", "Private_Dirty", "Private_Clean", "Shared_Clean", "Shared_Dirty", "Anonymous")
 # the metrics the report compares zipped against baselines on
 METRIC_KEYS = STATUS_KEYS + ("Pss", "Anonymous")
+# --xnnpack-cache file: the weight cache of MODEL lives in MODEL + this suffix (see weight_cache.py)
+CACHE_SUFFIX = ".xnnpack_cache"
 
 
 def _read_kb(path: str, keys) -> dict[str, int]:
@@ -151,7 +153,9 @@ RUNTIMES = {"interpreter": InterpreterModel, "compiled": CompiledModelFile}
 
 
 def load(path: str, request: dict):
-    return RUNTIMES[request["runtime"]](path, int(request["threads"]), request.get("cache_path") or "")
+    """``cache_beside``: each file's weight cache in a file next to it, else ``cache_path`` for all."""
+    cache = path + CACHE_SUFFIX if request.get("cache_beside") else request.get("cache_path") or ""
+    return RUNTIMES[request["runtime"]](path, int(request["threads"]), cache)
 
 
 def _memory(request: dict) -> dict:

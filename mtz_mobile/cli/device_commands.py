@@ -62,8 +62,9 @@ def _add_host_settings(p) -> None:
     p.add_argument("--runtime", choices=tuple(RUNTIMES), default=HOST["runtime"],
                    help="host: LiteRT Interpreter (XNNPACK by default) or CompiledModel with CpuOptions")
     p.add_argument("--xnnpack-cache", choices=CACHE_STATES, default=HOST["xnnpack_cache"],
-                   help="XNNPACK weight cache (default: on for compiled, off for interpreter, which has no "
-                        "such option; Android: both unless given)")
+                   help="XNNPACK weight cache: on = ':memory', file = MODEL.xnnpack_cache beside each model "
+                        "(checked against its stamp, rebuilt when stale; compiled only) (default: on for compiled, "
+                        "off for interpreter, which has no such option; Android: both of on/off unless given)")
 
 
 def _add_push_target(p) -> None:
