@@ -208,8 +208,11 @@ def main(argv=None) -> int:
         goal = TARGETS[name].goal
         rows.append(f"| {name} | {killed} | {counted} | {frac:.1%} | {f'{goal:.0%}' if goal else '—'} |")
         print(f"mutation: {name}: {killed}/{counted} killed = {frac:.1%}", file=sys.stderr)
-    summary = ["| target | killed | counted | score | goal |", "|---|---:|---:|---:|---:|", *rows]
-    (args.out / "summary.md").write_text("\n".join(summary) + "\n")
+    path = args.out / "summary.md"   # earlier runs' rows stay, this run's replace theirs
+    kept = [r for r in (path.read_text().splitlines()[2:] if path.exists() else [])
+            if r.split("|")[1].strip() not in args.targets]
+    summary = ["| target | killed | counted | score | goal |", "|---|---:|---:|---:|---:|", *kept, *rows]
+    path.write_text("\n".join(summary) + "\n")
     print("\n".join(summary))
     return 0
 
