@@ -69,6 +69,8 @@ def check_host_report(report: dict, out: Path, tasks=("a", "b")):
         assert heading in md
     assert f"| zipped file | {st['zipped_file_bytes']:,} |" in md
     assert "| Pss |" in md and "| anonymous Δ |" in md
+    table = md[md.index("All measurements"):].split("\n## ")[0].splitlines()  # one row per measurement
+    assert sum(line.startswith(("| zipped | ", "| baselines | ", "| single | ")) for line in table) == len(mem["measurements"])
     assert json.loads((out / "report.json").read_text()) == report
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 

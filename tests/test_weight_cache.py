@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from mtz_mobile.bench import bench_host, validate_report, weight_cache
+from mtz_mobile.bench import bench_host, render_markdown, validate_report, weight_cache
 from mtz_mobile.bench.host import run_probe
 from mtz_mobile.cli import main
 from mtz_mobile.fileio import sha256_of
@@ -130,6 +130,9 @@ def test_bench_with_the_cache_in_a_file(deployed, tmp_path):
         assert [c["cache_file"] for c in cache_files] == [str(p) + ".xnnpack_cache" for p in [model, *base]]
         found.append([(c["found"], c["rebuilt"]) for c in cache_files])
         assert all(m["xnnpack_cache"] == "file" for m in report["memory"]["measurements"])
+        md = render_markdown(report)
+        rows = md[md.index("All measurements"):].split("\n## ")[0].splitlines()
+        assert sum(r.startswith("| zipped | ") for r in rows) == 5 and f"| `{cache_files[0]['cache_file']}` |" in md
     assert found == [[("absent", True)] * 3, [("valid", False)] * 3]
 
 

@@ -176,13 +176,13 @@ def _memory_host(mem: dict) -> list[str]:
                      _kb(_sum(a, "Private_Clean", "Private_Dirty")), _kb(_sum(a, "Shared_Clean", "Shared_Dirty")),
                      _kb(_delta(m, "VmRSS")), _kb(_delta(m, "Pss")), _kb(_delta(m, "Anonymous")),
                      f"{m['load_seconds'] * 1000:.1f}"])
-    rows = [[f"`{c['cache_file']}`", c["found"], "yes" if c["rebuilt"] else "no",
-             "–" if c["cold_load_seconds"] is None else f"{c['cold_load_seconds'] * 1000:.1f}", _kb(c["cache_bytes"])]
-            for c in mem.get("weight_cache_files") or []]
-    if rows:
+    caches = [[f"`{c['cache_file']}`", c["found"], "yes" if c["rebuilt"] else "no",
+               "–" if c["cold_load_seconds"] is None else f"{c['cold_load_seconds'] * 1000:.1f}", _kb(c["cache_bytes"])]
+              for c in mem.get("weight_cache_files") or []]
+    if caches:
         out += ["XNNPACK weight cache files (checked against their stamps before the run; one found stale, "
-                "truncated or corrupted is deleted and rebuilt by a cold load, so every row above is a warm load):", ""]
-        out += [markdown_table(["cache file", "found", "rebuilt", "cold load ms", "bytes"], rows), ""]
+                "truncated or corrupted is deleted and rebuilt by a cold load, so every row below is a warm load):", ""]
+        out += [markdown_table(["cache file", "found", "rebuilt", "cold load ms", "bytes"], caches), ""]
     out += ["All measurements (Pss charges a page shared with n processes 1/n; anonymous = heap and anonymous "
             "mmap, RssFile = file-backed pages, RssShmem = shared memory; private/shared = mapped by this process "
             "only / by others too, from /proc/self/smaps_rollup):", ""]
