@@ -170,8 +170,8 @@ def test_weight_cache_file_keeps_one_file_backed_copy(wide_pair, tmp_path):
     """Issue 16: with the cache in a file beside the model (warm), serving every task of the wide
     pair adds almost no anonymous memory and one copy of the weights in Pss (the packed weights,
     mapped from the cache file); with ':memory' a ~16 MiB heap buffer stays beside the shared-memory
-    copy. tools/bench_memory_floor.py measures it side by side; the bound here leaves room for the
-    ~3.4 MiB of library pages the runtime touches at first load."""
+    copy. tools/bench_memory_floor.py measures it side by side; the Pss bound leaves room for the
+    few MiB of library pages the runtime touches at first load (1.21x measured; ':memory' 1.9x)."""
     import shutil
 
     model = tmp_path / "model.tflite"  # the cache files go beside it, not beside the shared fixture
@@ -185,7 +185,7 @@ def test_weight_cache_file_keeps_one_file_backed_copy(wide_pair, tmp_path):
         if cache == "file":
             assert [c["found"] for c in report["memory"]["weight_cache_files"]] == ["absent"]
     assert grow["file"]["Anonymous"] <= 0.1 * floor_kb, grow
-    assert grow["file"]["Pss"] <= 1.25 * floor_kb, grow
+    assert grow["file"]["Pss"] <= 1.35 * floor_kb, grow
     assert grow["on"]["Anonymous"] >= 0.5 * floor_kb and grow["on"]["Pss"] >= 1.5 * floor_kb, grow
 
 
