@@ -58,7 +58,7 @@ TARGETS = {
             "end_schedule_retrains_once_after_the_last_layer")),
         "tests/test_mobile_zip.py::test_permuted_conv1d_net_zips_back",
         "tests/test_mobile_zip.py::test_permuted_separable_net_zips_back_and_converts")),
-    "layout": Target(("converters/layout.py",), ("tests/test_layout.py",)),
+    "layout": Target(("converters/layout.py",), ("tests/test_layout_roles.py", "tests/test_layout_proof.py")),
     "flatbuffer": Target(("converters/flatbuffer.py", "converters/manifest.py"), ("tests/test_converter.py",), None),
     "surgery": Target(("mtz_mobile/zipper/compensation.py",), ("tests/test_zipper.py",), None),
     "push": Target(("mtz_mobile/device.py",), ("tests/test_device.py",), None),
