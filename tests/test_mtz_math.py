@@ -227,3 +227,33 @@ def test_merge_table_sparse_mtz_is_the_masked_optimum_and_random_ignores_the_mas
     np.testing.assert_allclose(dense, geom.matched(w_a, w_b)[1], rtol=1e-12)
     chosen = METHODS["random"].merge(MergeOperands(w_a, w_b, None, mask, np.random.default_rng(3)), sparse=True)
     np.testing.assert_array_equal(chosen, random_merge(w_a, w_b, np.random.default_rng(3)))
+
+
+def test_accumulator_sums_in_float64_and_says_what_it_got():
+    """The column of input sums is accumulated in float64 (a float32 sum of many 0.1s drifts), a
+    wrong input width is named, and an accumulator that saw nothing refuses to give a Hessian."""
+    from mtz_mobile.zipper.mtz_math import HessianAccumulator
+
+    acc = HessianAccumulator(2)
+    x = np.full((300_001, 2), 0.1, np.float32)
+    x[:, 1] = np.float32(1 / 3)
+    acc.update(x)
+    exact = x.astype(np.float64).sum(axis=0)
+    np.testing.assert_allclose(acc.gram[:-1, -1], exact, rtol=1e-13)
+    assert acc.hessian(1.0)[-1, -1] == 1.0 and acc.count == 300_001
+    with pytest.raises(ValueError, match=r"^expected 2 inputs per instance, got 3$"):
+        acc.update(np.zeros((4, 3)))
+    with pytest.raises(MTZError, match="^no calibration data reached this layer: give each task at least one sample$"):
+        HessianAccumulator(3).hessian(0.5)
+    one = HessianAccumulator(1)
+    one.update(np.array([[2.0]]))
+    np.testing.assert_allclose(one.hessian(1.0), [[4.0, 2.0], [2.0, 1.0]])
+
+
+def test_differences_of_identical_units_are_never_negative():
+    """Round-off puts d of identical columns a hair either side of zero: compare clamps it at 0."""
+    rng = np.random.default_rng(11)
+    h_a, h_b = random_spd(rng, 30), random_spd(rng, 30)
+    w = rng.standard_normal((30, 200)) * 50
+    d = PairGeometry.from_hessians(h_a, h_b, damping=0.0).compare(w, w).d
+    assert np.all(np.diag(d) >= 0.0) and np.all(d >= 0.0)
