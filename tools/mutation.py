@@ -12,6 +12,7 @@ tools/mutation_survivors.txt explains it, the reason.
     python tools/mutation.py --list
     python tools/mutation.py layout --out results/mutation --tests tests/test_converter.py
     python tools/mutation.py step --sample 150 --seed 0   # a seeded sample where a full run takes hours
+    python tools/mutation.py math --rerun-survivors         # after adding tests: the survivors again
 
 Score = killed / (mutants − explained survivors). Mutants no selected test executes count as not
 killed: uncovered code is unguarded code. Timeouts count as killed (the mutant hangs the code).
@@ -150,17 +151,29 @@ def report(name: str, target: Target, tree: Path, status: dict[str, str], second
 
 
 def run_target(name: str, out: Path, tests: tuple[str, ...] | None, children: int,
-               sample: int | None = None, seed: int = 0) -> tuple[int, int, float]:
+               sample: int | None = None, seed: int = 0, rerun: bool = False) -> tuple[int, int, float]:
     target = TARGETS[name]
     tree = out / name / "tree"
-    copy_tree(tree)
-    write_settings(tree, target, tests or target.tests)
+    if not rerun:
+        copy_tree(tree)
+        write_settings(tree, target, tests or target.tests)
     env = dict(os.environ, MTZ_TEST_MODEL_CACHE=str(out / "model-cache"), TF_CPP_MIN_LOG_LEVEL="2")
     log = out / name / "mutmut.log"
     log.write_text("")
     print(f"mutation: {name}: running mutmut on {', '.join(target.modules)} (log {log})", file=sys.stderr)
     start = time.perf_counter()
     names: list[str] = []
+    if rerun:   # the last run's survivors only, against the working tree's tests as they are now
+        previous = outcomes(tree, target.modules)
+        for sub in ("tests", "mutants/tests"):
+            shutil.rmtree(tree / sub)
+            shutil.copytree(ROOT / "tests", tree / sub, ignore=shutil.ignore_patterns("__pycache__", "node_modules"))
+        names = sorted(n for n, s in previous.items() if s in ("survived", "no tests"))
+        if names:
+            _mutmut(["run", "--max-children", str(children), *names], tree, env, log, name)
+        status = {n: s for n, s in (previous | outcomes(tree, target.modules)).items() if s != "not checked"}
+        (out / name / "report.md").write_text(report(name, target, tree, status, time.perf_counter() - start))
+        return score(status, explained_survivors())
     if sample:   # generate every mutant (mutmut then stops: no mutant has this name), run a seeded sample
         _mutmut(["run", "--max-children", str(children), "no-such-mutant"], tree, env, log, name, check=False)
         every = sorted(outcomes(tree, target.modules))
@@ -192,6 +205,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sample", type=int, help="run a seeded random sample of this many mutants per target "
                     "(for targets whose tests zip real models: a full run takes hours on 2 cores)")
     ap.add_argument("--seed", type=int, default=0, help="the sample's seed")
+    ap.add_argument("--rerun-survivors", action="store_true",
+                    help="run only the last run's surviving and uncovered mutants again, against the tests as they are now")
     ap.add_argument("--list", action="store_true", help="print the targets and exit")
     args = ap.parse_args(argv)
     unknown = [t for t in args.targets if t not in TARGETS]
@@ -205,7 +220,7 @@ def main(argv=None) -> int:
     rows = []
     for name in args.targets:
         killed, counted, frac = run_target(name, args.out, tuple(args.tests) if args.tests else None,
-                                           args.max_children, args.sample, args.seed)
+                                           args.max_children, args.sample, args.seed, args.rerun_survivors)
         goal = TARGETS[name].goal
         rows.append(f"| {name} | {killed} | {counted} | {frac:.1%} | {f'{goal:.0%}' if goal else '—'} |")
         print(f"mutation: {name}: {killed}/{counted} killed = {frac:.1%}", file=sys.stderr)
