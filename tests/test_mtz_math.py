@@ -257,3 +257,23 @@ def test_differences_of_identical_units_are_never_negative():
     w = rng.standard_normal((30, 200)) * 50
     d = PairGeometry.from_hessians(h_a, h_b, damping=0.0).compare(w, w).d
     assert np.all(np.diag(d) >= 0.0) and np.all(d >= 0.0)
+
+
+def test_pair_geometry_checks_its_hessians_and_damps_as_documented():
+    rng = np.random.default_rng(12)
+    h_a, h_b = random_spd(rng, 4), random_spd(rng, 4)
+    geom = PairGeometry.from_hessians(h_a, h_b)   # the default: 1e-4 × mean diag(H_A + H_B)
+    assert geom.damping == pytest.approx(1e-4 * np.trace(h_a + h_b) / 4, rel=1e-12)
+    np.testing.assert_allclose(geom.h_a - h_a, 0.5 * geom.damping * np.eye(4), atol=1e-15)
+    zero = PairGeometry.from_hessians(np.zeros((3, 3)), np.zeros((3, 3)), damping=0.2)   # no data: λ = damping
+    assert zero.damping == 0.2
+    for bad in ((h_a, random_spd(rng, 3)), (h_a[:, :3], h_b[:, :3])):
+        with pytest.raises(ValueError, match=r"^Hessians must be square and alike, got \(\d, \d\) and \(\d, \d\)$"):
+            PairGeometry.from_hessians(*bad)
+    nan = h_b.copy()
+    nan[0, 1] = np.inf
+    for pair in ((h_a, nan), (nan, h_a)):
+        with pytest.raises(MTZError, match="^the layer inputs contain NaN or inf: check the models' weights and the data$"):
+            PairGeometry.from_hessians(*pair)
+    with pytest.raises(MTZError, match=r"^S = H_A \+ H_B is not positive definite even with damping: raise --damping$"):
+        PairGeometry.from_hessians(-h_a, -h_b, damping=0.0)
