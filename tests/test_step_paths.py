@@ -35,10 +35,27 @@ def test_stream_members_record_the_d_of_the_pairs_they_inherit():
     later = later_stream_members(zipped.network) & {r.name for r in zipped.plan.layers}
     assert later, "the ResNet has residual streams with several members"
     for record in zipped.plan.layers:
+        assert isinstance(record.seconds, float) and record.seconds > 0
         if record.name in later:
             ds = [p[2] for p in record.pairs]
             assert ds and all(isinstance(d, float) and d >= 0 for d in ds), record.name
             assert record.total_d == sum(ds)
+        elif record.kind != "depthwise":   # a layer that chose pairs records the damping added to S
+            assert isinstance(record.damping, float) and record.damping > 0, record.name
+
+
+def test_thresholds_pair_with_the_configured_pairing():
+    """ε above every d: both pairings share every unit they can; the exact assignment's total d is
+    never above the greedy one's, and on these random networks strictly below."""
+    a, b = resnet_pair(seed=21)
+    data = task_data(images((12, 12, 3), n=48))
+    totals = {}
+    for pairing in ("exact", "greedy"):
+        zipped = zip_pair(parse(a), parse(b), data, threshold=[1e12], pairing=pairing, compensation="none")
+        first = zipped.plan.layers[0]
+        assert first.n_shared == min(first.n_existing, first.n_new) and first.pairing == pairing
+        totals[pairing] = first.total_d
+    assert totals["exact"] < totals["greedy"]
 
 
 def test_random_merges_of_stream_members_keep_one_partners_weights():
