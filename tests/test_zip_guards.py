@@ -178,3 +178,39 @@ def test_resume_with_other_settings_or_models_is_refused(small_models, permuted_
         assert not out.exists() and (partial / "checkpoint.json").exists()   # the partial zip stays resumable
     resumed = zip_networks(chains_of(small_models), data, cfg, out, resume=True, progress=False)
     assert out.exists() and not partial.exists() and len(resumed.plan.layers) == 2
+
+
+def test_stored_sparse_block_is_the_masked_optimum(small_models, fmnist, tmp_path):
+    """Pruned first layers: each merged unit keeps the connections of the partner with more of them
+    and, on those rows (and the bias), w̃_m = S_mm⁻¹ (H_A w_A + H_B w_B)_m (§3.6) — the normal
+    equations restricted to the kept rows, solved here with numpy."""
+    pruned = []
+    for n, path in enumerate(small_models):
+        model = load_keras_model(path)
+        dense = next(layer for layer in model.layers if type(layer).__name__ == "Dense")
+        kernel, bias = dense.get_weights()
+        cut = np.quantile(np.abs(kernel), 0.7 - 0.1 * n)   # a keeps 30 %, b 40 %
+        dense.set_weights([np.where(np.abs(kernel) >= cut, kernel, 0.0), bias])
+        pruned.append(tmp_path / f"pruned_{n}.keras")
+        model.save(pruned[-1])
+    cfg = ZipConfig(shared=[20, 0], compensation="none", retrain=NO_RETRAIN, calibration_samples=1500, seed=4,
+                    sparse="on")
+    zip_networks(chains_of(pruned), {"a": fmnist, "b": fmnist}, cfg, tmp_path / "zip", progress=False)
+    node = next(n for n in load_zip_dir(tmp_path / "zip").network.nodes if n.op == "dense")
+    g = next(g for g, grp in enumerate(node.groups) if grp.owners == ("a", "b"))
+    units = node.groups[g].units
+    stored = np.vstack([node.kernels[(0, g, ("a", "b"))], node.biases[(g, ("a", "b"))][None]])
+    h = {t: augmented_second_moment(calibration_images(fmnist, cfg.seed, n, cfg.calibration_samples), weight)
+         for n, (t, weight) in enumerate((("a", cfg.alpha), ("b", 1 - cfg.alpha)))}
+    lam = cfg.damping * np.mean(np.diag(h["a"] + h["b"]))
+    h = {t: m + 0.5 * lam * np.eye(len(m)) for t, m in h.items()}
+    s = h["a"] + h["b"]
+    w_a, w_b = first_dense_rows(pruned[0])[:, units["a"]], first_dense_rows(pruned[1])[:, units["b"]]
+    rhs = h["a"] @ w_a + h["b"] @ w_b
+    for k in range(stored.shape[1]):
+        m_a, m_b = w_a[:-1, k] != 0, w_b[:-1, k] != 0
+        keep = np.append(np.flatnonzero(m_a if m_a.sum() >= m_b.sum() else m_b), len(s) - 1)
+        expected = np.zeros(len(s))
+        expected[keep] = np.linalg.solve(s[np.ix_(keep, keep)], rhs[keep, k])
+        assert np.array_equal(stored[:, k] != 0, expected != 0), k
+        assert np.linalg.norm(stored[:, k] - expected) <= 2e-3 * np.linalg.norm(expected), k
