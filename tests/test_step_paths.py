@@ -4,7 +4,9 @@ and random merges there, and depthwise channels merged with the configured dampi
 
 import keras
 import numpy as np
+import pytest
 
+from mtz_mobile.errors import MTZError
 from mtz_mobile.graph.keras_io import parse_model as parse
 from mtz_mobile.graph.network import ZippedNetwork
 from mtz_mobile.reference import build_resnet
@@ -118,3 +120,12 @@ def test_depthwise_channels_merge_with_the_configured_damping():
     low, high = depthwise_blocks(1e-4), depthwise_blocks(0.5)
     assert low and low.keys() == high.keys()
     assert any(not np.allclose(low[k], high[k], rtol=1e-3) for k in low)
+
+
+def test_a_count_above_the_layer_names_the_layer():
+    a, b = resnet_pair()
+    data = task_data(images((12, 12, 3), n=48))
+    first = ZippedNetwork.from_models({"a": parse(a)}).nodes[1].name
+    with pytest.raises(MTZError, match=rf"^cannot share 500 units in {first}: it has 4 units in the joint network "
+                                       r"and 4 in the new model, so at most 4$"):
+        zip_pair(parse(a), parse(b), data, shared=[500], compensation="none")
