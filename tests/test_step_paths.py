@@ -38,6 +38,7 @@ def test_stream_members_record_the_d_of_the_pairs_they_inherit():
     assert later, "the ResNet has residual streams with several members"
     for record in zipped.plan.layers:
         assert isinstance(record.seconds, float) and record.seconds > 0
+        assert (record.method, record.pairing, record.compensation) == ("mtz", "exact", "none")
         if record.name in later:
             ds = [p[2] for p in record.pairs]
             assert ds and all(isinstance(d, float) and d >= 0 for d in ds), record.name
@@ -129,3 +130,26 @@ def test_a_count_above_the_layer_names_the_layer():
     with pytest.raises(MTZError, match=rf"^cannot share 500 units in {first}: it has 4 units in the joint network "
                                        r"and 4 in the new model, so at most 4$"):
         zip_pair(parse(a), parse(b), data, shared=[500], compensation="none")
+
+
+def test_distillation_retrains_towards_the_originals_outputs():
+    """Retraining with distill > 0 mixes the original models' soft outputs into the targets: the
+    retrained blocks differ from label-only retraining under the same seed."""
+    a, b = resnet_pair()
+    data = task_data(images((12, 12, 3), n=48), classes=4)
+
+    def blocks(distill):
+        retrain = RetrainSettings(iterations=3, batch_size=16, learning_rate=1e-2, distill=distill)
+        zipped = zip_pair(parse(a), parse(b), data, shared=["all"], compensation="none", retrain=retrain)
+        return {key: arr for _, key, _, arr in zipped.network.blocks()}
+
+    labels, soft = blocks(0.0), blocks(0.5)
+    assert labels.keys() == soft.keys()
+    assert any(not np.allclose(labels[k], soft[k]) for k in labels)
+
+
+def test_labels_the_model_cannot_output_are_refused_before_retraining():
+    a, b = resnet_pair()   # 4 outputs each
+    data = task_data(images((12, 12, 3), n=48), classes=5)
+    with pytest.raises(MTZError, match=r"^task a's labels go up to 4 but its model has 4 outputs: give labels 0–3 "):
+        zip_pair(parse(a), parse(b), data, shared=["all"], retrain=RetrainSettings(iterations=2, batch_size=16))

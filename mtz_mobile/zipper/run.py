@@ -120,6 +120,8 @@ def _check_inputs(original: ZippedNetwork, models, data: dict[str, TaskData], co
             raise MTZError(f"no data for task {t}: give --data for every model")
         if len(data[t].x_train) == 0:
             raise MTZError(f"no training data for task {t} ({data[t].spec}): the Hessians need calibration samples")
+        if config.retrain.iterations > 0 or config.max_error_increase is not None:   # the labels are used
+            _check_labels(t, data[t], original.nodes[original.output].groups[tasks.index(t)].size)
     if config.threshold is None:  # resolve every count up front
         for k, i in enumerate(hidden):
             widths = [original.nodes[i].groups[n].size for n in range(len(tasks))]
@@ -130,6 +132,14 @@ def _check_inputs(original: ZippedNetwork, models, data: dict[str, TaskData], co
             if not Path(models[t].path).is_file():
                 raise MTZError(f"model of task {t} has no file ({models[t].path}): save it as .keras and read it "
                                "with read_model, so the zip directory can keep its source")
+
+
+def _check_labels(task: str, data: TaskData, outputs: int) -> None:
+    """Labels the model cannot output would stop retraining deep inside TensorFlow."""
+    top = int(np.max(data.y_train)) if len(data.y_train) else 0
+    if top >= max(outputs, 2):   # one sigmoid output answers labels 0 and 1
+        raise MTZError(f"task {task}'s labels go up to {top} but its model has {outputs} outputs: give labels "
+                       f"0–{max(outputs, 2) - 1} or the model trained on this data ({data.spec})")
 
 
 def _new_plan(models: dict[str, ParsedModel], data: dict[str, TaskData], config: ZipConfig) -> Plan:
