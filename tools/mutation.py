@@ -165,9 +165,16 @@ def run_target(name: str, out: Path, tests: tuple[str, ...] | None, children: in
     names: list[str] = []
     if rerun:   # the last run's survivors only, against the working tree's tests as they are now
         previous = outcomes(tree, target.modules)
-        for sub in ("tests", "mutants/tests"):
-            shutil.rmtree(tree / sub)
-            shutil.copytree(ROOT / "tests", tree / sub, ignore=shutil.ignore_patterns("__pycache__", "node_modules"))
+        changed = [m for m in target.modules if (tree / m).read_bytes() != (ROOT / m).read_bytes()]
+        if changed:
+            raise SystemExit(f"mutation: {', '.join(changed)} changed since the last run: run {name} again in full")
+        for folder in COPIED:   # everything but the mutated modules, as it is now
+            for src in (ROOT / folder).rglob("*"):
+                rel = src.relative_to(ROOT).as_posix()
+                if src.is_file() and rel not in target.modules and "__pycache__" not in rel and "node_modules" not in rel:
+                    for dest in (tree / rel, tree / "mutants" / rel):
+                        dest.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copy2(src, dest)
         names = sorted(n for n, s in previous.items() if s in ("survived", "no tests"))
         if names:
             _mutmut(["run", "--max-children", str(children), *names], tree, env, log, name)
@@ -206,7 +213,8 @@ def main(argv=None) -> int:
                     "(for targets whose tests zip real models: a full run takes hours on 2 cores)")
     ap.add_argument("--seed", type=int, default=0, help="the sample's seed")
     ap.add_argument("--rerun-survivors", action="store_true",
-                    help="run only the last run's surviving and uncovered mutants again, against the tests as they are now")
+                    help="run only the last run's surviving and uncovered mutants again, against the tests "
+                         "and the other modules as they are now")
     ap.add_argument("--list", action="store_true", help="print the targets and exit")
     args = ap.parse_args(argv)
     unknown = [t for t in args.targets if t not in TARGETS]
