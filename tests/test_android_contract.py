@@ -7,7 +7,6 @@ writes what the app reads."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -24,6 +23,8 @@ from mtz_mobile.graph import keras_io
 from mtz_mobile.zipper.config import RetrainSettings
 from mtz_mobile.zipper import ZipConfig, zip_networks
 
+from scripts import load_tool
+
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "android_demo"
 APP = DEMO / "app"
@@ -32,14 +33,7 @@ ANDROID_TEST = APP / "src" / "androidTest" / "java" / "dev" / "mtzmobile" / "dem
 KOTLIN = {p.name: p.read_text() for p in sorted(SRC.glob("*.kt"))}
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("export_android_assets", REPO / "tools" / "export_android_assets.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _load_tool()
+tool = load_tool("export_android_assets")
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,7 @@
 file: each case ends in a result or a one-line MTZError, never another exception or a hang.
 `tools/fuzz_readers.py` runs the same for longer."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
@@ -13,9 +11,9 @@ from converters.manifest import MANIFEST_METADATA
 from mtz_mobile.bench.host import describe_model
 from mtz_mobile.errors import MTZError
 
-_spec = importlib.util.spec_from_file_location("fuzz_readers", Path(__file__).parents[1] / "tools" / "fuzz_readers.py")
-fuzz_readers = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fuzz_readers)
+from scripts import load_tool
+
+fuzz_readers = load_tool("fuzz_readers")
 
 CASES = 400
 

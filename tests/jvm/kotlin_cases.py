@@ -5,7 +5,6 @@ and edited copies of them, the Python side's model inputs and statistics, and wh
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import math
 import statistics
@@ -24,7 +23,8 @@ from mtz_mobile.graph.keras_io import read_model
 from mtz_mobile.zipper import ZipConfig, zip_networks
 from mtz_mobile.zipper.config import RetrainSettings
 
-REPO = Path(__file__).resolve().parents[2]
+from scripts import load_tool
+
 NO_RETRAIN = RetrainSettings(iterations=0, batch_size=64, learning_rate=1e-3)
 
 TENSOR = {"name": None, "shape": None, "dtype": None, "layout": None, "activation": None}
@@ -45,14 +45,7 @@ APP_IGNORES = {("tasks", "source"), ("baselines",), ("sharing", "shared_fraction
                ("sharing", "file", "task_weight_bytes"), ("sharing", "file", "duplicated_bytes")}
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("export_android_assets", REPO / "tools" / "export_android_assets.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _load_tool()
+tool = load_tool("export_android_assets")
 
 
 def app_view(value, view=APP_VIEW):
