@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from mtz_mobile.bench import bench_host, load_schema, read_report, validate_report
 from mtz_mobile.cli import main
 from mtz_mobile.errors import MTZError
+
+from scripts import load_tool
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -124,29 +125,7 @@ def wide_pair(tmp_path_factory, fmnist):
     fully zipped without retraining (random pairing, no compensation: what a merge computes does not
     change what the runtime keeps in memory) and converted as `deploy` does (joint signature, baselines).
     The LeNet-sized `deployed` model is too small for RSS: the runtime alone is ~48 MB."""
-    import keras
-
-    from converters import convert_zip
-    from mtz_mobile.graph.keras_io import read_model
-    from mtz_mobile.reference import build_mlp
-    from mtz_mobile.zipper import ZipConfig, zip_networks
-    from mtz_mobile.zipper.config import RetrainSettings
-
-    root = tmp_path_factory.mktemp("wide")
-    models = {}
-    for task, seed in (("a", 1), ("b", 2)):
-        keras.utils.set_random_seed(seed)
-        model = build_mlp(fmnist.x_train.shape[1:], (2048, 2048), fmnist.num_classes)
-        rng = np.random.default_rng(seed)
-        for layer in model.layers[1:]:  # non-zero biases: the converter drops a zero one
-            kernel, bias = layer.get_weights()
-            layer.set_weights([kernel, rng.normal(0, 0.1, bias.shape).astype(np.float32)])
-        model.save(root / f"{task}.keras")
-        models[task] = read_model(root / f"{task}.keras")
-    cfg = ZipConfig(shared=["all"], method="random", compensation="none", calibration_samples=64,
-                    retrain=RetrainSettings(iterations=0))
-    zip_networks(models, {"a": fmnist, "b": fmnist}, cfg, root / "zip", progress=False)
-    return convert_zip(root / "zip", root / "model.tflite", joint=True, baselines=True)
+    return load_tool("bench_memory_floor").build_wide(tmp_path_factory.mktemp("wide"), fmnist)
 
 
 def test_weight_cache_serves_both_tasks_in_one_originals_memory(wide_pair):

@@ -183,8 +183,10 @@ def run_latency(model: Path, keys: list[str], runs: int, rounds: int) -> dict:
     return _child({"kind": "latency", "combos": combos, "keys": keys, "runs": runs, "rounds": rounds})["median_us"]
 
 
-def build_wide(out: Path) -> Path:
-    """tests/test_bench.py's wide_pair: two random 784-2048-2048-10 MLPs, fully zipped, converted."""
+def build_wide(out: Path, data=None):
+    """Two random 784-2048-2048-10 MLPs (non-zero biases: the converter drops a zero one), fully
+    zipped without retraining, converted with the joint signature and baselines; the Conversion.
+    tests/test_bench.py's wide_pair builds its pair here."""
     import keras
     import numpy as np
 
@@ -195,7 +197,7 @@ def build_wide(out: Path) -> Path:
     from mtz_mobile.zipper import ZipConfig, zip_networks
     from mtz_mobile.zipper.config import RetrainSettings
 
-    data = load_task_data("fashion-mnist").head(4000, 2000)
+    data = data if data is not None else load_task_data("fashion-mnist").head(4000, 2000)
     out.mkdir(parents=True, exist_ok=True)
     models = {}
     for task, seed in (("a", 1), ("b", 2)):
@@ -210,7 +212,7 @@ def build_wide(out: Path) -> Path:
     cfg = ZipConfig(shared=["all"], method="random", compensation="none", calibration_samples=64,
                     retrain=RetrainSettings(iterations=0))
     zip_networks(models, {"a": data, "b": data}, cfg, out / "zip", progress=False)
-    return Path(convert_zip(out / "zip", out / "model.tflite", joint=True, baselines=True).path)
+    return convert_zip(out / "zip", out / "model.tflite", joint=True, baselines=True)
 
 
 def _mb(kb: float) -> str:
@@ -247,7 +249,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, help="also write the per-round figures here")
     args = p.parse_args(argv)
     if args.build_wide:
-        args.model = build_wide(args.build_wide)
+        args.model = Path(build_wide(args.build_wide).path)
     if args.model is None:
         p.error("give --model or --build-wide")
     from mtz_mobile.bench.host import describe_model

@@ -39,7 +39,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 from converters import flatbuffer as fb
-from converters.manifest import read_manifest, validate_manifest
+from converters.manifest import read_manifest
 from mtz_mobile.contract import DEVICE_MODEL_NAME
 from mtz_mobile.data import COARSE_LABELS, FASHION_LABELS, TaskData, load_specs
 from mtz_mobile.errors import MTZError
@@ -179,7 +179,6 @@ def export_assets(model_path=DEFAULT_MODEL, out_dir=DEFAULT_ASSETS, zip_dir=None
     if manifest is None:
         raise MTZError(f"{model_path} has no embedded mtz_manifest: the app needs one; convert it with "
                        f"`mtz-mobile convert`")
-    validate_manifest(manifest)
     if per_source < 1:
         raise MTZError("--per-source must be at least 1")
     samples = build_samples(model_bytes, manifest, task_specs(manifest, zip_dir, data), data_dir, per_source)
