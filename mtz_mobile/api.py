@@ -83,9 +83,14 @@ def zip_models(model_paths: list[str | os.PathLike], out_dir: str | os.PathLike 
 
 def train_reference(out_dir: str | os.PathLike, data: str | list[str] = "fashion-mnist", seeds=(1, 2),
                     names=("a", "b"), epochs: int = 8, batch_size: int = 128, data_dir=None,
-                    overwrite: bool = False, verbose: int = 1, arch: str = "mlp", hidden=(300, 100)):
+                    overwrite: bool = False, verbose: int = 1, arch: str = "mlp", hidden=(300, 100),
+                    early_stopping: int | None = None, validation_split: float = 0.1):
     """Reference models (default: two LeNet-300-100, different seeds, hidden units permuted) saved as
-    ``out_dir/{name}.keras``; ``arch`` "lenet5" or "resnet" for the convolutional ones."""
+    ``out_dir/{name}.keras``; ``arch`` "lenet5" or "resnet" for the convolutional ones.
+    ``early_stopping=PATIENCE`` trains each until its validation error (on ``validation_split`` of
+    its training data, held out with its seed) has not improved for PATIENCE epochs, at most
+    ``epochs``, and keeps the best epoch's weights."""
     datas = load_specs(specs_for(data, len(seeds)), data_dir)
     return train_reference_pair(datas, out_dir, seeds=tuple(seeds), names=names, epochs=epochs, batch_size=batch_size,
-                                verbose=verbose, overwrite=overwrite, arch=arch, hidden=tuple(hidden))
+                                verbose=verbose, overwrite=overwrite, arch=arch, hidden=tuple(hidden),
+                                early_stopping=early_stopping, validation_split=validation_split)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import shutil
 from dataclasses import asdict, dataclass, replace
@@ -47,6 +48,12 @@ class ReferenceRecord:
     test_error: float
     permuted: bool
     arch: str = "lenet300"
+    # early stopping; None in reference.json files written before it existed, which so still load
+    epochs_run: int | None = None         # epochs actually trained (with early stopping ``epochs`` is the maximum)
+    best_epoch: int | None = None         # 1-based epoch whose weights were restored and saved
+    validation_error: float | None = None  # of the saved (restored) model on the validation images
+    validation_images: int | None = None
+    validation_source: str | None = None   # TaskData.validation_source: held-out training data or its own
 
 
 def build_mlp(input_shape, hidden, num_classes: int):
@@ -200,37 +207,85 @@ def fit_for_arch(data: TaskData, arch: str) -> TaskData:
     return adapt_task_data(data, target)
 
 
+def check_early_stopping(early_stopping: int | None, validation_split: float) -> None:
+    """Refuse patience and split values that cannot mean anything, before any training starts."""
+    if early_stopping is not None and (isinstance(early_stopping, bool) or not isinstance(early_stopping, int)
+                                       or early_stopping < 1):
+        raise MTZError(f"early-stopping patience {early_stopping!r} is not a whole number >= 1: give the epochs "
+                       "without improvement to wait, e.g. --early-stopping 3, or leave it out for fixed epochs")
+    if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) \
+            or not 0.0 < validation_split < 1.0:
+        raise MTZError(f"validation split {validation_split!r} is outside (0, 1): give the fraction of the "
+                       "training data to hold out for early stopping, e.g. --validation-split 0.1")
+
+
+def fit_early_stopping(model, data: TaskData, epochs: int, batch_size: int, patience: int, verbose: int) -> dict:
+    """Fit on ``data``'s (reduced) training set for at most ``epochs``, stopping after ``patience``
+    epochs without a lower validation error and restoring the best epoch's weights. The error rate,
+    not the loss: a reference is compared by its errors, and the loss keeps moving after they settle."""
+    import keras
+
+    stop = keras.callbacks.EarlyStopping(monitor="val_sparse_categorical_accuracy", mode="max", patience=patience,
+                                         restore_best_weights=True)
+    history = model.fit(data.x_train, data.y_train, batch_size=batch_size, epochs=epochs, shuffle=True,
+                        verbose=verbose, validation_data=data.validation, callbacks=[stop])
+    accuracy = history.history["val_sparse_categorical_accuracy"]
+    # the first of the best epochs: EarlyStopping counts only a strict improvement as one
+    return {"epochs_run": len(accuracy), "best_epoch": int(np.argmax(accuracy)) + 1}
+
+
 def train_reference(data: TaskData, out_path: str | os.PathLike, seed: int, epochs: int = 8,
                     batch_size: int = 128, hidden=LENET_300_100, permute: bool = True,
-                    verbose: int = 1, arch: str = "lenet300") -> ReferenceRecord:
+                    verbose: int = 1, arch: str = "lenet300", early_stopping: int | None = None,
+                    validation_split: float = 0.1) -> ReferenceRecord:
     """Train one network with Adam, permute its hidden units (LeNets only), save it atomically.
-    The record's ``data`` is the spec of the arrays it was trained on (fitted for ``arch``)."""
+    The record's ``data`` is the spec of the arrays it was trained on (fitted for ``arch``).
+    With ``early_stopping`` (a patience), ``epochs`` is the maximum and the model is trained on the
+    training data less a validation part (``TaskData.holdout(validation_split, seed)``, or the
+    data's own validation set); the test set only gives the final ``test_error``."""
     import keras
     import tensorflow as tf
 
     if epochs <= 0 or batch_size <= 0:
         raise MTZError("epochs and batch size must be positive")
+    check_early_stopping(early_stopping, validation_split)
     arch = canonical_arch(arch)
     data = fit_for_arch(data, arch)
+    if early_stopping is not None:
+        data = data.holdout(validation_split, seed)
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
     model = build_reference(arch, data.x_train.shape[1:], data.num_classes, hidden)
     # a residual stream, depthwise channels or SE gate would need one permutation shared across layers
     permute = permute and arch in ("lenet300", "lenet5")
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
-    model.fit(data.x_train, data.y_train, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=verbose)
+    if early_stopping is None:
+        # exactly the fixed-epoch run of earlier versions, so that cached references keep their meaning
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+        model.fit(data.x_train, data.y_train, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=verbose)
+        run = {"epochs_run": epochs}
+    else:
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                      metrics=["sparse_categorical_accuracy"])
+        run = fit_early_stopping(model, data, epochs, batch_size, early_stopping, verbose)
     if permute:
         permute_hidden_units(model, np.random.default_rng(seed + 10_000))
     out_path = save_keras_atomic(model, out_path)
+    if early_stopping is not None:
+        # measured on the saved model, so that a reader can check it against data.holdout(split, seed)
+        run.update(validation_error=test_error(model, *data.validation), validation_images=len(data.x_val),
+                   validation_source=data.validation_source)
     return ReferenceRecord(out_path.stem, str(out_path), data.spec, seed, list(hidden) if arch == "lenet300" else [],
-                           epochs, batch_size, epochs * math.ceil(len(data.x_train) / batch_size),
-                           test_error(model, data.x_test, data.y_test), permute, arch)
+                           epochs, batch_size, run["epochs_run"] * math.ceil(len(data.x_train) / batch_size),
+                           test_error(model, data.x_test, data.y_test), permute, arch, **run)
 
 
 def train_reference_pair(datas: list[TaskData], out_dir: str | os.PathLike, seeds=(1, 2), names=("a", "b"),
                          epochs: int = 8, batch_size: int = 128, hidden=LENET_300_100, verbose: int = 1,
-                         overwrite: bool = False, arch: str = "lenet300") -> list[ReferenceRecord]:
-    """Train one reference model per task into ``out_dir`` (written under a temporary name)."""
+                         overwrite: bool = False, arch: str = "lenet300", early_stopping: int | None = None,
+                         validation_split: float = 0.1) -> list[ReferenceRecord]:
+    """Train one reference model per task into ``out_dir`` (written under a temporary name);
+    ``early_stopping`` and ``validation_split`` as in ``train_reference``."""
+    check_early_stopping(early_stopping, validation_split)
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise MTZError(f"{out_dir} exists: pass --overwrite or choose another --out")
@@ -245,7 +300,7 @@ def train_reference_pair(datas: list[TaskData], out_dir: str | os.PathLike, seed
     records = []
     for data, seed, name in zip(datas, seeds, names):
         rec = train_reference(data, partial / f"{name}.keras", seed, epochs, batch_size, hidden, verbose=verbose,
-                              arch=arch)
+                              arch=arch, early_stopping=early_stopping, validation_split=validation_split)
         rec.path = str(out_dir / f"{name}.keras")
         records.append(rec)
     (partial / "reference.json").write_text(json.dumps([asdict(r) for r in records], indent=1) + "\n")

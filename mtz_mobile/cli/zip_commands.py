@@ -21,7 +21,16 @@ def add_commands(sub) -> None:
     p.add_argument("--out", dest="out_dir", metavar="OUT", required=True,
                    help="directory for a.keras, b.keras and reference.json")
     add_data_options(p, what="per model or one for both")
-    p.add_argument("--epochs", type=int, default=8, help="training epochs per model")
+    p.add_argument("--epochs", type=int, default=8, help="training epochs per model (the maximum with "
+                                                         "--early-stopping)")
+    # plain int and float: the API's MTZError names a bad value and its fix, for the CLI and notebooks alike
+    p.add_argument("--early-stopping", type=int, metavar="PATIENCE",
+                   help="stop a model once its validation error has not improved for PATIENCE epochs and "
+                        "keep its best epoch's weights")
+    p.add_argument("--validation-split", type=float, default=0.1, metavar="F",
+                   help="with --early-stopping: the fraction of each class's training data held out (by the "
+                        "model's seed) to measure the validation error, unless the data has a validation set "
+                        "of its own; the test set is never used")
     p.add_argument("--batch-size", type=int, default=128, help="training batch size")
     p.add_argument("--seeds", type=int_list, default=[1, 2], help="one seed per model, comma-separated")
     p.add_argument("--arch", choices=ARCHITECTURES, default="mlp",
@@ -58,6 +67,10 @@ def _train_reference(args) -> int:
 
     for r in api.train_reference(**api_kwargs(args)):
         print(f"{r.path}: test error {100 * r.test_error:.2f} % after {r.iterations} iterations (seed {r.seed})")
+        if r.best_epoch is not None:
+            print(f"  early stopping: {r.epochs_run} of at most {r.epochs} epochs, best epoch {r.best_epoch}, "
+                  f"validation error {100 * r.validation_error:.2f} % on {r.validation_images} images "
+                  f"({r.validation_source})")
     return 0
 
 
