@@ -9,10 +9,12 @@ and ``evaluate`` can load it again (the same spec always loads the same arrays):
 - ``fashion-mnist``          the 10 item types;
 - ``fashion-mnist-coarse``   the same images, 5 coarse groups (tops, bottoms, dresses,
   footwear, bags) — a different task on the same inputs;
-- ``npz:PATH``               arrays ``x_train, y_train, x_test, y_test`` (optional ``labels``);
+- ``npz:PATH``               arrays ``x_train, y_train, x_test, y_test`` (optional ``labels``,
+  optional ``x_val, y_val``: a validation set of the user's own);
 - ``dir:PATH``               images laid out as ``keras.utils.image_dataset_from_directory``
-  reads them: ``PATH/train/CLASS/*`` and ``PATH/test/CLASS/*``, or ``PATH/CLASS/*`` split per
-  class by a fixed seed (see ``image_folder``); the class folder names become the labels.
+  reads them: ``PATH/train/CLASS/*`` and ``PATH/test/CLASS/*`` (optionally ``PATH/validation/CLASS/*``),
+  or ``PATH/CLASS/*`` split per class by a fixed seed (see ``image_folder``); the class folder
+  names become the labels.
 
 The optional modifier ``@HxWxC`` (e.g. ``fashion-mnist@32x32x3``, ``npz@64x64x3:resize:data.npz``)
 fits the loaded images to H×W×C for models that want larger or colour input, by ``fit_images``:
@@ -30,6 +32,10 @@ itself begins with ``pad:`` or ``resize:`` after a modifier: write the rule (``n
 Images are float32; 8-bit pixels (Fashion-MNIST, image folders, uint8 npz arrays) are scaled to
 [0, 1] and ``TaskData.preprocessing`` records the scale for the app. Models are built to read
 these values as they are (see ``reference``).
+
+Whatever chooses something by measuring it (the adaptive search, the sweep, early stopping)
+measures on ``TaskData.holdout``: the data's own validation set, else a stratified, seeded part of
+the *training* split. The test set is never looked at before ``evaluate``.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MTZError
+from .image_folder import split_per_class
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -70,21 +77,47 @@ class TaskData:
     y_test: np.ndarray
     labels: list[str]
     preprocessing: dict = field(default_factory=lambda: {"scale": 1 / 255.0, "mean": 0.0})
+    x_val: np.ndarray | None = None          # a validation set: the data's own, or split off by holdout()
+    y_val: np.ndarray | None = None
+    validation_source: str | None = None     # how x_val came about, for plan.json and reference.json
 
     @property
     def num_classes(self) -> int:
         return len(self.labels)
 
-    def split_validation(self, n_val: int, seed: int = 0) -> tuple["TaskData", tuple[np.ndarray, np.ndarray]]:
-        """Hold ``n_val`` test images out for validation; returns (data with the rest as test, (x_val, y_val))."""
+    @property
+    def validation(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.x_val is None:
+            raise MTZError(f"internal: no validation set for {self.spec}; call holdout() first")
+        return self.x_val, self.y_val
+
+    def holdout(self, fraction: float = 0.1, seed: int = 0) -> "TaskData":
+        """This data with a validation set: its own when it came with one (unchanged), else per class
+        round(``fraction`` · n) training samples chosen by ``seed``, which leave the training set.
+        The test set is never touched. The toolkit always uses seed 0, so that references trained
+        with early stopping and the zips of them validate on the same images, unseen by both."""
+        if self.x_val is not None:
+            return self
+        if not 0.0 < fraction < 1.0:
+            raise MTZError(f"validation split {fraction} is outside (0, 1): give the fraction of each task's "
+                           "training data to hold out, e.g. 0.1")
+        train, val = split_per_class(self.y_train, fraction, seed)
+        if len(val) == 0 or len(train) == 0:
+            raise MTZError(f"{self.spec} has {len(self.y_train)} training samples, too few to hold out a "
+                           "validation set: add training data or give x_val/y_val (a validation/ folder)")
+        return replace(self, x_train=self.x_train[train], y_train=self.y_train[train],
+                       x_val=self.x_train[val], y_val=self.y_train[val],
+                       validation_source=f"{len(val)} of {len(self.y_train)} training samples "
+                                         f"(per class, fraction {fraction}, seed {seed})")
+
+    def split_test_validation(self, n_val: int, seed: int = 0) -> tuple["TaskData", tuple[np.ndarray, np.ndarray]]:
+        """The earlier method, kept to evaluate zips made by mtz-mobile 0.1 (whose adaptive search
+        held ``n_val`` *test* images out): (data with the rest as test, (x_val, y_val))."""
         if not 0 < n_val < len(self.x_test):
-            raise MTZError(f"cannot hold {n_val} of {len(self.x_test)} test images out for validation: "
-                           "choose fewer validation samples")
+            raise MTZError(f"cannot hold {n_val} of {len(self.x_test)} test images out: choose fewer")
         order = np.random.default_rng(seed).permutation(len(self.x_test))
         val, rest = order[:n_val], order[n_val:]
-        reduced = TaskData(self.spec, self.x_train, self.y_train, self.x_test[rest], self.y_test[rest],
-                           self.labels, self.preprocessing)
-        return reduced, (self.x_test[val], self.y_test[val])
+        return replace(self, x_test=self.x_test[rest], y_test=self.y_test[rest]), (self.x_test[val], self.y_test[val])
 
     def head(self, n_train: int | None = None, n_test: int | None = None) -> "TaskData":
         """The first ``n_train`` training and ``n_test`` test samples (None: all of them)."""
@@ -240,13 +273,13 @@ def adapt_task_data(data: TaskData, target_shape, rule: str = "pad") -> TaskData
     if parsed.shape is not None:
         raise MTZError(f"data {data.spec!r} is already fitted to {'x'.join(map(str, parsed.shape))}: "
                        f"give {replace(parsed, shape=shape, rule=rule)} instead")
-    return replace(data, spec=str(replace(parsed, shape=shape, rule=rule)),
-                   x_train=fit_images(data.x_train, shape, rule), x_test=fit_images(data.x_test, shape, rule))
+    return replace(_fit_all(data, shape, rule), spec=str(replace(parsed, shape=shape, rule=rule)))
 
 
 def _check_arrays(arrays: dict[str, np.ndarray], labels: list[str] | None, where: str) -> int:
     """The number of classes, after refusing arrays a model cannot be trained or tested on."""
-    for split in ("train", "test"):
+    splits = [k[2:] for k in arrays if k.startswith("x_")]
+    for split in splits:
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if len(x) == 0:
             raise MTZError(f"{where} has no samples in x_{split}: put training and test data in x_train and x_test")
@@ -255,10 +288,11 @@ def _check_arrays(arrays: dict[str, np.ndarray], labels: list[str] | None, where
                            "give one integer label per sample")
         if not (np.issubdtype(y.dtype, np.integer) or np.all(np.mod(y, 1) == 0)):
             raise MTZError(f"{where}: y_{split} holds non-integer labels: give class numbers 0, 1, …")
-    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
-        raise MTZError(f"{where}: x_train samples are {arrays['x_train'].shape[1:]} but x_test samples "
-                       f"{arrays['x_test'].shape[1:]}: give both the same shape")
-    y_all = np.concatenate([arrays["y_train"], arrays["y_test"]])
+    for split in splits:
+        if arrays["x_train"].shape[1:] != arrays[f"x_{split}"].shape[1:]:
+            raise MTZError(f"{where}: x_train samples are {arrays['x_train'].shape[1:]} but x_{split} samples "
+                           f"{arrays[f'x_{split}'].shape[1:]}: give all splits the same shape")
+    y_all = np.concatenate([arrays[f"y_{split}"] for split in splits])
     n_cls = len(labels) if labels is not None else int(y_all.max()) + 1
     if y_all.min() < 0 or y_all.max() >= n_cls:
         fix = "list every class in labels" if labels is not None else "number the classes from 0"
@@ -274,13 +308,18 @@ def _load_npz(path: Path) -> TaskData:
         missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z]
         if missing:
             raise MTZError(f"{path} lacks {', '.join(missing)}: save x_train, y_train, x_test, y_test in it")
-        arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+        if ("x_val" in z) != ("y_val" in z):
+            raise MTZError(f"{path} has only one of x_val and y_val: give both (a validation set) or neither")
+        splits = ("train", "test", "val") if "x_val" in z else ("train", "test")
+        arrays = {f"{k}_{split}": z[f"{k}_{split}"] for split in splits for k in ("x", "y")}
         labels = [str(s) for s in z["labels"]] if "labels" in z else None
     n_cls = _check_arrays(arrays, labels, str(path))
     scale = 1 / 255.0 if arrays["x_train"].dtype == np.uint8 else 1.0
-    return TaskData("", arrays["x_train"].astype(np.float32) * scale, arrays["y_train"].astype(np.int64),
-                    arrays["x_test"].astype(np.float32) * scale, arrays["y_test"].astype(np.int64),
-                    labels or [str(i) for i in range(n_cls)], {"scale": scale, "mean": 0.0})
+    x = {split: arrays[f"x_{split}"].astype(np.float32) * scale for split in splits}
+    y = {split: arrays[f"y_{split}"].astype(np.int64) for split in splits}
+    return TaskData("", x["train"], y["train"], x["test"], y["test"], labels or [str(i) for i in range(n_cls)],
+                    {"scale": scale, "mean": 0.0}, x.get("val"), y.get("val"),
+                    f"x_val of {path.name}" if "val" in x else None)
 
 
 def _load_base(parsed: DataSpec, data_dir) -> TaskData:
@@ -290,7 +329,9 @@ def _load_base(parsed: DataSpec, data_dir) -> TaskData:
         from .image_folder import load_image_folder
 
         arrays, classes = load_image_folder(parsed.path)
-        return TaskData("", arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], classes)
+        return TaskData("", arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], classes,
+                        x_val=arrays.get("x_val"), y_val=arrays.get("y_val"),
+                        validation_source="validation/ folder" if "x_val" in arrays else None)
     raw = load_fashion_mnist_raw(data_dir)
     x_train = raw["x_train"].astype(np.float32) / 255.0
     x_test = raw["x_test"].astype(np.float32) / 255.0
@@ -307,8 +348,13 @@ def load_task_data(spec: str, data_dir: str | os.PathLike | None = None) -> Task
     data = replace(_load_base(parsed, data_dir), spec=spec)
     if parsed.shape is None:
         return data
-    return replace(data, x_train=fit_images(data.x_train, parsed.shape, parsed.rule),
-                   x_test=fit_images(data.x_test, parsed.shape, parsed.rule))
+    return _fit_all(data, parsed.shape, parsed.rule)
+
+
+def _fit_all(data: TaskData, shape, rule: str) -> TaskData:
+    x_val = None if data.x_val is None else fit_images(data.x_val, shape, rule)
+    return replace(data, x_train=fit_images(data.x_train, shape, rule), x_test=fit_images(data.x_test, shape, rule),
+                   x_val=x_val)
 
 
 def specs_for(data: str | Iterable[str], count: int) -> list[str]:

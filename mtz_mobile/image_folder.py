@@ -1,6 +1,7 @@
 """A user's own images in the layout ``keras.utils.image_dataset_from_directory`` reads, as arrays.
 
-``PATH/train/CLASS/*`` and ``PATH/test/CLASS/*`` (the same class folders in both), or one
+``PATH/train/CLASS/*`` and ``PATH/test/CLASS/*`` (the same class folders in both; optionally
+``PATH/validation/CLASS/*`` too, a validation set of the user's own), or one
 ``PATH/CLASS/*`` that is split here: per class, a fixed ``TEST_FRACTION`` of the images
 (chosen by ``numpy.random.default_rng(SPLIT_SEED)``, at least one while the class keeps one for
 training) becomes the test set. Class names are the folder names in sorted order (Keras' own
@@ -103,6 +104,13 @@ def load_image_folder(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], l
         size, mode = _read_format(_images_under(root / "train" / classes[0])[0])
         x_train, y_train = _read(root / "train", classes, size, mode)
         x_test, y_test = _read(root / "test", classes, size, mode)
+        if (root / "validation").is_dir():
+            if class_folders(root / "validation") != classes:
+                raise MTZError(f"{root}/validation has other class folders than {root}/train: give it the same "
+                               "classes or remove it")
+            x_val, y_val = _read(root / "validation", classes, size, mode)
+            return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test,
+                    "x_val": x_val, "y_val": y_val}, classes
     else:
         classes = class_folders(root)
         size, mode = _read_format(_images_under(root / classes[0])[0])

@@ -241,7 +241,7 @@ def train_reference(data: TaskData, out_path: str | os.PathLike, seed: int, epoc
     """Train one network with Adam, permute its hidden units (LeNets only), save it atomically.
     The record's ``data`` is the spec of the arrays it was trained on (fitted for ``arch``).
     With ``early_stopping`` (a patience), ``epochs`` is the maximum and the model is trained on the
-    training data less a validation part (``TaskData.holdout(validation_split, seed)``, or the
+    training data less a validation part (``TaskData.holdout(validation_split)``, or the
     data's own validation set); the test set only gives the final ``test_error``."""
     import keras
     import tensorflow as tf
@@ -252,7 +252,7 @@ def train_reference(data: TaskData, out_path: str | os.PathLike, seed: int, epoc
     arch = canonical_arch(arch)
     data = fit_for_arch(data, arch)
     if early_stopping is not None:
-        data = data.holdout(validation_split, seed)
+        data = data.holdout(validation_split)
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
     model = build_reference(arch, data.x_train.shape[1:], data.num_classes, hidden)
@@ -271,7 +271,7 @@ def train_reference(data: TaskData, out_path: str | os.PathLike, seed: int, epoc
         permute_hidden_units(model, np.random.default_rng(seed + 10_000))
     out_path = save_keras_atomic(model, out_path)
     if early_stopping is not None:
-        # measured on the saved model, so that a reader can check it against data.holdout(split, seed)
+        # measured on the saved model, so that a reader can check it against data.holdout(split)
         run.update(validation_error=test_error(model, *data.validation), validation_images=len(data.x_val),
                    validation_source=data.validation_source)
     return ReferenceRecord(out_path.stem, str(out_path), data.spec, seed, list(hidden) if arch == "lenet300" else [],

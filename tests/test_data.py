@@ -190,7 +190,7 @@ def test_npz_spec_with_a_modifier_round_trips(tmp_path):
     ({"y_test": np.array([0, 1, 2, 5]), "labels": np.array(["a", "b", "c"])}, "labels run from 0 to 5 but there are 3"),
     ({"y_train": np.array([0, 1, 2, 0, 1, 2, 0, -1])}, "labels run from -1"),
     ({"y_train": np.full(8, 0.5)}, "non-integer labels"),
-    ({"x_test": np.zeros((4, 32, 32), np.uint8)}, "give both the same shape"),
+    ({"x_test": np.zeros((4, 32, 32), np.uint8)}, "give all splits the same shape"),
     ({"x_train": np.zeros((0, 28, 28), np.uint8), "y_train": np.zeros(0, np.int64)}, "no samples in x_train"),
 ])
 def test_bad_npz_data_is_refused_on_one_line(tmp_path, overrides, match):

@@ -136,7 +136,7 @@ def test_early_stopping_stops_and_saves_the_best_epochs_weights(tmp_path):
     rec = early_stopped(tmp_path)
     assert rec.epochs == 30 and rec.best_epoch <= rec.epochs_run < 30
     assert rec.epochs_run == rec.best_epoch + 1   # patience 1: one epoch without improvement ends it
-    held = tagged_data().holdout(0.1, 4)
+    held = tagged_data().holdout(0.1)
     assert rec.validation_images == len(held.x_val) == 20 and rec.validation_source == held.validation_source
     # trained on the 180 images left: 12 batches of 16 per epoch, not the 13 of all 200
     assert rec.iterations == rec.epochs_run * 12
@@ -153,7 +153,7 @@ def test_early_stopping_stops_and_saves_the_best_epochs_weights(tmp_path):
 
 def test_validation_images_are_training_images_never_test_or_trained_on():
     data = tagged_data()
-    held = data.holdout(0.1, 4)
+    held = data.holdout(0.1)
     assert not np.any(held.x_val == TEST_PIXEL)
     val_ids, train_ids = np.round(held.x_val[:, 0, 0] * 1000), np.round(held.x_train[:, 0, 0] * 1000)
     assert not set(val_ids) & set(train_ids)

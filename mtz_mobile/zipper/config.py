@@ -83,9 +83,11 @@ class ZipConfig:
                                         "or both masks", choices=SPARSE_MASKS)
     max_error_increase: float | None = option(
         None, "adaptive: per layer, the largest sharing whose validation error (after light retraining) rises "
-              "at most PP percentage points for every task", metavar="PP")
-    validation_samples: int = option(5000, "test images held out for the adaptive search (evaluate reports on "
-                                           "the rest)")
+              "at most PP percentage points for every task, by an upper confidence bound", metavar="PP")
+    validation_split: float = option(0.1, "fraction of each task's training data held out (per class, seeded) "
+                                          "to validate on; a data set's own x_val/y_val or validation/ folder "
+                                          "is used instead when it has one")
+    confidence: float = option(0.95, "confidence level of the bound on each task's error increase")
     retrain: RetrainSettings = field(default_factory=RetrainSettings)
     seed: int = option(0, "seed of calibration sampling, random pairing and retraining")
 
@@ -95,6 +97,9 @@ class ZipConfig:
     @classmethod
     def from_json(cls, obj: dict) -> "ZipConfig":
         obj = dict(obj)
+        if "validation_samples" in obj:   # written by 0.1, whose search held out test images
+            raise MTZError("this zip was made by mtz-mobile 0.1, whose adaptive search validated on test images: "
+                           "zip again with this version")
         obj["retrain"] = RetrainSettings(**obj["retrain"])
         return cls(**obj)
 
@@ -128,8 +133,11 @@ class ZipConfig:
                 raise MTZError(f"max error increase must be >= 0 pp, got {self.max_error_increase}")
             if self.threshold is not None:
                 raise MTZError("give either --threshold or --max-error-increase, not both")
-            if self.validation_samples <= 0:
-                raise MTZError("the adaptive search needs validation samples: raise --validation-samples")
+        if not 0.0 < self.validation_split < 1.0:
+            raise MTZError(f"validation split {self.validation_split} is outside (0, 1): give the fraction of "
+                           "training data to hold out, e.g. 0.1")
+        if not 0.5 <= self.confidence < 1.0:
+            raise MTZError(f"confidence {self.confidence} is outside [0.5, 1): give e.g. 0.95")
 
     def layer_value(self, k: int):
         per_layer = self.threshold if self.threshold is not None else self.shared

@@ -58,7 +58,7 @@ class LayerRecord:
     retrain: dict
     seconds: float
     shared_params: int
-    search: dict | None = None   # adaptive zipping: the counts tried and their validation errors
+    search: dict | None = None   # adaptive zipping: the counts tried, their validation errors and bounds
 
 
 @dataclass
@@ -70,12 +70,13 @@ class Plan:
     network: dict = field(default_factory=dict)
     tool_version: str = ""
     final_retrain: dict = field(default_factory=dict)   # retraining schedule "end": once, after every layer
+    validation: dict = field(default_factory=dict)      # per task: the finished zip's increase and its bound
 
     def to_json(self) -> dict:
         return {"format": PLAN_FORMAT, "version": PLAN_VERSION, "tool_version": self.tool_version,
                 "tasks": [asdict(t) for t in self.tasks], "settings": self.settings,
                 "layers": [asdict(l) for l in self.layers], "params": self.params, "network": self.network,
-                "final_retrain": self.final_retrain}
+                "final_retrain": self.final_retrain, "validation": self.validation}
 
     @classmethod
     def from_json(cls, obj: dict) -> "Plan":
@@ -83,7 +84,7 @@ class Plan:
             raise MTZError("not an mtz-mobile plan.json (format field missing): point at a directory written by `mtz-mobile zip`")
         return cls([TaskRecord(**t) for t in obj["tasks"]], obj["settings"],
                    [LayerRecord(**l) for l in obj["layers"]], obj.get("params", {}), obj.get("network", {}),
-                   obj.get("tool_version", ""), obj.get("final_retrain", {}))
+                   obj.get("tool_version", ""), obj.get("final_retrain", {}), obj.get("validation", {}))
 
     def config(self) -> ZipConfig:
         """The settings the zip was made with, as the ZipConfig that made them."""

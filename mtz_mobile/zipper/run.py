@@ -31,11 +31,12 @@ from mtz_mobile.fileio import (disk_full_error, is_disk_full, output_lock, parti
 from mtz_mobile.graph.keras_io import ParsedModel
 from mtz_mobile.graph.network import ZippedNetwork
 
-from .adaptive import adaptive_layer, validation_errors
+from .adaptive import adaptive_layer
 from .calibration import Calibration
 from .config import ZipConfig, shared_count
 from .plan import Plan, TaskRecord
 from .step import LayerStep, pending_groups, retrain_tasks, zip_layer
+from .validation import Validation
 
 
 @dataclass
@@ -194,21 +195,22 @@ def _start_partial(partial: Path, models: dict[str, ParsedModel]) -> None:
 def _run_steps(original: ZippedNetwork, net: ZippedNetwork, plan: Plan, data: dict[str, TaskData],
                config: ZipConfig, start: int, partial: Path | None, progress: bool, on_layer_done) -> ZippedNetwork:
     tasks, hidden = original.tasks, original.zippable()
-    validation = None
-    if config.max_error_increase is not None:
-        data = dict(data)  # the caller's data stays whole; the search's validation images leave the test set
-        validation = {}
-        for t in tasks:
-            data[t], validation[t] = data[t].split_validation(config.validation_samples, seed=config.seed)
+    if config.max_error_increase is not None:   # the search validates on training data it does not train on
+        data = {t: d.holdout(config.validation_split) for t, d in data.items()}
     calib = Calibration(net, data, config)
-    base_errors = None if validation is None else validation_errors(original, tasks, validation, calib.ops)
+    validation = None
+    if all(d.x_val is not None for d in data.values()):
+        validation = Validation(original, data, config.confidence, calib.ops)
+        if config.max_error_increase is not None:
+            validation.check_budget(config.max_error_increase)
     steps = [(n, k, i) for n in range(1, len(tasks)) for k, i in enumerate(hidden)]
     for done in range(start, len(steps)):
         n, k, i = steps[done]
         step = LayerStep(net, original, calib, i, k, tasks[:n], tasks[n], data, config,
                          plan.settings["sparse_detected"], progress)
-        if validation is not None and not net.nodes[i].inherits and not pending_groups(net.nodes[i], tasks[n]):
-            record, net = adaptive_layer(step, validation, base_errors)
+        if config.max_error_increase is not None and not net.nodes[i].inherits \
+                and not pending_groups(net.nodes[i], tasks[n]):
+            record, net = adaptive_layer(step, validation)
         else:
             record = zip_layer(step)
         plan.layers.append(record)
@@ -220,6 +222,12 @@ def _run_steps(original: ZippedNetwork, net: ZippedNetwork, plan: Plan, data: di
         plan.final_retrain = retrain_tasks(net, original, calib, data, config, tasks, seed=config.seed * 1000,
                                            sparse=plan.settings["sparse_detected"], progress=progress,
                                            label="retrain (all layers zipped)")
+    if validation is not None:
+        plan.validation = validation.report(net)
+        if progress:
+            for t, b in plan.validation.items():
+                print(f"validation {t}: error increase {b['point_pp']:+.2f} pp, at most {b['upper_pp']:+.2f} pp "
+                      f"at {100 * config.confidence:g} % confidence ({b['images']} images: {b['source']})", flush=True)
     return net
 
 
