@@ -21,6 +21,7 @@ from .reference import train_reference_pair
 from .zipper.config import ZipConfig
 from .zipper.evaluate import evaluate_dir as evaluate, evaluation_json, evaluation_table  # noqa: F401 (re-export)
 from .zipper.run import ZipResult, zip_networks
+from .zipper.sweep import DEFAULT_LEVELS, load_sweep, reproduce_point, sweep
 
 # every zip setting's flat keyword: ``alpha``, ``retrain_iterations`` (ZipConfig.retrain.iterations), …
 ZIP_OPTIONS = frozenset(key for key, _, _ in flat_fields(ZipConfig))
@@ -65,20 +66,65 @@ def make_config(**options) -> ZipConfig:
 def zip_models(model_paths: list[str | os.PathLike], out_dir: str | os.PathLike | None = None,
                data: str | list[str] | dict[str, TaskData] = "fashion-mnist", names: list[str] | None = None,
                data_dir: str | os.PathLike | None = None, config: ZipConfig | None = None, resume: bool = False,
-               overwrite: bool = False, progress: bool = True, **options) -> ZipResult:
-    """Zip trained Keras models. ``data`` is one spec for all tasks, one per model, or loaded data."""
+               overwrite: bool = False, progress: bool = True, from_sweep: str | os.PathLike | None = None,
+               point: int | None = None, **options) -> ZipResult:
+    """Zip trained Keras models. ``data`` is one spec for all tasks, one per model, or loaded data.
+    ``from_sweep=DIR, point=K`` zips point K of a sweep again instead (its models, data and settings)."""
+    if from_sweep is not None or point is not None:
+        return _zip_sweep_point(model_paths, from_sweep, point, out_dir, data, data_dir, config, overwrite, progress,
+                                options)
     paths = [str(p) for p in model_paths]
     tasks = task_names(paths, names)
-    if config is None:
-        config = make_config(**options)
-    elif options:
-        raise MTZError("give either a config or keyword options, not both")
     models = {t: read_model(p) for t, p in zip(tasks, paths)}
+    return zip_networks(models, _datas(data, tasks, data_dir), _config(config, options), out_dir, resume=resume,
+                        overwrite=overwrite, progress=progress)
+
+
+def sweep_models(model_paths: list[str | os.PathLike], out_dir: str | os.PathLike,
+                 data: str | list[str] | dict[str, TaskData] = "fashion-mnist", names: list[str] | None = None,
+                 data_dir: str | os.PathLike | None = None, config: ZipConfig | None = None,
+                 levels=DEFAULT_LEVELS, budget: float | None = None, resume: bool = False, overwrite: bool = False,
+                 progress: bool = True, **options) -> dict:
+    """The sharing-vs-error frontier (``zipper.sweep``): one zip per level in ``levels``, written with
+    its CSV, Markdown and PNG to ``out_dir``; ``budget`` (pp) marks the points certified within it."""
+    paths = [str(p) for p in model_paths]
+    tasks = task_names(paths, names)
+    models = {t: read_model(p) for t, p in zip(tasks, paths)}
+    return sweep(models, _datas(data, tasks, data_dir), _config(config, options), out_dir, levels, budget,
+                 resume=resume, overwrite=overwrite, progress=progress)
+
+
+def _config(config: ZipConfig | None, options: dict) -> ZipConfig:
+    if config is None:
+        return make_config(**options)
+    if options:
+        raise MTZError("give either a config or keyword options, not both")
+    return config
+
+
+def _datas(data, tasks: list[str], data_dir) -> dict[str, TaskData]:
     if isinstance(data, dict):
-        datas = data
-    else:
-        datas = dict(zip(tasks, load_specs(specs_for(data, len(paths)), data_dir)))
-    return zip_networks(models, datas, config, out_dir, resume=resume, overwrite=overwrite, progress=progress)
+        return data
+    return dict(zip(tasks, load_specs(specs_for(data, len(tasks)), data_dir)))
+
+
+def _zip_sweep_point(model_paths, from_sweep, point, out_dir, data, data_dir, config, overwrite, progress,
+                     options) -> ZipResult:
+    """The sweep's data specs are loaded again, unless ``data`` is the loaded data itself."""
+    if from_sweep is None or point is None:
+        raise MTZError("give both --from-sweep DIR and --point K to zip a sweep's point again")
+    if model_paths:
+        raise MTZError("a sweep point zips the sweep's own models: drop the model files")
+    if config is not None or _config(None, options) != ZipConfig():
+        raise MTZError("a sweep point fixes every zip setting: drop the zip options")
+    state = load_sweep(from_sweep)
+    tasks = [t["name"] for t in state["tasks"]]
+    datas = _datas(data if isinstance(data, dict) else [t["data"] for t in state["tasks"]], tasks, data_dir)
+    result, same = reproduce_point(from_sweep, point, datas, out_dir, overwrite=overwrite, progress=progress)
+    if not same:
+        raise MTZError(f"the zip of point {point} differs from the sweep's (weights digest): this machine computes "
+                       "differently from the one that ran the sweep; the zip was written, compare it with evaluate")
+    return result
 
 
 def train_reference(out_dir: str | os.PathLike, data: str | list[str] = "fashion-mnist", seeds=(1, 2),
@@ -88,7 +134,7 @@ def train_reference(out_dir: str | os.PathLike, data: str | list[str] = "fashion
     """Reference models (default: two LeNet-300-100, different seeds, hidden units permuted) saved as
     ``out_dir/{name}.keras``; ``arch`` "lenet5" or "resnet" for the convolutional ones.
     ``early_stopping=PATIENCE`` trains each until its validation error (on ``validation_split`` of
-    its training data, held out with its seed) has not improved for PATIENCE epochs, at most
+    its training data, the same hold-out as the zipper's) has not improved for PATIENCE epochs, at most
     ``epochs``, and keeps the best epoch's weights."""
     datas = load_specs(specs_for(data, len(seeds)), data_dir)
     return train_reference_pair(datas, out_dir, seeds=tuple(seeds), names=names, epochs=epochs, batch_size=batch_size,

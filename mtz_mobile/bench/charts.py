@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-from mtz_mobile.fileio import write_atomic
+from mtz_mobile.png import pyplot as _plt, save_png as _save
 
 COLORS = {"zipped": "#2b6cb0", "baselines": "#c05621", "floor": "#718096"}
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-    write_atomic(path, buf.getvalue())
-    return path.name
 
 
 def _grouped(ax, labels, series: dict, ylabel: str, errors: dict | None = None):

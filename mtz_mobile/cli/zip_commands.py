@@ -1,4 +1,4 @@
-"""CLI commands on Keras models and zip directories: train-reference, zip, evaluate.
+"""CLI commands on Keras models and zip directories: train-reference, zip, sweep, evaluate.
 
 Each handler hands its parsed arguments to one function of mtz_mobile.api and prints the
 result; the zip settings are derived from ZipConfig (``options.add_dataclass_options``).
@@ -10,9 +10,10 @@ import json
 
 from mtz_mobile.reference import ARCHITECTURES, LENET_300_100
 from mtz_mobile.zipper.config import ZipConfig
+from mtz_mobile.zipper.sweep import DEFAULT_LEVELS
 
 from .options import (add_data_dir, add_data_options, add_dataclass_options, add_quiet, api_kwargs, command,
-                      int_list, name_list)
+                      float_list, int_list, name_list)
 
 
 def add_commands(sub) -> None:
@@ -28,9 +29,9 @@ def add_commands(sub) -> None:
                    help="stop a model once its validation error has not improved for PATIENCE epochs and "
                         "keep its best epoch's weights")
     p.add_argument("--validation-split", type=float, default=0.1, metavar="F",
-                   help="with --early-stopping: the fraction of each class's training data held out (by the "
-                        "model's seed) to measure the validation error, unless the data has a validation set "
-                        "of its own; the test set is never used")
+                   help="with --early-stopping: the fraction of each class's training data held out (the "
+                        "zipper's hold-out: seed 0) to measure the validation error, unless the data has a "
+                        "validation set of its own; the test set is never used")
     p.add_argument("--batch-size", type=int, default=128, help="training batch size")
     p.add_argument("--seeds", type=int_list, default=[1, 2], help="one seed per model, comma-separated")
     p.add_argument("--arch", choices=ARCHITECTURES, default="mlp",
@@ -42,10 +43,25 @@ def add_commands(sub) -> None:
     p.set_defaults(verbose=2)
 
     p = command(sub, "zip", "zip two or more trained .keras models (Algorithm 1 + light retraining)", _zip)
-    add_zip_inputs(p, out_help="output directory (plan.json, weights.npz, sources/)")
+    add_zip_inputs(p, out_help="output directory (plan.json, weights.npz, sources/)", models_nargs="*")
     add_dataclass_options(p, ZipConfig)
+    p.add_argument("--from-sweep", metavar="DIR", help="zip a point of this sweep again, bit for bit (no models "
+                                                       "or zip options: the sweep fixes them)")
+    p.add_argument("--point", type=int, metavar="K", help="with --from-sweep: the point (frontier.md's first column)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted zip from its last finished layer")
     p.add_argument("--overwrite", action="store_true", help="replace a finished zip in --out")
+    add_quiet(p)
+
+    p = command(sub, "sweep", "zip at a grid of sharing levels and write the sharing-vs-error frontier "
+                              "(validation bound and test error per task) as CSV, Markdown and PNG", _sweep)
+    add_zip_inputs(p, out_help="output directory (sweep.json, frontier.csv/.md/.png, sources/)")
+    add_dataclass_options(p, ZipConfig)
+    p.add_argument("--levels", type=float_list, default=list(DEFAULT_LEVELS),
+                   help="fractions of every hidden layer's units to share, comma-separated")
+    p.add_argument("--budget", type=float, metavar="PP", help="mark the points whose bound on every task's "
+                                                              "validation error increase is within PP")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep from its last point")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished sweep in --out")
     add_quiet(p)
 
     p = command(sub, "evaluate", "per-task test error of the originals and of the zipped network", _evaluate)
@@ -54,9 +70,9 @@ def add_commands(sub) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-def add_zip_inputs(p, out_help: str, models_dest: str = "model_paths") -> None:
-    """The models, --out, --names and data options that zip and deploy share."""
-    p.add_argument(models_dest, metavar="models", nargs="+", help="the trained .keras models")
+def add_zip_inputs(p, out_help: str, models_dest: str = "model_paths", models_nargs: str = "+") -> None:
+    """The models, --out, --names and data options that zip, sweep and deploy share."""
+    p.add_argument(models_dest, metavar="models", nargs=models_nargs, help="the trained .keras models")
     p.add_argument("--out", dest="out_dir", metavar="OUT", required=True, help=out_help)
     p.add_argument("--names", type=name_list, help="task names, comma-separated (default: file stems)")
     add_data_options(p)
@@ -85,7 +101,22 @@ def _zip(args) -> int:
               f"{layer.retrain.get('iterations', 0)} retraining iterations, {layer.seconds:.1f} s")
     print(f"parameters: {p['per_task']} separately, {p['zipped']} zipped; shared fraction "
           f"{100 * p['shared_fraction']:.2f} % ({p['shared_fraction_definition']})")
+    for t, v in result.plan.validation.items():
+        print(f"validation {t}: error increase {v['point_pp']:+.2f} pp, at most {v['upper_pp']:+.2f} pp at "
+              f"{100 * v['confidence']:g} % confidence ({v['images']} images)")
+    if args.from_sweep is not None:
+        print(f"point {args.point} of {args.from_sweep} zipped again: its weights equal the sweep's bit for bit")
     print(f"wrote {args.out_dir}")
+    return 0
+
+
+def _sweep(args) -> int:
+    from mtz_mobile import api
+    from mtz_mobile.zipper.frontier import frontier_markdown
+
+    state = api.sweep_models(**api_kwargs(args))
+    print(frontier_markdown(state))
+    print(f"wrote {args.out_dir} (frontier.csv, frontier.md, frontier.png)")
     return 0
 
 

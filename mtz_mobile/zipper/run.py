@@ -89,7 +89,7 @@ def zip_networks(models: dict[str, ParsedModel], data: dict[str, TaskData], conf
         if resume:
             plan, net, start = _resume(partial, plan, config)
         elif partial is not None:
-            _start_partial(partial, models)
+            start_partial(partial, models)
         try:
             net = _run_steps(original, net, plan, data, config, start, partial, progress, on_layer_done)
             plan.params = net.param_counts()
@@ -178,7 +178,8 @@ def _difference(saved_plan: Plan, saved_config: ZipConfig, plan: Plan, config: Z
     return ""
 
 
-def _start_partial(partial: Path, models: dict[str, ParsedModel]) -> None:
+def start_partial(partial: Path, models: dict[str, ParsedModel]) -> None:
+    """A new partial output directory holding the models under sources/."""
     if partial.exists():
         raise MTZError(f"a partial zip exists at {partial}: pass --resume to continue it or delete it")
     try:

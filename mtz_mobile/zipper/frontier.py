@@ -1,0 +1,93 @@
+"""A sweep's frontier as CSV, Markdown and a PNG chart (share of parameters vs each task's error
+increase: validation point estimate, its upper bound, and the test set's increase)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from mtz_mobile.fileio import write_atomic
+from mtz_mobile.markdown import markdown_table
+from mtz_mobile.png import pyplot, save_png
+
+
+def frontier_rows(state: dict) -> list[dict]:
+    """One flat row per point: what the user chooses from."""
+    rows = []
+    for p in state["points"]:
+        row = {"point": p["index"], "level": p["level"], "shared_params_pct": round(100 * p["shared_fraction"], 3),
+               "bytes_saved": p["bytes_saved"], "shared_per_layer": "/".join(map(str, p["shared_per_layer"]))}
+        for t, v in p["validation"].items():
+            row.update({f"{t}_validation_pp": round(v["point_pp"], 3), f"{t}_bound_pp": round(v["upper_pp"], 3),
+                        f"{t}_validation_images": v["images"],
+                        f"{t}_test_pp": round(p["test"][t]["increase_pp"], 3),
+                        f"{t}_test_error_pct": round(100 * p["test"][t]["zipped_error"], 3)})
+        row["within_budget"] = "" if p["within_budget"] is None else ("yes" if p["within_budget"] else "no")
+        row["weights_sha256"] = p["weights_sha256"]
+        rows.append(row)
+    return rows
+
+
+def frontier_markdown(state: dict) -> str:
+    tasks = [t["name"] for t in state["tasks"]]
+    confidence = 100 * state["settings"]["confidence"]
+    head = ["point", "shared params", "MB saved", "Ñ per layer"]
+    head += [f"{t}: validation (bound)" for t in tasks] + [f"{t}: test" for t in tasks]
+    if state["budget_pp"] is not None:
+        head.append(f"within {state['budget_pp']} pp")
+    body = []
+    for p in state["points"]:
+        cells = [p["index"], f"{100 * p['shared_fraction']:.1f} %", f"{p['bytes_saved'] / 1e6:.3f}",
+                 " / ".join(map(str, p["shared_per_layer"]))]
+        cells += [f"{p['validation'][t]['point_pp']:+.2f} pp (≤ {p['validation'][t]['upper_pp']:+.2f})" for t in tasks]
+        cells += [f"{p['test'][t]['increase_pp']:+.2f} pp" for t in tasks]
+        if state["budget_pp"] is not None:
+            cells.append("yes" if p["within_budget"] else "no")
+        body.append(cells)
+    settings = state["settings"]
+    return (f"Error increase per task against its original model: on the validation hold-out (point estimate and "
+            f"upper bound at {confidence:g} % confidence) and on the whole test set. Method {settings['method']}, "
+            f"pairing {settings['pairing']}, compensation {settings['compensation']}, "
+            f"{settings['retrain']['iterations']} retraining iterations per layer, seed {settings['seed']}. "
+            f"Reproduce a point with `mtz-mobile zip --from-sweep DIR --point K --out ZIP`.\n\n"
+            + markdown_table(head, body) + "\n")
+
+
+def write_frontier(directory: Path, state: dict) -> None:
+    rows = frontier_rows(state)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["point"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(directory / "frontier.csv", buf.getvalue())
+    write_atomic(directory / "frontier.md", frontier_markdown(state))
+    plot_frontier([(state, "")], directory / "frontier.png")
+
+
+def plot_frontier(sweeps: list[tuple[dict, str]], path: Path, test: bool = True) -> None:
+    """Share of parameters vs error increase, one line per task (and per sweep when several are
+    compared: ``label`` names each); the budget, if any, as a horizontal line."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    budget = None
+    for state, label in sweeps:
+        x = [100 * p["shared_fraction"] for p in state["points"]]
+        for t in [task["name"] for task in state["tasks"]]:
+            name = f"{label} {t}".strip()
+            line, = ax.plot(x, [p["validation"][t]["point_pp"] for p in state["points"]], "o-", label=f"{name} validation")
+            ax.plot(x, [p["validation"][t]["upper_pp"] for p in state["points"]], "--", color=line.get_color(),
+                    label=f"{name} bound")
+            if test:
+                ax.plot(x, [p["test"][t]["increase_pp"] for p in state["points"]], "s:", color=line.get_color(),
+                        label=f"{name} test")
+        budget = state["budget_pp"] if state["budget_pp"] is not None else budget
+    if budget is not None:
+        ax.axhline(budget, color="#718096", lw=1)
+        ax.text(0, budget, f" budget {budget} pp", va="bottom", color="#718096", fontsize=8)
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set_xlabel("parameters shared (% of the separate models')")
+    ax.set_ylabel("error increase (pp)")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    save_png(fig, path)

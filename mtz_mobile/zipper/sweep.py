@@ -1,0 +1,156 @@
+"""The sharing-vs-error frontier: one zip per sharing level, each measured on validation and test.
+
+Every level shares the same fraction of each hidden layer's narrower width (``ZipConfig.shared``
+= [level]) with the rest of the configuration unchanged, so the points differ only in how much is
+shared. Each zip runs on the training split less the hold-out (``TaskData.holdout``) and is
+measured on the hold-out — the paired bound of ``validation`` — and on the whole test set, which
+nothing chose anything by. ``reproduce_point`` zips one point again, bit for bit.
+
+The sweep directory holds ``sweep.json`` (settings, tasks, every point with the ZipConfig that
+made it and a digest of its weights), ``sources/`` (the models), and the frontier as
+``frontier.csv``, ``frontier.md`` and ``frontier.png``. It is built in ``<out>.partial/`` with
+``sweep.json`` rewritten after every point, which ``resume=True`` continues from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from mtz_mobile.data import TaskData, error_rate
+from mtz_mobile.errors import MTZError
+from mtz_mobile.fileio import output_lock, partial_dir, publish_dir, write_json_atomic
+from mtz_mobile.graph.keras_io import ParsedModel, read_model
+from mtz_mobile.graph.network import ZippedNetwork
+
+from .config import ZipConfig
+from .frontier import write_frontier
+from .run import start_partial, zip_networks
+
+SWEEP_FORMAT = "mtz-mobile/sweep"
+DEFAULT_LEVELS = (0.0, 0.25, 0.5, 0.625, 0.75, 0.875, 1.0)
+
+
+def weights_digest(net: ZippedNetwork) -> str:
+    """sha256 over every stored block (name and float32 bytes): equal digests, equal zips."""
+    h = hashlib.sha256()
+    for name, arr in sorted(net.arrays().items()):
+        h.update(name.encode() + b"\0" + np.ascontiguousarray(arr, np.float32).tobytes())
+    return h.hexdigest()
+
+
+def sweep(models: dict[str, ParsedModel], data: dict[str, TaskData], config: ZipConfig, out_dir: str | Path,
+          levels=DEFAULT_LEVELS, budget_pp: float | None = None, resume: bool = False, overwrite: bool = False,
+          progress: bool = True) -> dict:
+    """Zip at every level in ``levels`` and write the frontier to ``out_dir``; returns sweep.json."""
+    levels = _check(config, levels, budget_pp)
+    out = Path(out_dir)
+    held = {t: d.holdout(config.validation_split) for t, d in data.items()}
+    with output_lock(out):
+        if out.exists() and not overwrite:
+            raise MTZError(f"{out} exists: pass --overwrite or choose another --out")
+        partial = partial_dir(out)
+        state = _start(partial, models, held, config, levels, budget_pp, resume)
+        originals = _test_errors(ZippedNetwork.from_models(models), held)
+        for k, level in enumerate(levels):
+            if k < len(state["points"]):
+                continue   # done before the interruption
+            if progress:
+                print(f"sweep point {k}: {level:.3f} of every hidden layer shared", flush=True)
+            state["points"].append(_point(k, level, models, held, config, originals, budget_pp, progress))
+            write_json_atomic(partial / "sweep.json", state)
+        write_frontier(partial, state)
+        publish_dir(partial, out, overwrite)
+    return state
+
+
+def _check(config: ZipConfig, levels, budget_pp) -> list[float]:
+    if config.max_error_increase is not None or config.threshold is not None or config.shared != ["all"]:
+        raise MTZError("a sweep sets the sharing itself: drop --shared, --threshold and --max-error-increase "
+                       "(--levels gives the levels, --budget marks the points within a budget)")
+    levels = [float(v) for v in levels]
+    if not levels or any(not 0.0 <= v <= 1.0 for v in levels) or levels != sorted(set(levels)):
+        raise MTZError(f"sharing levels {levels} must be distinct, increasing fractions in [0, 1], e.g. 0,0.5,1")
+    if budget_pp is not None and budget_pp <= 0:
+        raise MTZError(f"budget {budget_pp} pp must be positive")
+    return levels
+
+
+def _start(partial: Path, models, held, config: ZipConfig, levels, budget_pp, resume: bool) -> dict:
+    fresh = {"format": SWEEP_FORMAT, "settings": config.to_json(), "levels": levels, "budget_pp": budget_pp,
+             "tasks": [{"name": t, "source": f"{t}.keras", "sha256": m.sha256, "data": held[t].spec,
+                        "validation": held[t].validation_source} for t, m in models.items()],
+             "points": []}
+    if resume:
+        if not (partial / "sweep.json").exists():
+            raise MTZError(f"nothing to resume at {partial}: run without --resume")
+        saved = json.loads((partial / "sweep.json").read_text())
+        if {k: v for k, v in saved.items() if k != "points"} != json.loads(json.dumps(
+                {k: v for k, v in fresh.items() if k != "points"})):
+            raise MTZError(f"the partial sweep at {partial} had other settings, models or data: resume with the "
+                           "same arguments or delete it")
+        return saved
+    start_partial(partial, models)
+    write_json_atomic(partial / "sweep.json", fresh)
+    return fresh
+
+
+def _test_errors(net: ZippedNetwork, data: dict[str, TaskData]) -> dict[str, float]:
+    return {t: error_rate(net.predict(t, d.x_test), d.y_test) for t, d in data.items()}
+
+
+def _point(k: int, level: float, models, held, config: ZipConfig, originals: dict, budget_pp, progress) -> dict:
+    t0 = time.perf_counter()
+    cfg = replace(config, shared=[level])
+    result = zip_networks(models, held, cfg, progress=progress)
+    zipped = _test_errors(result.network, held)
+    params = result.plan.params
+    validation = result.plan.validation
+    point = {"index": k, "level": level, "config": cfg.to_json(),
+             "shared_fraction": params["shared_fraction"], "params_zipped": params["zipped"],
+             "params_separate": params["separate_total"],
+             "bytes_saved": 4 * (params["separate_total"] - params["zipped"]),
+             "shared_per_layer": [layer.n_shared for layer in result.plan.layers],
+             "validation": validation,
+             "test": {t: {"original_error": originals[t], "zipped_error": zipped[t],
+                          "increase_pp": 100 * (zipped[t] - originals[t])} for t in held},
+             "within_budget": None if budget_pp is None else all(v["upper_pp"] <= budget_pp for v in validation.values()),
+             "weights_sha256": weights_digest(result.network), "seconds": round(time.perf_counter() - t0, 1)}
+    if progress:
+        print("  " + ", ".join(f"{t}: validation {v['point_pp']:+.2f} pp (≤ {v['upper_pp']:+.2f}), test "
+                               f"{point['test'][t]['increase_pp']:+.2f} pp" for t, v in validation.items())
+              + f"; {100 * point['shared_fraction']:.1f} % of parameters shared, {point['seconds']} s", flush=True)
+    return point
+
+
+def load_sweep(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        state = json.loads((path / "sweep.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise MTZError(f"{path} is not a sweep directory ({type(exc).__name__}): run `mtz-mobile sweep` first") from None
+    if state.get("format") != SWEEP_FORMAT:
+        raise MTZError(f"{path}/sweep.json is not an mtz-mobile sweep: run `mtz-mobile sweep` first")
+    return state
+
+
+def reproduce_point(sweep_dir: str | Path, index: int, data: dict[str, TaskData], out_dir=None,
+                    overwrite: bool = False, progress: bool = True):
+    """Zip point ``index`` of a sweep again (its models from the sweep's sources/, its config, the
+    same hold-out); returns the ZipResult and whether its weights equal the sweep's bit for bit."""
+    state = load_sweep(sweep_dir)
+    points = state["points"]
+    if not 0 <= index < len(points):
+        raise MTZError(f"the sweep at {sweep_dir} has points 0–{len(points) - 1}, not {index}: pick one of "
+                       "frontier.md's rows")
+    point = points[index]
+    models = {t["name"]: read_model(Path(sweep_dir) / "sources" / t["source"]) for t in state["tasks"]}
+    held = {t: data[t].holdout(point["config"]["validation_split"]) for t in models}
+    result = zip_networks(models, held, ZipConfig.from_json(point["config"]), out_dir, overwrite=overwrite,
+                          progress=progress)
+    return result, weights_digest(result.network) == point["weights_sha256"]

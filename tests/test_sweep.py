@@ -1,0 +1,88 @@
+"""The sharing-vs-error frontier (`mtz-mobile sweep`) and `zip --from-sweep`: each point's figures
+against the network zipped again and measured here, and the point reproduced bit for bit."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from mtz_mobile import api
+from mtz_mobile.cli import main
+from mtz_mobile.errors import MTZError
+from mtz_mobile.graph.keras_io import load_keras_model
+from mtz_mobile.zipper.plan import load_zip_dir
+from mtz_mobile.zipper.sweep import weights_digest
+
+OPTIONS = dict(calibration_samples=300, retrain_iterations=2, validation_split=0.2)
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory, small_models, fmnist):
+    out = tmp_path_factory.mktemp("sweep") / "s"
+    state = api.sweep_models(small_models, out, data={"a": fmnist, "b": fmnist}, levels=[0.0, 0.5, 1.0],
+                             budget=4.0, progress=False, **OPTIONS)
+    return out, state
+
+
+def test_sweep_writes_the_frontier_with_growing_sharing(swept):
+    out, state = swept
+    assert json.loads((out / "sweep.json").read_text()) == json.loads(json.dumps(state))
+    rows = list(csv.DictReader((out / "frontier.csv").open()))
+    assert [int(r["point"]) for r in rows] == [0, 1, 2]
+    shared = [p["shared_fraction"] for p in state["points"]]
+    assert shared[0] == 0 and shared[0] < shared[1] < shared[2] < 0.5
+    assert [p["shared_per_layer"] for p in state["points"]] == [[0, 0], [24, 12], [48, 24]]
+    assert (out / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "frontier.md").read_text()
+    assert "--from-sweep" in md and md.count("\n| ") == 4
+    for p in state["points"]:
+        assert p["within_budget"] == all(v["upper_pp"] <= 4.0 for v in p["validation"].values())
+        assert p["bytes_saved"] == 4 * (p["params_separate"] - p["params_zipped"])
+
+
+def test_a_point_zipped_again_is_bit_for_bit_the_sweeps_and_its_figures_hold(swept, small_models, fmnist, tmp_path):
+    out, state = swept
+    # the fixture's data is a slice of fashion-mnist, which the spec alone would not load: give it
+    api.zip_models([], tmp_path / "z", data={"a": fmnist, "b": fmnist}, from_sweep=out, point=2, progress=False)
+    zipdir = load_zip_dir(tmp_path / "z")
+    point = state["points"][2]
+    assert weights_digest(zipdir.network) == point["weights_sha256"]
+    held = fmnist.holdout(0.2)
+    for t, path in zip("ab", small_models):
+        original = np.argmax(load_keras_model(path).predict(held.x_val, verbose=0), 1) == held.y_val
+        zipped = np.argmax(zipdir.network.predict(t, held.x_val), 1) == held.y_val
+        v = point["validation"][t]
+        assert (v["worse"], v["better"], v["images"]) == (int(np.sum(original & ~zipped)),
+                                                          int(np.sum(~original & zipped)), len(held.y_val))
+        test_error = np.mean(np.argmax(zipdir.network.predict(t, fmnist.x_test), 1) != fmnist.y_test)
+        assert point["test"][t]["zipped_error"] == pytest.approx(test_error)
+
+
+def test_cli_refuses_a_zip_option_beside_a_sweep_point(swept, tmp_path, capsys):
+    out, _ = swept
+    assert main(["zip", "--from-sweep", str(out), "--point", "0", "--out", str(tmp_path / "z"), "--quiet",
+                 "--calibration-samples", "5"]) == 2
+    assert "drop the zip options" in capsys.readouterr().err
+
+
+def test_sweep_point_needs_no_models_and_no_settings(swept, small_models, tmp_path):
+    out, _ = swept
+    with pytest.raises(MTZError, match="drop the model files"):
+        api.zip_models(small_models, tmp_path / "z", from_sweep=out, point=0)
+    with pytest.raises(MTZError, match="drop the zip options"):
+        api.zip_models([], tmp_path / "z", from_sweep=out, point=0, seed=3)
+    with pytest.raises(MTZError, match="points 0–2, not 7"):
+        api.zip_models([], tmp_path / "z", from_sweep=out, point=7)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(levels=[0.5, 0.2]), "increasing"), (dict(levels=[1.5]), r"in \[0, 1\]"),
+    (dict(shared=[0.5]), "drop --shared"), (dict(max_error_increase=1.0), "drop --shared"),
+])
+def test_bad_sweep_arguments_are_refused_before_any_output(small_models, fmnist, tmp_path, kwargs, match):
+    with pytest.raises(MTZError, match=match):
+        api.sweep_models(small_models, tmp_path / "s", data={"a": fmnist, "b": fmnist}, progress=False, **kwargs)
+    assert not list(tmp_path.iterdir())
