@@ -325,3 +325,19 @@ def test_cli_convert_and_inspect(zips, tmp_path, capsys):
     info = json.loads(capsys.readouterr().out)
     assert set(info["signatures"]) == {"a", "b"}
     assert info["shared_weight_bytes"] > 0 and info["manifest"]["format"] == "mtz-mobile/manifest"
+
+
+def test_inspect_into_a_pipe_closed_early_ends_quietly(zips, tmp_path):
+    """`mtz-mobile inspect … | head -1`: the reader has gone before the first write; the command
+    ends with SIGPIPE's exit code and no BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "pipe.tflite"
+    assert main(["convert", str(zips["partial"]), "--out", str(out)]) == 0
+    script = ("import os, sys\n"
+              "r, w = os.pipe(); os.close(r); os.dup2(w, 1)\n"   # stdout: a pipe nobody reads
+              "from mtz_mobile.cli import main\n"
+              f"sys.exit(main(['inspect', {str(out)!r}, '--json']))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 141 and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr

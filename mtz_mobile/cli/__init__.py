@@ -9,6 +9,7 @@ environment first (see quiet.py).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from mtz_mobile.errors import MTZError
@@ -45,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nmtz-mobile: interrupted; a zip continues with the same arguments and --resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`mtz-mobile inspect … | head`): what it wanted was printed
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit's flush
+        return 141
 
 
 if __name__ == "__main__":
