@@ -18,7 +18,7 @@ PAIRINGS = ("exact", "greedy")
 COMPENSATIONS = ("none", "next-layer")
 SPARSITY = ("auto", "on", "off")
 SPARSE_MASKS = ("larger", "union")
-STRATEGIES = ("default", "mirrored")
+STRATEGIES = ("default", "mirrored", "multi-worker")
 SCHEDULES = ("layer", "end")
 
 
@@ -36,7 +36,9 @@ class RetrainSettings:
     iterations: int = option(100, "joint steps after each zipped layer", flag="--retrain-iterations")
     batch_size: int = option(128, "batch size per task in retraining", flag="--batch-size")
     learning_rate: float = option(1e-4, "Adam's learning rate in retraining", flag="--learning-rate")
-    strategy: str = option("default", "mirrored: tf.distribute.MirroredStrategy over every visible device",
+    strategy: str = option("default", "mirrored: tf.distribute.MirroredStrategy over every visible device; "
+                                      "multi-worker: MultiWorkerMirroredStrategy over the processes in TF_CONFIG "
+                                      "(batch size stays the global batch)",
                            choices=STRATEGIES, flag="--strategy")
     # Each task's loss mixes the labels with the original model's soft targets (temperature T):
     # (1 − distill)·CE(labels) + distill·T²·CE(softmax(z_orig/T), softmax(z/T)). Light retraining
