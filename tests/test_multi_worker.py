@@ -20,7 +20,7 @@ import pytest
 from mtz_mobile.errors import MTZError
 
 JOB = Path(__file__).with_name("multi_worker_job.py")
-TIMEOUT_S = 120   # every process, from the start of all; a hang fails the test instead of the suite
+TIMEOUT_S = 300   # every process, from the start of all (six start TensorFlow at once on 2 cores); a hang fails the test, not the suite
 DIE_AFTER = 5     # worker 1 of the dying pair leaves after this many steps of the first retraining
 
 
@@ -40,12 +40,12 @@ def _tf_config(ports: list[int], index: int) -> str:
 
 
 class Job:
-    def __init__(self, root: Path, name: str, models, env: dict):
+    def __init__(self, root: Path, name: str, models, env: dict, command: list[str] | None = None):
         self.result, self.log = root / f"{name}.json", root / f"{name}.log"
         full = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"} | env
+        command = command or [str(JOB), *map(str, models), str(self.result)]
         with open(self.log, "w") as log:
-            self.proc = subprocess.Popen([sys.executable, str(JOB), *map(str, models), str(self.result)],
-                                         stdout=log, stderr=subprocess.STDOUT, env=full)
+            self.proc = subprocess.Popen([sys.executable, *command], stdout=log, stderr=subprocess.STDOUT, env=full)
         self.ended = None
 
     def wait(self, deadline: float) -> int:
@@ -75,6 +75,11 @@ def jobs(small_models, tmp_path_factory):
         "single": Job(root, "single", small_models, {}),
         "d0": Job(root, "d0", small_models, {"TF_CONFIG": _tf_config(dying, 0)}),
         "d1": Job(root, "d1", small_models, {"TF_CONFIG": _tf_config(dying, 1), "MTZ_JOB_DIE_AFTER": str(DIE_AFTER)}),
+        # the command line, one worker: the strategy must exist before the CLI reads the models
+        "cli": Job(root, "cli", small_models, {"TF_CONFIG": _tf_config(_free_ports(1), 0)},
+                   ["-m", "mtz_mobile.cli", "zip", *map(str, small_models), "--out", str(root / "cli_zip"),
+                    "--strategy", "multi-worker", "--retrain-iterations", "3", "--calibration-samples", "300",
+                    "--quiet"]),
     }
     deadline = time.monotonic() + TIMEOUT_S
     yield started, deadline
@@ -101,6 +106,15 @@ def test_two_workers_retrain_like_one_process(jobs):
     import numpy as np
 
     np.testing.assert_allclose(chief["outputs"], single["outputs"], atol=1e-3)
+
+
+def test_the_command_line_retrains_with_the_multi_worker_strategy(jobs):
+    started, deadline = jobs
+    cli = started["cli"]
+    assert cli.wait(deadline) == 0, cli.output()[-3000:]
+    plan = json.loads((cli.result.parent / "cli_zip" / "plan.json").read_text())
+    assert plan["settings"]["retrain"]["strategy"] == "multi-worker"
+    assert all(layer["retrain"]["iterations"] == 3 for layer in plan["layers"])
 
 
 def test_a_dying_worker_ends_the_job_with_an_error(jobs):
