@@ -65,6 +65,10 @@ def run_sweeps(out: Path, paths: list[str], datas: dict, args) -> dict:
     for method in args.methods:
         for seed in args.seeds:
             where = out / "sweeps" / f"{method}_s{seed}"
+            if "sweeps" in args.skip:
+                if (where / "sweep.json").exists():
+                    sweeps[method, seed] = load_sweep(where)
+                continue
             if not (where / "sweep.json").exists():
                 print(f"sweep {method}, seed {seed}", flush=True)
                 partial = where.with_name(where.name + ".partial")
@@ -99,19 +103,24 @@ def run_adaptive(out: Path, paths: list[str], datas: dict, args) -> list[dict]:
 
 
 def frontier_table(sweeps: dict, args) -> tuple[list, list[dict]]:
-    """Per method and level: mean and spread (max − min over seeds) of each task's test increase."""
+    """Per method and level (those every seed of the method ran): mean and spread (max − min over
+    seeds) of each task's test increase, mean validation increase and the worst bound."""
     table, records = [], []
     for method in args.methods:
-        for k, level in enumerate(args.levels):
-            points = [sweeps[method, seed]["points"][k] for seed in args.seeds]
-            rec = {"method": method, "level": level, "shared_pct": 100 * float(np.mean([p["shared_fraction"] for p in points]))}
+        runs = [sweeps[method, seed] for seed in args.seeds if (method, seed) in sweeps]
+        levels = sorted(set.intersection(*(set(r["levels"]) for r in runs))) if runs else []
+        for level in levels:
+            points = [next(p for p in r["points"] if p["level"] == level) for r in runs]
+            rec = {"method": method, "level": level, "seeds": len(points),
+                   "shared_pct": 100 * float(np.mean([p["shared_fraction"] for p in points]))}
             for t in TASKS:
                 test = [p["test"][t]["increase_pp"] for p in points]
                 val = [p["validation"][t]["point_pp"] for p in points]
-                rec[t] = {"test_mean": float(np.mean(test)), "test_spread": float(np.ptp(test)),
-                          "validation_mean": float(np.mean(val)), "bound_max": max(p["validation"][t]["upper_pp"] for p in points)}
+                rec[t] = {"test_mean": float(np.mean(test)), "test_spread": float(np.ptp(test)), "test": test,
+                          "validation_mean": float(np.mean(val)),
+                          "bound_max": max(p["validation"][t]["upper_pp"] for p in points)}
             records.append(rec)
-            table.append([method, f"{level:g}", f"{rec['shared_pct']:.1f} %"]
+            table.append([method, f"{level:g}", len(points), f"{rec['shared_pct']:.1f} %"]
                          + [f"{rec[t]['test_mean']:+.2f} ± {rec[t]['test_spread'] / 2:.2f}" for t in TASKS]
                          + [f"{rec[t]['validation_mean']:+.2f} (≤ {rec[t]['bound_max']:+.2f})" for t in TASKS])
     return table, records
@@ -119,7 +128,7 @@ def frontier_table(sweeps: dict, args) -> tuple[list, list[dict]]:
 
 def summary(out: Path, recs: dict, sweeps: dict, adaptive: list[dict], args) -> None:
     table, records = frontier_table(sweeps, args)
-    head = ["method", "level", "shared params"] + [f"{t}: test increase (pp, mean ± half-range)" for t in TASKS] \
+    head = ["method", "level", "seeds", "shared params"] + [f"{t}: test increase (pp, mean ± half-range)" for t in TASKS] \
         + [f"{t}: validation (worst bound)" for t in TASKS]
     ad_rows = [[r["seed"], f"{100 * r['shared_fraction']:.1f} %", " / ".join(map(str, r["shared_per_layer"]))]
                + [f"{r['test_increase_pp'][t]:+.2f} pp" for t in TASKS]
@@ -138,7 +147,8 @@ def summary(out: Path, recs: dict, sweeps: dict, adaptive: list[dict], args) -> 
     (out / "summary.md").write_text("\n".join(md))
     (out / "summary.json").write_text(json.dumps({"references": recs, "frontier": records, "adaptive": adaptive,
                                                   "settings": vars(args) | {"out": str(args.out)}}, indent=1))
-    plot_frontier([(sweeps[m, args.seeds[0]], m) for m in args.methods], out / "frontier.png", test=True)
+    plot_frontier([(sweeps[m, args.seeds[0]], m) for m in args.methods if (m, args.seeds[0]) in sweeps],
+                  out / "frontier.png", test=True)
     print("\n".join(md))
 
 
@@ -166,7 +176,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     recs = references(args.out, datas, args)
     paths = [recs[t]["path"] for t in TASKS]
-    sweeps = {} if "sweeps" in args.skip else run_sweeps(args.out, paths, datas, args)
+    sweeps = run_sweeps(args.out, paths, datas, args)   # with --skip sweeps: only those already finished
     adaptive = [] if "adaptive" in args.skip else run_adaptive(args.out, paths, datas, args)
     if sweeps:
         summary(args.out, recs, sweeps, adaptive, args)
