@@ -194,3 +194,33 @@ def test_permuted_separable_net_zips_back_and_converts(tmp_path):
         got = np.concatenate([next(iter(runner(input=x[n:n + 1]).values())) for n in range(2)])
         assert np.abs(got - want).max() / np.abs(want).max() <= 1e-4, task
 
+
+
+def test_adaptive_search_judges_a_layer_with_the_depthwise_layer_its_pairing_decides():
+    """The trial for a convolution merges the depthwise layer after it before it is measured (the
+    search records it in ``judged_with``) and the run goes on after it, so the plan lists every
+    layer once, in the plain zip's order; a permuted twin computes the same function, so every
+    searched layer is certified fully shared."""
+    layers = keras.layers
+    keras.utils.set_random_seed(11)
+    inp = keras.Input((12, 12, 3))
+    h = layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    h = layers.DepthwiseConv2D(3, padding="same", activation="relu")(h)
+    h = layers.Conv2D(12, 1, activation="relu")(h)
+    model = keras.Model(inp, layers.Dense(4)(layers.GlobalAveragePooling2D()(h)))
+    parsed = parse_model(model, "a.keras", "0" * 64)
+    twin, _ = permuted_copy(parsed, np.random.default_rng(3))
+    x = _images(600, (12, 12, 3))
+    y = np.argmax(model.predict(x, verbose=0), axis=1)    # the original is right on every image
+    data = {t: TaskData("synthetic", x, y, x[:8], y[:8], [str(c) for c in range(4)]) for t in ("a", "b")}
+    common = dict(compensation="none", calibration_samples=200, retrain=RetrainSettings(iterations=0))
+    adaptive = zip_networks({"a": parsed, "b": twin}, data, ZipConfig(max_error_increase=5.0, validation_split=0.25,
+                                                                      **common), progress=False)
+    plain = zip_networks({"a": parsed, "b": twin}, data, ZipConfig(shared=["all"], **common), progress=False)
+    assert [l.name for l in adaptive.plan.layers] == [l.name for l in plain.plan.layers]
+    conv, depthwise = adaptive.plan.layers[0], adaptive.plan.layers[1]
+    assert depthwise.kind == "depthwise" and depthwise.search is None
+    assert conv.search["judged_with"] == [depthwise.name]
+    searched = [l for l in adaptive.plan.layers if l.search]
+    assert searched and all(l.n_shared == l.n_new for l in searched)
+    assert all(v["worse"] == 0 for v in adaptive.plan.validation.values())

@@ -5,6 +5,10 @@ helps accuracy); each trial zips the layer (with its light retraining) on a copy
 and every trial reuses the step's Hessians, since all of them start from the same network. A trial
 is accepted when, for every task, the *upper confidence bound* of its error increase against its
 original model (paired over the validation images, ``increase_bound``) is within the budget.
+
+Layers right after it that have no pairing of their own (a depthwise convolution inherits its
+input's) are merged inside each trial, before it is measured: the layer's pairing decides their
+sharing too, and their merge error belongs to its verdict.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from .validation import Validation
 class _Trials:
     """Zipped candidates by grid index, each with its measured increases and verdict."""
 
-    def __init__(self, step: LayerStep, validation: Validation):
-        self.step, self.validation = step, validation
+    def __init__(self, step: LayerStep, validation: Validation, followers: list[tuple[int, int]]):
+        self.step, self.validation, self.followers = step, validation, followers
         self.active = step.existing + [step.newcomer]
         node = step.net.nodes[step.node]
         n_joint = sum(g.size for g in node.groups if set(g.owners) <= set(step.existing))
@@ -36,10 +40,11 @@ class _Trials:
     def within_budget(self, idx: int) -> bool:
         if idx not in self.done:
             candidate = replace(self.step, net=self.step.net.copy())
-            record = zip_layer(candidate, count=self.grid[idx], hessians=self.hessians)
+            records = [zip_layer(candidate, count=self.grid[idx], hessians=self.hessians)]
+            records += [zip_layer(replace(candidate, node=node, layer=layer)) for node, layer in self.followers]
             bounds = self.validation.increases(candidate.net, self.active)
             ok = all(b.within(self.budget) for b in bounds.values())
-            self.done[idx] = (ok, candidate.net, record, bounds)
+            self.done[idx] = (ok, candidate.net, records, bounds)
             if self.step.progress:
                 print(f"  {self.step.net.nodes[self.step.node].name}: {self.grid[idx]} of {self.top} shared -> "
                       "validation error " + ", ".join(f"{t} {b.describe()}" for t, b in bounds.items())
@@ -47,10 +52,12 @@ class _Trials:
         return self.done[idx][0]
 
 
-def adaptive_layer(step: LayerStep, validation: Validation) -> tuple[LayerRecord, ZippedNetwork]:
-    """The largest grid count within budget for every task; returns its record (with the search)
-    and its network."""
-    trials = _Trials(step, validation)
+def adaptive_layer(step: LayerStep, validation: Validation, followers: list[tuple[int, int]] = ()
+                   ) -> tuple[list[LayerRecord], ZippedNetwork]:
+    """The largest grid count within budget for every task; returns the records of the layer (with
+    the search) and of its ``followers`` ((node, layer) of the steps its pairing decides), and the
+    network."""
+    trials = _Trials(step, validation, list(followers))
     lo, hi = 0, len(trials.grid) - 1
     if not trials.within_budget(hi):
         hi -= 1
@@ -63,11 +70,12 @@ def adaptive_layer(step: LayerStep, validation: Validation) -> tuple[LayerRecord
         trials.within_budget(lo)  # nothing shared may still be over budget: it is the best there is
     else:
         lo = hi
-    ok, chosen, record, _ = trials.done[lo]
-    record.search = {"grid": trials.grid, "budget_pp": step.config.max_error_increase,
+    ok, chosen, records, _ = trials.done[lo]
+    records[0].search = {"grid": trials.grid, "budget_pp": step.config.max_error_increase,
                      "confidence": step.config.confidence,
                      "trials": [{"count": trials.grid[j], "within_budget": trials.done[j][0],
                                  "increase": {t: b.to_json() for t, b in trials.done[j][3].items()}}
                                 for j in sorted(trials.done)],
-                     "chosen": trials.grid[lo], "within_budget": ok}
-    return record, chosen
+                     "chosen": trials.grid[lo], "within_budget": ok,
+                     "judged_with": [step.net.nodes[node].name for node, _ in followers]}
+    return records, chosen

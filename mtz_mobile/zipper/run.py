@@ -205,20 +205,24 @@ def _run_steps(original: ZippedNetwork, net: ZippedNetwork, plan: Plan, data: di
         if config.max_error_increase is not None:
             validation.check_budget(config.max_error_increase)
     steps = [(n, k, i) for n in range(1, len(tasks)) for k, i in enumerate(hidden)]
-    for done in range(start, len(steps)):
+    done = start
+    while done < len(steps):
         n, k, i = steps[done]
         step = LayerStep(net, original, calib, i, k, tasks[:n], tasks[n], data, config,
                          plan.settings["sparse_detected"], progress)
         if config.max_error_increase is not None and not net.nodes[i].inherits \
                 and not pending_groups(net.nodes[i], tasks[n]):
-            record, net = adaptive_layer(step, validation)
+            followers = [(steps[m][2], steps[m][1]) for m in _inheritors(net, steps, done)]
+            records, net = adaptive_layer(step, validation, followers)
         else:
-            record = zip_layer(step)
-        plan.layers.append(record)
-        if partial is not None:
-            Checkpoint(partial).save(plan, net, config, done + 1)
-        if on_layer_done is not None:
-            on_layer_done(done, net)
+            records = [zip_layer(step)]
+        plan.layers += records
+        for _ in records:
+            done += 1
+            if on_layer_done is not None:
+                on_layer_done(done - 1, net)
+        if partial is not None:   # once the layer and the layers it decided are all in the network
+            Checkpoint(partial).save(plan, net, config, done)
     if config.retrain.schedule == "end":  # after a resume too: the checkpoint holds the net before it
         plan.final_retrain = retrain_tasks(net, original, calib, data, config, tasks, seed=config.seed * 1000,
                                            sparse=plan.settings["sparse_detected"], progress=progress,
@@ -230,6 +234,16 @@ def _run_steps(original: ZippedNetwork, net: ZippedNetwork, plan: Plan, data: di
                 print(f"validation {t}: error increase {b['point_pp']:+.2f} pp, at most {b['upper_pp']:+.2f} pp "
                       f"at {100 * config.confidence:g} % confidence ({b['images']} images: {b['source']})", flush=True)
     return net
+
+
+def _inheritors(net: ZippedNetwork, steps: list[tuple[int, int, int]], done: int) -> list[int]:
+    """The steps right after ``done`` (same newcomer) whose nodes have no pairing of their own."""
+    out = []
+    for m in range(done + 1, len(steps)):
+        if steps[m][0] != steps[done][0] or not net.nodes[steps[m][2]].inherits:
+            break
+        out.append(m)
+    return out
 
 
 def _is_sparse(models: dict[str, ParsedModel], setting: str) -> bool:
