@@ -84,7 +84,8 @@ def plot_frontier(sweeps: list[tuple[dict, str]], path: Path, test: bool = True)
         budget = state["budget_pp"] if state["budget_pp"] is not None else budget
     if budget is not None:
         ax.axhline(budget, color="#718096", lw=1)
-        ax.text(0, budget, f" budget {budget} pp", va="bottom", color="#718096", fontsize=8)
+        ax.annotate(f"budget {budget} pp", xy=(0.99, budget), xycoords=("axes fraction", "data"), ha="right",
+                    va="bottom", color="#718096", fontsize=8)
     ax.axhline(0, color="black", lw=0.5)
     ax.set_xlabel("parameters shared (% of the separate models')")
     ax.set_ylabel("error increase (pp)")

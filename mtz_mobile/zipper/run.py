@@ -217,12 +217,12 @@ def _run_steps(original: ZippedNetwork, net: ZippedNetwork, plan: Plan, data: di
         else:
             records = [zip_layer(step)]
         plan.layers += records
-        for _ in records:
-            done += 1
-            if on_layer_done is not None:
-                on_layer_done(done - 1, net)
+        done += len(records)
         if partial is not None:   # once the layer and the layers it decided are all in the network
             Checkpoint(partial).save(plan, net, config, done)
+        if on_layer_done is not None:
+            for m in range(done - len(records), done):
+                on_layer_done(m, net)
     if config.retrain.schedule == "end":  # after a resume too: the checkpoint holds the net before it
         plan.final_retrain = retrain_tasks(net, original, calib, data, config, tasks, seed=config.seed * 1000,
                                            sparse=plan.settings["sparse_detected"], progress=progress,
