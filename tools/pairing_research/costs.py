@@ -157,3 +157,30 @@ def install(kind):
         flat = select_pairs(dd, count=k, method="exact")
         return flat, comparisons[0].d, comparisons
     stepmod._choose_pairs = choose
+
+
+def finished(out) -> set:
+    """(candidate, level, seed, iterations) of the rows already in a results file: a re-run skips them."""
+    import json
+    if not out.exists():
+        return set()
+    return {(r["cand"], r["level"], r["seed"], r["iters"]) for r in map(json.loads, out.read_text().splitlines())}
+
+
+def zip_config(cand, shared, iters, seed, **extra):
+    """The candidate's zip: the Hessian merge and compensation for every cost but the random baseline."""
+    from mtz_mobile.zipper import ZipConfig
+    from mtz_mobile.zipper.config import RetrainSettings
+    install(None if cand in ("random", "mtz") else cand)
+    TIMINGS.clear()
+    rs = RetrainSettings(iterations=iters, learning_rate=1e-4, batch_size=128)
+    return ZipConfig(shared=shared, method="random" if cand == "random" else "mtz", compensation="next-layer",
+                     retrain=rs, seed=seed, **extra)
+
+
+def record(out, row: dict) -> None:
+    """Print a result row and append it to the results file."""
+    import json
+    print(json.dumps(row), flush=True)
+    with out.open("a") as f:
+        f.write(json.dumps(row) + "\n")

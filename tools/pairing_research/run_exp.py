@@ -4,11 +4,9 @@ candidates x zip seeds x {no retrain, 90 iterations}. Appends one JSON line per 
 import os, sys, json, time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from pathlib import Path
-import numpy as np
 from mtz_mobile.data import load_task_data, error_rate
 from mtz_mobile.graph.keras_io import read_model
-from mtz_mobile.zipper import ZipConfig, zip_networks
-from mtz_mobile.zipper.config import RetrainSettings
+from mtz_mobile.zipper import zip_networks
 import costs
 
 HERE = Path(os.environ.get("PAIRING_WORK", "/tmp/pairing_research"))
@@ -28,11 +26,7 @@ def main():
     data = {"a": d, "b": d}
     recs = json.loads((REFS / "reference.json").read_text())
     base = {r["name"]: r["test_error"] for r in recs}
-    done = set()
-    if OUT.exists():
-        for line in OUT.read_text().splitlines():
-            r = json.loads(line)
-            done.add((r["cand"], r["level"], r["seed"], r["iters"]))
+    done = costs.finished(OUT)
     from mtz_mobile.graph.ops import TFOps
     ops = TFOps()
     for level in levels:
@@ -40,11 +34,7 @@ def main():
             for seed in seeds:
                 if (cand, level, seed, iters) in done:
                     continue
-                costs.install(None if cand in ("random", "mtz") else cand)
-                costs.TIMINGS.clear()
-                rs = RetrainSettings(iterations=iters, learning_rate=1e-4, batch_size=128)
-                cfg = ZipConfig(shared=LEVELS[level], method="random" if cand == "random" else "mtz",
-                                compensation="next-layer", retrain=rs, seed=seed)
+                cfg = costs.zip_config(cand, LEVELS[level], iters, seed)
                 models = {t: read_model(REFS / f"{t}.keras") for t in ("a", "b")}
                 t0 = time.perf_counter()
                 res = zip_networks(models, data, cfg, progress=False)
@@ -56,9 +46,7 @@ def main():
                            inc_mean_pp=50 * (errs["a"] - base["a"] + errs["b"] - base["b"]),
                            shared_fraction=res.plan.params["shared_fraction"], zip_s=round(wall, 1),
                            cost_s=round(sum(costs.TIMINGS), 2))
-                print(json.dumps(row), flush=True)
-                with OUT.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
+                costs.record(OUT, row)
 
 
 if __name__ == "__main__":

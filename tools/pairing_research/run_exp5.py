@@ -1,13 +1,12 @@
 """LeNet-5 fine (seed 1) vs coarse (seed 2) on the same images: partial sharing levels, candidates x
 zip seeds x {no retrain, 100 iterations} (tools/reproduce.py's retrain_lenet5, calibration 2000).
 Appends to results5.jsonl. Usage: python run_exp5.py retrain0|retrain100 cand,... level,... seed,..."""
-import os, sys, json, time
+import os, sys, time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from pathlib import Path
 from mtz_mobile.data import load_task_data, error_rate
 from mtz_mobile.graph.keras_io import read_model, load_keras_model
-from mtz_mobile.zipper import ZipConfig, zip_networks
-from mtz_mobile.zipper.config import RetrainSettings
+from mtz_mobile.zipper import zip_networks
 import costs
 
 HERE = Path(os.environ.get("PAIRING_WORK", "/tmp/pairing_research"))
@@ -33,21 +32,13 @@ def main():
                               data[t].x_test.reshape((-1, 28, 28, 1)), batch_size=2048, verbose=0),
                           data[t].y_test) for t in TASKS}
     print("base", base, flush=True)
-    done = set()
-    if OUT.exists():
-        for line in OUT.read_text().splitlines():
-            r = json.loads(line)
-            done.add((r["cand"], r["level"], r["seed"], r["iters"]))
+    done = costs.finished(OUT)
     for level in levels:
         for cand in cands:
             for seed in seeds:
                 if (cand, level, seed, iters) in done:
                     continue
-                costs.install(None if cand in ("random", "mtz") else cand)
-                costs.TIMINGS.clear()
-                rs = RetrainSettings(iterations=iters, learning_rate=1e-4, batch_size=128)
-                cfg = ZipConfig(shared=LEVELS[level], method="random" if cand == "random" else "mtz",
-                                compensation="next-layer", retrain=rs, seed=seed, calibration_samples=2000)
+                cfg = costs.zip_config(cand, LEVELS[level], iters, seed, calibration_samples=2000)
                 models = {t: read_model(REFS / f"{t}.keras") for t in TASKS}
                 t0 = time.perf_counter()
                 res = zip_networks(models, data, cfg, progress=False)
@@ -59,9 +50,7 @@ def main():
                            shared_fraction=res.plan.params["shared_fraction"],
                            n_shared=[l.n_shared for l in res.plan.layers], zip_s=round(wall, 1),
                            cost_s=round(sum(costs.TIMINGS), 2))
-                print(json.dumps(row), flush=True)
-                with OUT.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
+                costs.record(OUT, row)
 
 
 if __name__ == "__main__":
