@@ -41,6 +41,7 @@ the *training* split. The test set is never looked at before ``evaluate``.
 from __future__ import annotations
 
 import gzip
+import numbers
 import os
 import re
 from collections.abc import Iterable
@@ -98,9 +99,7 @@ class TaskData:
         with early stopping and the zips of them validate on the same images, unseen by both."""
         if self.x_val is not None:
             return self
-        if not 0.0 < fraction < 1.0:
-            raise MTZError(f"validation split {fraction} is outside (0, 1): give the fraction of each task's "
-                           "training data to hold out, e.g. 0.1")
+        check_validation_split(fraction)
         train, val = split_per_class(self.y_train, fraction, seed)
         if len(val) == 0 or len(train) == 0:
             raise MTZError(f"{self.spec} has {len(self.y_train)} training samples, too few to hold out a "
@@ -123,6 +122,13 @@ class TaskData:
         """The first ``n_train`` training and ``n_test`` test samples (None: all of them)."""
         return replace(self, x_train=self.x_train[:n_train], y_train=self.y_train[:n_train],
                        x_test=self.x_test[:n_test], y_test=self.y_test[:n_test])
+
+
+def check_validation_split(fraction) -> None:
+    """The one rule for a hold-out fraction, checked wherever one is given (before any output)."""
+    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0.0 < fraction < 1.0:
+        raise MTZError(f"validation split {fraction!r} is outside (0, 1): give the fraction of each class's "
+                       "training data to hold out, e.g. --validation-split 0.1")
 
 
 def error_rate(scores: np.ndarray, labels: np.ndarray) -> float:

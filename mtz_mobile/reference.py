@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 import os
 import shutil
 from dataclasses import asdict, dataclass, replace
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import TaskData, adapt_task_data, error_rate, parse_spec
+from .data import TaskData, adapt_task_data, check_validation_split, error_rate, parse_spec
 from .errors import MTZError
 from .fileio import publish_dir
 from .graph.keras_io import save_keras_atomic
@@ -213,10 +212,7 @@ def check_early_stopping(early_stopping: int | None, validation_split: float) ->
                                        or early_stopping < 1):
         raise MTZError(f"early-stopping patience {early_stopping!r} is not a whole number >= 1: give the epochs "
                        "without improvement to wait, e.g. --early-stopping 3, or leave it out for fixed epochs")
-    if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) \
-            or not 0.0 < validation_split < 1.0:
-        raise MTZError(f"validation split {validation_split!r} is outside (0, 1): give the fraction of the "
-                       "training data to hold out for early stopping, e.g. --validation-split 0.1")
+    check_validation_split(validation_split)
 
 
 def fit_early_stopping(model, data: TaskData, epochs: int, batch_size: int, patience: int, verbose: int) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from mtz_mobile.data import check_validation_split
 from mtz_mobile.errors import MTZError
 
 from .merge import METHODS as MERGE_METHODS
@@ -135,9 +136,7 @@ class ZipConfig:
                 raise MTZError(f"max error increase must be >= 0 pp, got {self.max_error_increase}")
             if self.threshold is not None:
                 raise MTZError("give either --threshold or --max-error-increase, not both")
-        if not 0.0 < self.validation_split < 1.0:
-            raise MTZError(f"validation split {self.validation_split} is outside (0, 1): give the fraction of "
-                           "training data to hold out, e.g. 0.1")
+        check_validation_split(self.validation_split)
         if not 0.5 <= self.confidence < 1.0:
             raise MTZError(f"confidence {self.confidence} is outside [0.5, 1): give e.g. 0.95")
 

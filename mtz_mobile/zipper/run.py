@@ -229,10 +229,6 @@ def _run_steps(original: ZippedNetwork, net: ZippedNetwork, plan: Plan, data: di
                                            label="retrain (all layers zipped)")
     if validation is not None:
         plan.validation = validation.report(net)
-        if progress:
-            for t, b in plan.validation.items():
-                print(f"validation {t}: error increase {b['point_pp']:+.2f} pp, at most {b['upper_pp']:+.2f} pp "
-                      f"at {100 * config.confidence:g} % confidence ({b['images']} images: {b['source']})", flush=True)
     return net
 
 
