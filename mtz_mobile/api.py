@@ -75,8 +75,9 @@ def zip_models(model_paths: list[str | os.PathLike], out_dir: str | os.PathLike 
                                 options)
     paths = [str(p) for p in model_paths]
     tasks = task_names(paths, names)
+    config = start_distribution(_config(config, options))
     models = {t: read_model(p) for t, p in zip(tasks, paths)}
-    return zip_networks(models, _datas(data, tasks, data_dir), _config(config, options), out_dir, resume=resume,
+    return zip_networks(models, _datas(data, tasks, data_dir), config, out_dir, resume=resume,
                         overwrite=overwrite, progress=progress)
 
 
@@ -89,9 +90,20 @@ def sweep_models(model_paths: list[str | os.PathLike], out_dir: str | os.PathLik
     its CSV, Markdown and PNG to ``out_dir``; ``budget`` (pp) marks the points certified within it."""
     paths = [str(p) for p in model_paths]
     tasks = task_names(paths, names)
+    config = start_distribution(_config(config, options))
     models = {t: read_model(p) for t, p in zip(tasks, paths)}
-    return sweep(models, _datas(data, tasks, data_dir), _config(config, options), out_dir, levels, budget,
+    return sweep(models, _datas(data, tasks, data_dir), config, out_dir, levels, budget,
                  resume=resume, overwrite=overwrite, progress=progress)
+
+
+def start_distribution(config: ZipConfig) -> ZipConfig:
+    """Multi-worker retraining must own TensorFlow's collectives before the first operation
+    (reading a model is one): everything that zips calls this first."""
+    if config.retrain.strategy == "multi-worker":
+        from .zipper.retrain import make_strategy
+
+        make_strategy("multi-worker")
+    return config
 
 
 def _config(config: ZipConfig | None, options: dict) -> ZipConfig:

@@ -49,7 +49,8 @@ def deploy(models: list[str | os.PathLike], out_dir: str | os.PathLike, data="fa
         if not Path(m).is_file():
             raise MTZError(f"model {m} not found: give the trained .keras files to deploy")
     tasks = api.task_names([str(m) for m in models], names)
-    config = zip_options["config"] if "config" in zip_options else api.make_config(**zip_options)
+    config = api.start_distribution(zip_options["config"] if "config" in zip_options
+                                    else api.make_config(**zip_options))
     bench_settings = dict(threads=threads, runs=runs, runtime=runtime, xnnpack_cache=xnnpack_cache)
     with output_lock(out):
         out.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from mtz_mobile.contract import APP_PACKAGE, QUANTIZATIONS
 from mtz_mobile.errors import MTZError
 from mtz_mobile.zipper.config import ZipConfig
 
-from .options import add_dataclass_options, add_quiet, api_kwargs, command, positive_int, start_distribution
+from .options import add_dataclass_options, add_quiet, api_kwargs, command, positive_int
 from .zip_commands import add_zip_inputs
 
 HOST = {f.name: f.default for f in fields(HostSettings) if f.init}
@@ -115,7 +115,6 @@ def _push(args) -> int:
 def _deploy(args) -> int:
     from mtz_mobile.pipeline import deploy
 
-    start_distribution(args)
     result = deploy(**api_kwargs(args))
     for stage, state in result.stages.items():
         print(f"{stage}: {state}")

@@ -159,15 +159,6 @@ def command(sub, name: str, help: str, handler) -> argparse.ArgumentParser:
     return p
 
 
-def start_distribution(args: argparse.Namespace) -> None:
-    """Multi-worker retraining must own TensorFlow's collectives before the first operation
-    (reading the models is one): commands that zip call this before their API call."""
-    if getattr(args, "retrain_strategy", None) == "multi-worker":
-        from mtz_mobile.zipper.retrain import make_strategy
-
-        make_strategy("multi-worker")
-
-
 def api_kwargs(args: argparse.Namespace, *presentation: str) -> dict:
     """The parsed arguments as the API's keywords: all but the CLI's own and the named
     ``presentation`` ones (how to print, not what to compute)."""

@@ -13,7 +13,7 @@ from mtz_mobile.zipper.config import ZipConfig
 from mtz_mobile.zipper.sweep import DEFAULT_LEVELS
 
 from .options import (add_data_dir, add_data_options, add_dataclass_options, add_quiet, api_kwargs, command,
-                      float_list, int_list, name_list, start_distribution)
+                      float_list, int_list, name_list)
 
 
 def add_commands(sub) -> None:
@@ -93,7 +93,6 @@ def _train_reference(args) -> int:
 def _zip(args) -> int:
     from mtz_mobile import api
 
-    start_distribution(args)
     result = api.zip_models(**api_kwargs(args))
     p = result.plan.params
     for layer in result.plan.layers:
@@ -115,7 +114,6 @@ def _sweep(args) -> int:
     from mtz_mobile import api
     from mtz_mobile.zipper.frontier import frontier_markdown
 
-    start_distribution(args)
     state = api.sweep_models(**api_kwargs(args))
     print(frontier_markdown(state))
     print(f"wrote {args.out_dir} (frontier.csv, frontier.md, frontier.png)")
