@@ -35,6 +35,29 @@ def same_padding(size: int, k: int, s: int, d: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def patch_rows(x: np.ndarray, attrs, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` of the im2col matrix of x, (n, kh·kw·C) in TensorFlow's ``extract_patches``
+    order (kernel position major, channel minor), a row per output position (image, y, x) in
+    C order: the same values as ``patches(x).reshape(-1, kh·kw·C)[rows]``, without building the
+    other rows — the zipper keeps a small random subset of a wide map's positions."""
+    kh, kw = attrs["kernel_size"]
+    sh, sw = attrs["strides"]
+    dh, dw = attrs.get("dilation", [1, 1])
+    n, h, w, c = x.shape
+    oh = conv_output_size(h, kh, sh, dh, attrs["padding"])
+    ow = conv_output_size(w, kw, sw, dw, attrs["padding"])
+    if attrs["padding"] == "same":
+        (pt, pb), (pl, pr) = same_padding(h, kh, sh, dh), same_padding(w, kw, sw, dw)
+        if pt or pb or pl or pr:
+            x = np.pad(x, [(0, 0), (pt, pb), (pl, pr), (0, 0)])
+    b, y, z = np.unravel_index(np.asarray(rows, np.int64), (n, oh, ow))
+    out = np.empty((len(b), kh, kw, c), x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, i, j] = x[b, y * sh + i * dh, z * sw + j * dw]
+    return out.reshape(len(b), kh * kw * c)
+
+
 def canonical(x, task_shape):
     """Samples in the task's canonical shape (see canonical_shape; callers pass it resolved)."""
     return x.reshape((len(x),) + tuple(task_shape))

@@ -14,10 +14,14 @@ import numpy as np
 
 from mtz_mobile.data import TaskData
 from mtz_mobile.graph.network import ZippedNetwork
+from mtz_mobile.graph.ops import conv_output_size, patch_rows
 
 from .activations import ActivationCache, batch_size
 from .config import ZipConfig
 from .mtz_math import HessianAccumulator, PairGeometry
+
+
+CHUNK = 32768  # rows per float32 GEMM: its rounding stays ~1e-7 relative, the sums are float64
 
 
 class Calibration:
@@ -50,6 +54,22 @@ class Calibration:
     def preactivations(self, net: ZippedNetwork, task: str, node: int):
         """Yield weight node ``node``'s pre-activations in the task's unit order, batch by batch."""
         yield from self.cache.preactivations(net, task, node)
+
+
+def conv_instances(calib: Calibration, x, attrs, keep: float, rng: np.random.Generator):
+    """A conv layer's instances over a batch of its input maps x: the im2col rows (one per output
+    position of every image) and which rows they are — all of them (``None``), or where ``keep`` < 1
+    the seeded subset that keeps each row with probability ``keep`` (one draw per row, in order).
+    The subset is gathered without building the other rows: at 112×112 they are 9 in 10."""
+    if keep >= 1.0:
+        patches = np.asarray(calib.ops.patches(x, attrs))
+        return patches.reshape(-1, patches.shape[-1]), None
+    kh, kw = attrs["kernel_size"]
+    dh, dw = attrs.get("dilation", [1, 1])
+    oh = conv_output_size(x.shape[1], kh, attrs["strides"][0], dh, attrs["padding"])
+    ow = conv_output_size(x.shape[2], kw, attrs["strides"][1], dw, attrs["padding"])
+    rows = np.flatnonzero(rng.random(len(x) * oh * ow) < keep)
+    return patch_rows(np.asarray(x), attrs, rows), rows
 
 
 def _input_rows(net: ZippedNetwork, i: int, groups: list[int]):
@@ -91,8 +111,9 @@ def task_hessian(net: ZippedNetwork, calib: Calibration, i: int, task: str, grou
             n = len(next(iter(values.values())))
             x = np.zeros((n * (int(np.prod(node.shape[:2])) if node.op == "conv2d" else 1), 0), np.float32)
         elif node.op == "conv2d":
-            x = np.concatenate([values[g] for g in groups], axis=-1)
-            x = np.asarray(calib.ops.patches(x, node.attrs)).reshape(-1, dim)
+            x, _ = conv_instances(calib, np.concatenate([values[g] for g in groups], axis=-1), node.attrs, keep, rng)
+            acc.update(x)
+            continue
         else:
             x = np.concatenate([values[g].reshape(len(values[g]), -1) for g in groups], axis=-1)
         if keep < 1.0:
@@ -150,11 +171,12 @@ def channel_hessians(net: ZippedNetwork, calib: Calibration, i: int, task: str, 
     total_instances = len(calib.x[task]) * int(np.prod(node.shape[:2]))
     keep = min(1.0, calib.config.max_instances / max(total_instances, 1))
     for values in calib.node_values(net, task, node.inputs[0]):
-        patches = np.asarray(calib.ops.patches(values[group], node.attrs), np.float64).reshape(-1, taps, channels)
-        if keep < 1.0:
-            patches = patches[rng.random(len(patches)) < keep]
-        # channel-major (C, n, k²+1): one batched GEMM instead of an einsum over n
-        p = np.concatenate([patches, np.ones((len(patches), 1, channels))], axis=1).transpose(2, 0, 1)
-        acc += p.transpose(0, 2, 1) @ p
+        patches, _ = conv_instances(calib, values[group], node.attrs, keep, rng)
+        patches = patches.reshape(len(patches), taps, channels)
+        for s in range(0, len(patches), CHUNK):
+            # channel-major (C, n, k²+1): one batched float32 GEMM per chunk, summed in float64
+            p = np.ones((channels, min(CHUNK, len(patches) - s), taps + 1), np.float32)
+            p[:, :, :taps] = patches[s:s + CHUNK].transpose(2, 0, 1)
+            acc += p.transpose(0, 2, 1) @ p
         count += len(patches)
     return acc / max(count, 1)
