@@ -30,11 +30,11 @@ SPECS = ["fashion-mnist@32x32x3", "fashion-mnist-coarse@32x32x3"]
 NAMES = ["fine", "coarse"]
 
 
-def references(out: Path, epochs: int) -> list[dict]:
+def references(out: Path, epochs: int, early_stopping: int | None) -> list[dict]:
     ref_dir = out / "reference"
     if not (ref_dir / "reference.json").is_file():
         api.train_reference(ref_dir, data=["fashion-mnist", "fashion-mnist-coarse"], seeds=(1, 2), names=NAMES,
-                            epochs=epochs, arch="mobilenet_v2", verbose=2)
+                            epochs=epochs, arch="mobilenet_v2", verbose=2, early_stopping=early_stopping)
     return json.loads((ref_dir / "reference.json").read_text())
 
 
@@ -111,7 +111,11 @@ def write(out: Path, rows: list[dict]) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--epochs", type=int, default=10, help="training epochs of each reference")
+    parser.add_argument("--epochs", type=int, default=10, help="training epochs of each reference (at most, "
+                        "with --early-stopping)")
+    parser.add_argument("--early-stopping", type=int, metavar="PATIENCE",
+                        help="train each reference until its validation error (10 %% of its training data) has not "
+                        "improved for PATIENCE epochs, keeping the best epoch")
     parser.add_argument("--retrain", type=int, default=0,
                         help="retraining iterations after the last layer (default: 1/10 of one reference's training)")
     parser.add_argument("--calibration", type=int, default=2000, help="calibration images per task")
@@ -120,7 +124,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         args.out.mkdir(parents=True, exist_ok=True)
-        refs = references(args.out, args.epochs)
+        refs = references(args.out, args.epochs, args.early_stopping)
         for r in refs:
             print(f"reference {r['name']}: {100 * r['test_error']:.2f} % after {r['iterations']} iterations", flush=True)
         retrain = args.retrain or refs[0]["iterations"] // 10

@@ -11,29 +11,42 @@ import numpy as np
 
 from mtz_mobile.graph.network import ZippedNetwork
 
-from .calibration import Calibration
+from .calibration import Calibration, conv_instances
 from .surgery import incoming_weights, merge
 
 
 def compensate_consumers(net: ZippedNetwork, original: ZippedNetwork, calib: Calibration, i: int, task: str,
                          ridge: float) -> None:
-    """Refit the task's own consumers of node i so their pre-activations match the original's."""
+    """Refit the task's own blocks in the consumers of node i so that their pre-activations
+    match the original's: a consumer's group that is the task's alone, and a group whose pairing
+    its residual stream decided but whose per-task blocks are not merged yet (the projection of
+    an inverted-residual block, the second conv of a basic block) — each of its units still
+    reads the task's weights only. Groups whose blocks are merged already are left alone."""
     for j in net.consumers(net.stream_of(i)):
-        node = net.nodes[j]
-        mine = node.groups_of(task)
-        if len(mine) != 1 or node.groups[mine[0]].owners != (task,):
-            continue  # zipped already: its weights are not the task's alone
-        go = mine[0]
-        keys = sorted(key for key in node.kernels if key[1] == go)
-        if any(key[2] != (task,) for key in keys):
-            continue
-        inputs = [key[0] for key in keys]
-        gram, rhs = _normal_equations(net, original, calib, i, j, task, inputs)
-        lam = ridge * float(np.mean(np.diag(gram)))
-        current = incoming_weights(net, j, go, (task,), inputs)
-        gram[np.diag_indices_from(gram)] += lam
-        sol = np.linalg.solve(gram, rhs + lam * current)
-        merge(net, j, go, inputs, sol)  # the group is the task's alone: its blocks become sol
+        for inputs, groups in _refittable(net.nodes[j], task).items():
+            inputs = list(inputs)
+            gram, rhs = _normal_equations(net, original, calib, i, j, task, inputs)
+            starts = dict(zip(net.nodes[j].groups_of(task), np.cumsum(
+                [0] + [net.nodes[j].groups[g].size for g in net.nodes[j].groups_of(task)])))
+            spans = [np.arange(starts[go], starts[go] + net.nodes[j].groups[go].size) for go in groups]
+            lam = ridge * float(np.mean(np.diag(gram)))
+            current = np.hstack([incoming_weights(net, j, go, (task,), inputs) for go in groups])
+            gram[np.diag_indices_from(gram)] += lam
+            sol = np.linalg.solve(gram, rhs[:, np.concatenate(spans)] + lam * current)
+            bounds = np.cumsum([0] + [len(span) for span in spans])
+            for n, go in enumerate(groups):
+                merge(net, j, go, inputs, sol[:, bounds[n]:bounds[n + 1]], task=task)
+
+
+def _refittable(node, task: str) -> dict[tuple[int, ...], list[int]]:
+    """The task's groups of a consumer whose incoming blocks and bias are the task's alone, by
+    the input groups they read."""
+    found: dict[tuple[int, ...], list[int]] = {}
+    for go in node.groups_of(task):
+        keys = sorted(key for key in node.kernels if key[1] == go and task in key[2])
+        if (go, (task,)) in node.biases and keys and all(key[2] == (task,) for key in keys):
+            found.setdefault(tuple(key[0] for key in keys), []).append(go)
+    return found
 
 
 def _normal_equations(net: ZippedNetwork, original: ZippedNetwork, calib: Calibration, i: int, j: int, task: str,
@@ -54,15 +67,16 @@ def _normal_equations(net: ZippedNetwork, original: ZippedNetwork, calib: Calibr
     for values, target in zip(calib.node_values(net, task, node.inputs[0]), calib.preactivations(original, task, j)):
         target = target[0]
         if node.op == "conv2d":
-            x = np.concatenate([values[g] for g in inputs], axis=-1)
-            x = np.asarray(calib.ops.patches(x, node.attrs)).reshape(-1, x.shape[-1] * int(
-                np.prod(node.attrs["kernel_size"])))
+            x, rows = conv_instances(calib, np.concatenate([values[g] for g in inputs], axis=-1), node.attrs, keep, rng)
             target = target.reshape(-1, target.shape[-1])
+            target = target if rows is None else target[rows]
         else:
             x = np.concatenate([values[g].reshape(len(values[g]), -1) for g in inputs], axis=-1)
+            if sums is not None:
+                rows = rng.random(len(x)) < keep
+                x, target = x[rows], target[rows]
         if sums is not None:
-            rows = rng.random(len(x)) < keep
-            sums.add(x[rows], target[rows][:, columns])
+            sums.add(x, target[:, columns])
             continue
         x1 = np.hstack([x.astype(np.float64), np.ones((len(x), 1))])
         gram = x1.T @ x1 if gram is None else gram + x1.T @ x1

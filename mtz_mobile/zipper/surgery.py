@@ -92,15 +92,18 @@ def regroup(net: ZippedNetwork, i: int, new_groups: list[NewGroup]) -> None:
 
 
 def merge(net: ZippedNetwork, i: int, go: int, shared_inputs: list[int], merged: np.ndarray,
-          mask: np.ndarray | None = None) -> None:
+          mask: np.ndarray | None = None, task: str | None = None) -> None:
     """Replace group go's per-task blocks from ``shared_inputs`` (and its biases) by ``merged``.
 
     ``merged`` holds the new incoming weights over the shared input rows (input groups in the
     given order, conv rows as (kh, kw, channels) flattened) with the bias as the last row.
-    ``mask`` (same shape, without the bias row) zeroes pruned connections.
+    ``mask`` (same shape, without the bias row) zeroes pruned connections. With ``task``, only
+    that task's own blocks of the group are replaced (a compensation refit of a group whose
+    pairing its residual stream decided, before the group is merged).
     """
     node = net.nodes[i]
-    owners = node.groups[go].owners
+    owners = node.groups[go].owners if task is None else (task,)
+    replaced = (lambda key_owners: True) if task is None else (lambda key_owners: key_owners == owners)
     ins = net.input_groups(i)
     factor = net.row_factor(i)
     weights = merged[:-1] if mask is None else merged[:-1] * mask
@@ -114,10 +117,10 @@ def merge(net: ZippedNetwork, i: int, go: int, shared_inputs: list[int], merged:
         axis = 0
     bounds = np.cumsum([0] + sizes)
     for n, gi in enumerate(shared_inputs):
-        for key in [k for k in node.kernels if k[0] == gi and k[1] == go]:
+        for key in [k for k in node.kernels if k[0] == gi and k[1] == go and replaced(k[2])]:
             del node.kernels[key]
         node.kernels[(gi, go, owners)] = np.take(weights, np.arange(bounds[n], bounds[n + 1]), axis=axis)
-    for key in [k for k in node.biases if k[0] == go]:
+    for key in [k for k in node.biases if k[0] == go and replaced(k[1])]:
         del node.biases[key]
     node.biases[(go, owners)] = merged[-1]
 
