@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import jsonschema
@@ -103,6 +106,39 @@ def test_the_gradle_build_and_sources_use_the_application_id():
     assert re.search(r'^litert = "\d+\.\d+\.\d+"$', catalog, re.M), "pin the LiteRT version"
     wrapper = (DEMO / "gradle" / "wrapper" / "gradle-wrapper.properties").read_text()
     assert re.search(r"distributionUrl=.*gradle-\d+\.\d+(\.\d+)?-bin\.zip", wrapper)
+
+
+# Gradle's published SHA-256 of the 8.14.3 wrapper jar and distribution
+# (services.gradle.org/distributions/gradle-8.14.3-wrapper.jar.sha256, -bin.zip.sha256)
+GRADLE_WRAPPER_JAR_SHA256 = "7d3a4ac4de1c32b59bc6a4eb8ecb8e612ccd0cf1ae1e99f66902da64df296172"
+GRADLE_BIN_SHA256 = "bd71102213493060956ec229d946beee57158dbd89d0e62b91bca0fa2c5f3531"
+
+
+def test_the_gradle_wrapper_is_gradles_and_verifies_what_it_downloads(tmp_path):
+    """The committed wrapper jar is Gradle's official 8.14.3 one, the properties pin the
+    distribution and its checksum, and ``./gradlew`` really runs the jar: pointed at a local file
+    that is not the pinned distribution, it fetches it and refuses it on the checksum — offline."""
+    jar = DEMO / "gradle" / "wrapper" / "gradle-wrapper.jar"
+    assert hashlib.sha256(jar.read_bytes()).hexdigest() == GRADLE_WRAPPER_JAR_SHA256
+    properties = (DEMO / "gradle" / "wrapper" / "gradle-wrapper.properties").read_text()
+    assert "distributionUrl=https\\://services.gradle.org/distributions/gradle-8.14.3-bin.zip" in properties
+    assert f"distributionSha256Sum={GRADLE_BIN_SHA256}" in properties
+    for script in ("gradlew", "gradlew.bat"):
+        assert "gradle-wrapper.jar" in (DEMO / script).read_text()
+    if shutil.which("java") is None:
+        pytest.fail("no java on PATH: tools/install.sh installs default-jre-headless")
+    project = tmp_path / "project"
+    shutil.copytree(DEMO / "gradle" / "wrapper", project / "gradle" / "wrapper")
+    shutil.copy2(DEMO / "gradlew", project / "gradlew")
+    fake = tmp_path / "gradle-8.14.3-bin.zip"
+    fake.write_bytes(b"not a Gradle distribution")
+    (project / "gradle" / "wrapper" / "gradle-wrapper.properties").write_text(
+        re.sub(r"distributionUrl=.*", f"distributionUrl={fake.as_uri()}", properties))
+    run = subprocess.run(["sh", str(project / "gradlew"), "--version"], cwd=project, capture_output=True, text=True,
+                         timeout=120, env={"PATH": os.environ["PATH"], "GRADLE_USER_HOME": str(tmp_path / "home")})
+    out = run.stdout + run.stderr
+    assert run.returncode != 0 and "Verification of Gradle distribution failed" in out, out[-2000:]
+    assert GRADLE_BIN_SHA256 in out, out[-2000:]
 
 
 def test_generated_assets_stay_out_of_git():
