@@ -8,6 +8,8 @@ JOINT_KEY = "all"         # the optional signature that runs every task (outputs
 MANIFEST_METADATA = "mtz_manifest"  # the model metadata entry holding the manifest JSON
 APP_PACKAGE = "dev.mtzmobile.demo"  # the Android demo's application id (`mtz-mobile push --app`)
 DEVICE_MODEL_NAME = "model.tflite"  # the app's model: files/<this> when pushed, assets/<this> when bundled
+XNNPACK_CACHE_SUFFIX = ".xnnpack_cache"  # XNNPACK's weight cache file beside a model: MODEL<this>
+XNNPACK_STAMP_SUFFIX = ".json"           # the cache's stamp (model sha256, runtime, cache size and sha256)
 
 
 QUANTIZATIONS = ("none", "fp16", "dynamic-int8", "int8")  # the manifest records which one made the file

@@ -78,7 +78,7 @@ def test_the_python_names_equal_the_schemas():
 def test_the_names_live_in_contract_kt_only():
     """Outside Contract.kt no Kotlin source spells a shared name (manifest field reads aside)."""
     shared = (names.INPUT_NAME, names.OUTPUT_NAME, names.JOINT_KEY, names.MANIFEST_METADATA, names.APP_PACKAGE,
-              names.DEVICE_MODEL_NAME, MANIFEST_FORMAT, tool.SAMPLES_NAME, tool.SAMPLES_FORMAT)
+              names.DEVICE_MODEL_NAME, MANIFEST_FORMAT, tool.SAMPLES_NAME, tool.SAMPLES_FORMAT, names.XNNPACK_CACHE_SUFFIX)
     contract_kt = KOTLIN["Contract.kt"]
     literals = {json.dumps(v) for v in shared}
     assert all(f"= {literal}" in contract_kt for literal in literals)
@@ -104,6 +104,9 @@ def test_the_gradle_build_and_sources_use_the_application_id():
     assert re.search(r'litert = \{ group = "com\.google\.ai\.edge\.litert", name = "litert", version\.ref = "litert" \}',
                      catalog)
     assert re.search(r'^litert = "\d+\.\d+\.\d+"$', catalog, re.M), "pin the LiteRT version"
+    # the weight cache's stamp names the runtime the app is built with
+    assert re.search(r'const val LITERT_VERSION = "([^"]+)"', (SRC / "ZippedModel.kt").read_text()).group(1) == \
+        re.search(r'^litert = "([^"]+)"$', catalog, re.M).group(1)
     wrapper = (DEMO / "gradle" / "wrapper" / "gradle-wrapper.properties").read_text()
     assert re.search(r"distributionUrl=.*gradle-\d+\.\d+(\.\d+)?-bin\.zip", wrapper)
 

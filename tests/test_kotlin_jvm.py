@@ -36,7 +36,8 @@ JARS = {  # what: path (Debian's packages, installed by tools/install.sh)
 }
 ANDROID_IMPORT = re.compile(r"^import (android|androidx|com\.google\.ai\.edge)\.", re.M)
 # The Android-free app files the JVM tests exercise (every other app file imports Android or LiteRT).
-PURE = {"Contract.kt", "Manifest.kt", "TfliteMetadata.kt", "ModelInput.kt", "BenchmarkStats.kt", "Samples.kt"}
+PURE = {"Contract.kt", "Manifest.kt", "TfliteMetadata.kt", "ModelInput.kt", "BenchmarkStats.kt", "Samples.kt",
+        "WeightCache.kt"}
 MAIN_CLASS = "dev.mtzmobile.demo.JvmTests"
 
 
@@ -198,3 +199,14 @@ def test_the_app_reads_exported_samples(junit, plan):
 
 def test_benchmark_statistics_equal_pythons(junit, plan):
     check(junit, plan, "BenchmarkStatsTest")
+
+
+def test_the_apps_weight_cache_check_agrees_with_the_benchs(junit, plan):
+    """The app's WeightCache.check on a real XNNPACK cache file and damaged copies (model changed,
+    truncated, a byte flipped, no stamp, an unreadable stamp, another runtime, no cache) says what
+    the bench's check says and deletes what is not valid; a stamp the app writes, the bench accepts."""
+    from mtz_mobile.bench import weight_cache
+
+    check(junit, plan, "WeightCacheTest")
+    stamped = next(c for c in plan["weight_caches"] if c["expect"] == "stamp")
+    assert weight_cache.check(stamped["model"]) == "valid"

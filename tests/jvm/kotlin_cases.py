@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 import statistics
 from pathlib import Path
 
@@ -299,7 +300,8 @@ def contract_names() -> dict:
             "MANIFEST_METADATA": contract.MANIFEST_METADATA, "MANIFEST_FORMAT": MANIFEST_FORMAT,
             "MANIFEST_VERSION": load_schema()["properties"]["version"]["const"], "APP_PACKAGE": contract.APP_PACKAGE,
             "DEVICE_MODEL_NAME": contract.DEVICE_MODEL_NAME, "SAMPLES_ASSET": tool.SAMPLES_NAME,
-            "SAMPLES_FORMAT": tool.SAMPLES_FORMAT}
+            "SAMPLES_FORMAT": tool.SAMPLES_FORMAT, "XNNPACK_CACHE_SUFFIX": contract.XNNPACK_CACHE_SUFFIX,
+            "XNNPACK_STAMP_SUFFIX": contract.XNNPACK_STAMP_SUFFIX}
 
 
 # --- the plan -----------------------------------------------------------------------------------
@@ -355,6 +357,62 @@ def input_cases(root: Path, models: dict[str, Path], manifests: dict[str, dict])
     return out
 
 
+def _cold_load(path) -> float:
+    """A fresh process loads the file with its weight cache beside it (the bench's cold load)."""
+    from mtz_mobile.bench.host import run_probe
+
+    request = {"kind": "memory", "runtime": "compiled", "threads": 1, "cache_path": "", "cache_beside": True,
+               "files": [str(path)], "runs": [], "repeats": 1}
+    return run_probe(request, 120)["load_seconds"]
+
+
+def weight_cache_cases(root: Path, models: dict[str, Path]) -> list[dict]:
+    """A real XNNPACK cache file LiteRT wrote beside a converted model, stamped by the bench
+    (mtz_mobile/bench/weight_cache.py), and damaged copies: what WeightCache.check must say of each
+    — the state the Python side's own check gives a copy of the same files."""
+    from mtz_mobile.bench import weight_cache
+
+    source = root / "cache_source" / "model.tflite"
+    source.parent.mkdir()
+    shutil.copyfile(models["two_tasks_joint"], source)
+    weight_cache.prepare([(source, None)], _cold_load)
+    runtime = json.loads(weight_cache.stamp_file(source).read_text())["litert"]
+
+    def damage(name, edit):
+        model = root / "cache_cases" / name / "model.tflite"
+        model.parent.mkdir(parents=True)
+        for src in (source, weight_cache.cache_file(source), weight_cache.stamp_file(source)):
+            shutil.copyfile(src, model.parent / src.name)
+        edit(model, weight_cache.cache_file(model), weight_cache.stamp_file(model))
+        return model
+
+    def flip(cache):
+        data = bytearray(cache.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        cache.write_bytes(bytes(data))
+
+    edits = {
+        "valid": ("valid", lambda m, c, s: None),
+        "model_changed": ("model changed", lambda m, c, s: shutil.copyfile(models["two_tasks_fp16_joint"], m)),
+        "truncated": ("size changed (truncated?)", lambda m, c, s: c.write_bytes(c.read_bytes()[:c.stat().st_size // 2])),
+        "corrupted": ("contents changed (corrupted?)", lambda m, c, s: flip(c)),
+        "no_stamp": ("no stamp", lambda m, c, s: s.unlink()),
+        "stamp_unreadable": ("stamp unreadable", lambda m, c, s: s.write_text("{not json")),
+        "absent": ("absent", lambda m, c, s: c.unlink()),
+    }
+    out = []
+    for name, (expect, edit) in edits.items():
+        model = damage(name, edit)
+        twin = damage(name + "_python", edit)
+        out.append({"name": name, "model": str(model), "runtime": runtime, "expect": expect,
+                    "python_found": weight_cache.check(twin)})
+    model = damage("other_runtime", lambda m, c, s: None)
+    out.append({"name": "other_runtime", "model": str(model), "runtime": f"{runtime}/aarch64", "expect": "LiteRT changed"})
+    model = damage("stamped_by_kotlin", lambda m, c, s: s.unlink())   # Kotlin stamps it; Python checks after
+    out.append({"name": "stamped_by_kotlin", "model": str(model), "runtime": runtime, "expect": "stamp"})
+    return out
+
+
 def write_plan(root: Path, small_models, fmnist) -> dict:
     models = convert_models(root, small_models, fmnist)
     manifests = {}
@@ -365,12 +423,15 @@ def write_plan(root: Path, small_models, fmnist) -> dict:
     plan = {"contract": contract_names(), "models": model_cases,
             "fuzz": [{"name": "three_tasks_joint", "file": str(models["three_tasks_joint"]), "seed": 1,
                       "mutations": 3000}],
-            **input_cases(root, models, manifests), "stats": stats_cases()}
+            **input_cases(root, models, manifests), "stats": stats_cases(),
+            "weight_caches": weight_cache_cases(root, models)}
     path = root / "plan.json"
     path.write_text(json.dumps(plan))
     counts = {"ContractTest": 1, "ModelFilesTest": len(plan["models"]), "FuzzTest": len(plan["fuzz"]),
               "PreprocessingTest": len(plan["preprocessing"]), "ModelInputTest": len(plan["joint"]),
-              "SamplesTest": len(plan["samples"]), "BenchmarkStatsTest": len(plan["stats"])}
+              "SamplesTest": len(plan["samples"]), "BenchmarkStatsTest": len(plan["stats"]),
+              "WeightCacheTest": len(plan["weight_caches"])}
     for group in ("good", "damaged", "schema"):
         counts[f"ModelFilesTest/{group}"] = sum(c["name"].startswith(group + "/") for c in plan["models"])
-    return {"path": path, "counts": counts, "manifests": manifests, "schema_accepts": schema_accepts_violations}
+    return {"path": path, "counts": counts, "manifests": manifests, "schema_accepts": schema_accepts_violations,
+            "weight_caches": plan["weight_caches"]}

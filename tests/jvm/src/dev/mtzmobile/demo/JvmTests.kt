@@ -21,6 +21,7 @@ object JvmTests {
         ModelInputTest::class.java,
         SamplesTest::class.java,
         BenchmarkStatsTest::class.java,
+        WeightCacheTest::class.java,
     )
 
     @JvmStatic

@@ -42,6 +42,7 @@ data class BenchmarkResult(
     val sharedWeightBytes: Long,
     val weightBytes: Long,
     val loadMillis: Double,
+    val weightCacheFound: String,
     val timings: List<SignatureTiming>,
     val beforeLoad: MemorySnapshot,
     val afterLoad: MemorySnapshot,
@@ -52,7 +53,8 @@ data class BenchmarkResult(
         .put("file_bytes", fileBytes)
         .put("weight_bytes", weightBytes)
         .put("shared_weight_bytes", sharedWeightBytes)
-        .put("xnnpack_weight_cache", ZippedModel.XNNPACK_WEIGHT_CACHE)
+        .put("xnnpack_weight_cache", "file")
+        .put("xnnpack_weight_cache_found", weightCacheFound)
         .put("load_ms", loadMillis)
         .put("signatures", JSONArray(timings.map {
             JSONObject().put("key", it.key).put("runs", it.runs).put("warmup", it.warmup)
@@ -65,7 +67,7 @@ data class BenchmarkResult(
         appendLine("model: $model, ${"%,d".format(Locale.US, fileBytes)} bytes")
         appendLine("weights: ${"%,d".format(Locale.US, weightBytes)} bytes, of which " +
             "${"%,d".format(Locale.US, sharedWeightBytes)} used by two or more tasks (stored once)")
-        appendLine("XNNPACK weight cache: ${ZippedModel.XNNPACK_WEIGHT_CACHE} (shared blocks packed once)")
+        appendLine("XNNPACK weight cache: a file beside the model, found $weightCacheFound (shared blocks packed once)")
         appendLine("load + compile: ${"%.1f".format(Locale.US, loadMillis)} ms")
         appendLine()
         appendLine(String.format(Locale.US, "%-10s %10s %10s %10s %6s", "signature", "first µs", "median µs", "p90 µs", "runs"))
@@ -113,6 +115,7 @@ object Benchmark {
                 sharedWeightBytes = manifest.sharing.file.sharedWeightBytes,
                 weightBytes = manifest.sharing.file.weightBytes,
                 loadMillis = loadMillis,
+                weightCacheFound = model.weightCacheFound,
                 timings = timings,
                 beforeLoad = beforeLoad,
                 afterLoad = afterLoad,

@@ -37,4 +37,10 @@ object Contract {
 
     /** The "format" value of samples.json. */
     const val SAMPLES_FORMAT = "mtz-mobile/android-samples"
+
+    /** XNNPACK's weight cache file beside a model: the model's path + this. */
+    const val XNNPACK_CACHE_SUFFIX = ".xnnpack_cache"
+
+    /** The cache file's stamp: the cache file's path + this. */
+    const val XNNPACK_STAMP_SUFFIX = ".json"
 }

@@ -5,7 +5,6 @@ import java.io.File
 import java.io.FileInputStream
 import java.nio.MappedByteBuffer
 import java.nio.channels.FileChannel
-import java.security.MessageDigest
 
 /** Where the model comes from: a pushed file or the asset bundled in the APK. */
 sealed class ModelSource {
@@ -38,22 +37,8 @@ class ModelFile(val source: ModelSource, val bytes: MappedByteBuffer) {
             is ModelSource.Asset -> "assets/${source.name} (bundled in the APK)"
         }
 
-    /**
-     * SHA-256 of the file, lower-case hex (what samples.json records for its model). Read
-     * through a stream, not the mapping, so that hashing adds no mapped pages to this process.
-     */
-    fun sha256(): String {
-        val digest = MessageDigest.getInstance("SHA-256")
-        FileInputStream(path).use {
-            val chunk = ByteArray(1 shl 16)
-            while (true) {
-                val n = it.read(chunk)
-                if (n < 0) break
-                digest.update(chunk, 0, n)
-            }
-        }
-        return digest.digest().joinToString("") { "%02x".format(it) }
-    }
+    /** SHA-256 of the file, lower-case hex (what samples.json records for its model). */
+    fun sha256(): String = fileSha256(File(path))
 
     companion object {
         /** Where a pushed model lives. */

@@ -3,6 +3,7 @@ package dev.mtzmobile.demo
 import com.google.ai.edge.litert.Accelerator
 import com.google.ai.edge.litert.CompiledModel
 import com.google.ai.edge.litert.TensorBuffer
+import java.io.File
 
 /**
  * One zipped .tflite compiled once, serving every task: switching task means running another
@@ -27,6 +28,8 @@ class ZippedModel private constructor(
     val file: ModelFile,
     val manifest: Manifest,
     private val compiled: CompiledModel,
+    /** What the weight-cache check found before compiling ("valid": a warm start; see WeightCache.check). */
+    val weightCacheFound: String,
 ) : AutoCloseable {
 
     /** One signature's buffers, created on its first run and reused. */
@@ -79,21 +82,27 @@ class ZippedModel private constructor(
     }
 
     companion object {
-        /**
-         * XNNPACK's in-memory weight cache (the delegate's kInMemoryCachePath, ":memory", in
-         * tflite/delegates/xnnpack/weight_cache.h). With the cache on, a weight block that several
-         * signatures use is packed once for all of them instead of once per signature.
-         */
-        const val XNNPACK_WEIGHT_CACHE = ":memory"
+        /** The LiteRT version this app is built against (gradle/libs.versions.toml's `litert`). */
+        const val LITERT_VERSION = "2.2.0"
 
-        /** Reads the manifest from [file] and compiles the model for the CPU (XNNPACK). */
+        /**
+         * Reads the manifest from [file] and compiles the model for the CPU (XNNPACK) with its weight
+         * cache in a FILE beside it (WeightCache): a block that several signatures use is packed
+         * once, and a warm start maps the packed weights instead of packing them into anonymous
+         * memory. The cache is checked against its stamp before the compile and stamped after a
+         * compile that built it.
+         */
         fun open(file: ModelFile): ZippedModel {
             val manifest = readManifest(file)
+            val sha256 = file.sha256()
+            val cache = WeightCache(File(file.path), "$LITERT_VERSION/${System.getProperty("os.arch")}")
+            val found = cache.check(sha256)
             val options = CompiledModel.Options(Accelerator.CPU)
-            options.cpuOptions = CompiledModel.CpuOptions(xnnPackWeightCachePath = XNNPACK_WEIGHT_CACHE)
+            options.cpuOptions = CompiledModel.CpuOptions(xnnPackWeightCachePath = cache.cache.path)
             // from a path for the bundled model too (its copy in files): see ModelSource.Asset
             val compiled = CompiledModel.create(file.path, options)
-            return ZippedModel(file, manifest, compiled)
+            if (found != "valid" && cache.cache.isFile) cache.writeStamp(sha256)
+            return ZippedModel(file, manifest, compiled, found)
         }
 
         /** The manifest embedded in [file] (metadata entry "mtz_manifest"). */
