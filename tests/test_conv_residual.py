@@ -160,18 +160,28 @@ def test_conv_metric_equals_dense_metric_on_im2col():
     ((1, 1), (1, 1), (1, 1), "valid", (5, 7, 6)),
 ])
 def test_sampled_patch_rows_are_tensorflows_patches(kernel, strides, dilation, padding, shape):
-    """The zipper's gathered im2col rows equal TensorFlow's extract_patches at those rows."""
+    """A conv layer's instances as the zipper builds them (all of them, or the rows a seeded draw
+    keeps, gathered; a pointwise conv's straight from its input) equal TensorFlow's extract_patches
+    at those rows."""
+    import types
+
     import tensorflow as tf
 
-    from mtz_mobile.graph.ops import patch_rows
+    from mtz_mobile.graph.ops import TFOps
+    from mtz_mobile.zipper.calibration import conv_instances
 
     x = np.random.default_rng(0).normal(size=(3, *shape)).astype(np.float32)
     attrs = {"kernel_size": list(kernel), "strides": list(strides), "dilation": list(dilation), "padding": padding}
     full = tf.image.extract_patches(x, sizes=[1, *kernel, 1], strides=[1, *strides, 1], rates=[1, *dilation, 1],
                                     padding=padding.upper()).numpy()
     full = full.reshape(-1, full.shape[-1])
-    rows = np.flatnonzero(np.random.default_rng(1).random(len(full)) < 0.3)
-    np.testing.assert_array_equal(patch_rows(x, attrs, rows), full[rows])
+    calib = types.SimpleNamespace(ops=TFOps())
+    got, rows = conv_instances(calib, x, attrs, 1.0, np.random.default_rng(1))
+    assert rows is None
+    np.testing.assert_array_equal(got, full)
+    got, rows = conv_instances(calib, x, attrs, 0.3, np.random.default_rng(1))
+    np.testing.assert_array_equal(rows, np.flatnonzero(np.random.default_rng(1).random(len(full)) < 0.3))
+    np.testing.assert_array_equal(got, full[rows])
 
 
 def test_subsampled_conv_hessian_is_the_explicit_one_on_the_seeded_subset():

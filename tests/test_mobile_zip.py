@@ -224,3 +224,32 @@ def test_adaptive_search_judges_a_layer_with_the_depthwise_layer_its_pairing_dec
     searched = [l for l in adaptive.plan.layers if l.search]
     assert searched and all(l.n_shared == l.n_new for l in searched)
     assert all(v["worse"] == 0 for v in adaptive.plan.validation.values())
+
+
+def test_depthwise_channel_hessians_are_the_explicit_per_channel_ones():
+    """Each depthwise channel's Hessian, Σ p̃p̃ᵀ/n over its k×k patches (bias unit last) at every
+    output position of every image, equals a float64 loop over channels on numpy's im2col — with
+    every instance, and on the seeded subset kept when there are more than max_instances."""
+    from mtz_mobile.graph.ops import NUMPY_OPS
+    from mtz_mobile.zipper.calibration import Calibration, channel_hessians
+
+    inp = keras.Input((11, 11, 3))
+    x = keras.layers.Conv2D(5, 1, activation="relu")(inp)
+    x = keras.layers.DepthwiseConv2D(3, strides=2, padding="same")(x)
+    out = keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(x))
+    keras.utils.set_random_seed(3)
+    model = keras.Model(inp, out)
+    x = _images(40, (11, 11, 3))
+    net = ZippedNetwork.from_models({"a": parse_model(model), "b": parse_model(model)})
+    i = next(n for n, node in enumerate(net.nodes) if node.inherits)
+    y = np.zeros(len(x), np.int64)
+    data = {t: TaskData("synthetic", x, y, x[:8], y[:8], [str(c) for c in range(4)]) for t in ("a", "b")}
+    maps = net.forward("a", x, upto=net.nodes[i].inputs[0])[net.nodes[i].inputs[0]][0]
+    patches = NUMPY_OPS.patches(np.asarray(maps), net.nodes[i].attrs).reshape(-1, 9, 5).astype(np.float64)
+    for cap, keep in ((10**6, None), (600, 600 / len(patches))):
+        calib = Calibration(net, data, ZipConfig(calibration_samples=len(x), max_instances=cap))
+        got = channel_hessians(net, calib, i, "a", 0, np.random.default_rng(2))
+        kept = patches if keep is None else patches[np.random.default_rng(2).random(len(patches)) < keep]
+        for c in range(5):
+            p1 = np.hstack([kept[:, :, c], np.ones((len(kept), 1))])
+            np.testing.assert_allclose(got[c], p1.T @ p1 / len(p1), rtol=1e-5, atol=1e-6)

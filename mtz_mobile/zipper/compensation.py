@@ -54,14 +54,15 @@ def _normal_equations(net: ZippedNetwork, original: ZippedNetwork, calib: Calibr
     """Σ x̃ x̃ᵀ / n and Σ x̃ tᵀ / n over consumer j's inputs x̃ = (x, 1) in the zipped network and
     its targets t, the original's pre-activations (both from the activation cache). A conv
     consumer with more than ``max_instances`` patch instances keeps a seeded random subset of
-    them, as the Hessians do, summed by ``_Sums``; otherwise every instance counts, in float64
-    GEMMs per batch exactly as before the cache (dense layers always take this path)."""
+    them, as the Hessians do; a conv consumer's sums are float32 GEMMs per chunk (``_Sums``): its
+    patch rows are many, and float64 products over them were most of a MobileNet zip's
+    compensation time. A dense consumer's rows are the images: float64 GEMMs per batch."""
     node = net.nodes[j]
     positions = int(np.prod(node.shape[:2])) if node.op == "conv2d" else 1
     keep = min(1.0, calib.config.max_instances / max(len(calib.x[task]) * positions, 1))
     rng = np.random.default_rng([calib.config.seed, i, j, net.tasks.index(task)])
     columns = _position_of(original.original_unit_order(j, task), net.original_unit_order(j, task))
-    sums = _Sums() if keep < 1.0 else None
+    sums = _Sums() if keep < 1.0 or node.op == "conv2d" else None
     gram = rhs = None
     count = 0
     for values, target in zip(calib.node_values(net, task, node.inputs[0]), calib.preactivations(original, task, j)):
