@@ -23,12 +23,13 @@ def compensate_consumers(net: ZippedNetwork, original: ZippedNetwork, calib: Cal
     an inverted-residual block, the second conv of a basic block) — each of its units still
     reads the task's weights only. Groups whose blocks are merged already are left alone."""
     for j in net.consumers(net.stream_of(i)):
-        for inputs, groups in _refittable(net.nodes[j], task).items():
+        node = net.nodes[j]
+        mine = node.groups_of(task)   # the task's view of j: these groups' units, in this order
+        starts = dict(zip(mine, np.cumsum([0] + [node.groups[g].size for g in mine])))
+        for inputs, groups in _refittable(node, task).items():
             inputs = list(inputs)
             gram, rhs = _normal_equations(net, original, calib, i, j, task, inputs)
-            starts = dict(zip(net.nodes[j].groups_of(task), np.cumsum(
-                [0] + [net.nodes[j].groups[g].size for g in net.nodes[j].groups_of(task)])))
-            spans = [np.arange(starts[go], starts[go] + net.nodes[j].groups[go].size) for go in groups]
+            spans = [np.arange(starts[go], starts[go] + node.groups[go].size) for go in groups]
             lam = ridge * float(np.mean(np.diag(gram)))
             current = np.hstack([incoming_weights(net, j, go, (task,), inputs) for go in groups])
             gram[np.diag_indices_from(gram)] += lam
