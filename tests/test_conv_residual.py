@@ -273,6 +273,27 @@ def test_compensation_refits_a_stream_paired_consumer_before_its_merge(resnets):
     assert len(checked) >= 2, checked   # both tasks
 
 
+def _depth(key) -> int:
+    return 1 + max((_depth(k) for k in key), default=0) if isinstance(key, tuple) else 0
+
+
+def test_a_memo_shared_by_the_tasks_keeps_flat_keys_and_the_tasks_values(resnets):
+    """The joint signature's forward pass shares a memo between the tasks. Its keys name their
+    inputs by number: keys that nested their inputs' keys doubled at every residual Add, and a
+    partially shared MobileNetV2's joint signature did not finish tracing in 14 minutes."""
+    from mtz_mobile.graph.execute import _KEY_NUMBERS
+
+    x = images((16, 16, 3), n=24)
+    result = zip_pair(parse_model(resnets[0]), parse_model(resnets[1]), task_data(x), shared=[0.5],
+                      compensation="none")
+    net, memo = result.network, {}
+    for t in ("a", "b"):
+        shared = net.task_view(net.output, net.forward(t, x, memo=memo)[-1], t)
+        np.testing.assert_array_equal(shared, net.task_view(net.output, net.forward(t, x)[-1], t))
+    keys = memo[_KEY_NUMBERS]
+    assert len(keys) >= len(net.nodes) and max(_depth(k) for k in keys) <= 4   # (i, g, ((gi, owners, n), …), act)
+
+
 def test_resnet_partial_sharing_blocks_equal_joint_tf_model(resnets, tmp_path):
     a_model, b_model = resnets
     x = images((16, 16, 3), n=32)

@@ -2,7 +2,9 @@
 
 Values are kept per group: a node's value is {group index: tensor}. Every value has a key that
 names what it was computed from, so a memo shared by several tasks computes a fully shared
-prefix once (the joint "all" signature).
+prefix once (the joint "all" signature). A key names its inputs by their keys' numbers in the
+memo, not by the keys themselves: nested keys would grow with the graph's paths (doubling at
+every residual Add), and hashing them took longer than tracing a partially shared MobileNetV2.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 from mtz_mobile.errors import MTZError
 
 from .ops import NUMPY_OPS, canonical_shape
+
+_KEY_NUMBERS = "key numbers"  # the memo's entry that numbers its keys
 
 
 def forward(net, task: str, x, ops=None, params=None, upto: int | None = None, preactivation: bool = False,
@@ -22,19 +26,23 @@ def forward(net, task: str, x, ops=None, params=None, upto: int | None = None, p
     weighted = weighted or (lambda i, go, t, src: block_sum(net, i, go, t, src, ops, params))
     last = net.output if upto is None else upto
 
+    numbers = None if memo is None else memo.setdefault(_KEY_NUMBERS, {})
+
     def get(key, compute):
+        """The value (computed once per key when there is a memo) and the key's number."""
         if memo is None:
-            return compute()
-        if key not in memo:
-            memo[key] = compute()
-        return memo[key]
+            return compute(), None
+        number = numbers.setdefault(key, len(numbers))
+        if number not in memo:
+            memo[number] = compute()
+        return memo[number], number
 
     values, keys = [], []
     for i, node in enumerate(net.nodes[:last + 1]):
         if node.op == "input":
             own = canonical_shape(net.task_input_shapes[task], net.layout)
-            key = ("input", own)
-            values.append({0: get(key, lambda: ops.prepare_input(x, own, node.shape))})
+            value, key = get(("input", own), lambda: ops.prepare_input(x, own, node.shape))
+            values.append({0: value})
             keys.append({0: key})
             continue
         out, out_keys = {}, {}
@@ -45,15 +53,13 @@ def forward(net, task: str, x, ops=None, params=None, upto: int | None = None, p
                 used = tuple(sorted((gi, o, src_keys[gi]) for gi, g2, o in node.kernels if g2 == go and task in o)
                              + sorted((-1, o, None) for g2, o in node.biases if g2 == go and task in o))
                 act = "linear" if pre else node.activations[task]
-                key = (i, go, used, act)
-                out[go] = get(key, lambda: ops.activation(act, weighted(i, go, task, src)))
-                out_keys[go] = key
+                out[go], out_keys[go] = get((i, go, used, act), lambda: ops.activation(act, weighted(i, go, task, src)))
         else:
             extra = _task_key(node, task)
             for g in values[net.pass_input(i)]:
                 key = (i, g, tuple(keys[j][g] for j in node.inputs)) + extra
                 out[g], out_keys[g] = get(key, lambda g=g: pass_value(node, [values[j][g] for j in node.inputs],
-                                                                      task, ops)), key
+                                                                      task, ops))
         values.append(out)
         keys.append(out_keys)
     return values
