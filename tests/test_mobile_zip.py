@@ -253,3 +253,5 @@ def test_depthwise_channel_hessians_are_the_explicit_per_channel_ones():
         for c in range(5):
             p1 = np.hstack([kept[:, :, c], np.ones((len(kept), 1))])
             np.testing.assert_allclose(got[c], p1.T @ p1 / len(p1), rtol=1e-5, atol=1e-6)
+    p32 = patches.astype(np.float32)   # the numpy reference op computes what TensorFlow's does
+    np.testing.assert_allclose(NUMPY_OPS.channel_grams(p32), calib.ops.channel_grams(p32), rtol=1e-5)
