@@ -242,3 +242,26 @@ def test_serve_refuses_a_missing_file_and_serves_only_its_own_files(zipped, tmp_
         for path in ("/vendor/playwright-core/package.json", "/vendor/@litertjs/core/%2e%2e/%2e%2e/playwright-core/package.json",
                      "/%2e%2e/server.py", "/baseline/c.tflite", "/drive.mjs"):
             assert status(path) == 404, path
+
+
+def test_bench_runtime_web_writes_the_browser_section(zipped, tmp_path, capsys):
+    """`mtz-mobile bench MODEL --runtime web`: the zipped file and its baselines in fresh browsers, the
+    report's browser section with each figure side by side; baselines elsewhere are refused."""
+    require_browser()
+    out = tmp_path / "bench"
+    assert main(["bench", str(zipped), "--runtime", "web", "--trials", "1", "--runs", "5", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    rows = report["figures"]
+    separate = sum(baseline_path(zipped, t).stat().st_size for t in ("a", "b"))
+    assert rows["file bytes"] == {"zipped": zipped.stat().st_size, "separate": separate,
+                                  "ratio": zipped.stat().st_size / separate}
+    assert {"latency a, median (ms)", "latency b, median (ms)", "load: compile from bytes (ms)"} <= set(rows)
+    assert all(r["zipped"] > 0 and r["ratio"] > 0 for name, r in rows.items() if name.startswith("latency"))
+    assert not [e for t in report["raw"] for e in t["pageErrors"] + t["consoleErrors"]]
+    assert "## In the browser (LiteRT.js)" in (out / "report.md").read_text()
+    elsewhere = tmp_path / "a.tflite"
+    shutil.copyfile(baseline_path(zipped, "a"), elsewhere)
+    capsys.readouterr()
+    assert main(["bench", str(zipped), "--runtime", "web", "--baselines", str(elsewhere), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "baselines beside the model" in err and not (tmp_path / "x").exists()

@@ -170,6 +170,7 @@ def test_zip_arguments_become_the_config_without_zipping():
     (["inspect", "m.tflite"], "converters.inspection:inspect_model"),
     (["push", "m.tflite"], "mtz_mobile.device:push_model"),
     (["bench", "m.tflite", "--out", "r"], "mtz_mobile.bench:bench_host"),
+    (["bench", "m.tflite", "--runtime", "web", "--out", "r"], "mtz_mobile.web.bench:bench_web"),
 ])
 def test_parsed_arguments_are_keywords_of_the_commands_api(argv, function):
     import importlib
@@ -185,6 +186,8 @@ def test_parsed_arguments_are_keywords_of_the_commands_api(argv, function):
     accepted |= set(api.ZIP_OPTIONS) if argv[0] in ("zip", "deploy") else set()
     accepted |= set(HostSettings.__dataclass_fields__) if argv[0] == "bench" else set()
     presentation = {"json"} | ({"adb_serial", "benchmark_binary"} if argv[0] == "bench" else set())
+    if argv[0] == "bench":   # each mode's own settings (device_commands: _WEB_ONLY, _HOST_ONLY)
+        presentation |= {"threads", "runtime", "xnnpack_cache", "switch_steps"} if "web" in argv else {"trials"}
     kwargs = api_kwargs(build_parser().parse_args(argv))
     assert set(kwargs) - presentation <= accepted
 

@@ -5,119 +5,21 @@ chromium headless): memory, load time and per-task latency, side by side in one 
     python tools/bench_web.py [MODEL.tflite] [--trials 5] [--runs 300] [--warmup 30] [--json]
 
 MODEL defaults to demo_out/model.tflite and needs its baselines beside it (`mtz-mobile convert
---baselines`, which tools/demo.sh's deploy does). It is served as `mtz-mobile serve` would
-(mtz_mobile.web, in this process, on a free local port) and mtz_mobile/web/drive.mjs opens
-/bench.html once per trial and set in a fresh browser, alternating which set goes first:
-
-- wasm memory: the WebAssembly memory's size after loading, after running every task once;
-- heap top: where a fresh 1 MiB malloc lands (runtime.js heapTopBytes), minus where it landed before
-  any model was loaded: how far the allocator's heap reaches for the model(s);
-- renderer RSS: VmRSS of chromium's renderer processes from /proc, after minus before loading;
-- load: compiling the file(s) from bytes already fetched (loadAndCompile, accelerator wasm);
-- latency: per task, the median of --runs runs after --warmup, each run including reading the output;
-  "every task once" is the joint signature's median (zipped, when the file has one) against the sum of
-  the separate files' medians.
-
-Every figure is the median over trials; ratio = zipped / separate.
+--baselines`, which tools/demo.sh's deploy does). The same measurement as `mtz-mobile bench MODEL
+--runtime web --out DIR`, printed instead of written; what each figure is: mtz_mobile/web/bench.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import subprocess
 import sys
-import tempfile
-import threading
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from mtz_mobile.errors import MTZError
+from mtz_mobile.web.bench import format_rows, run_trials, summarize
 
-from mtz_mobile.contract import JOINT_KEY  # noqa: E402
-from mtz_mobile.errors import MTZError  # noqa: E402
-from mtz_mobile.web import make_server  # noqa: E402
-from mtz_mobile.web.server import INSTALL_HINT, WEB_DIR  # noqa: E402
-
-DEFAULT_MODEL = REPO / "demo_out" / "model.tflite"
-SETS = ("zipped", "separate")
-
-
-def run_trials(model: Path, trials: int, runs: int, warmup: int) -> list[dict]:
-    server = make_server(model, port=0, quiet=True)
-    info = server.RequestHandlerClass.site.current()[0]
-    if info["error"]:
-        raise MTZError(info["error"])
-    missing = [t["name"] for t in info["manifest"]["tasks"] if t["name"] not in info["baselines"]]
-    if missing:
-        raise MTZError(f"no baseline file for {', '.join(missing)} beside {model}: convert with --baselines")
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/"
-        with tempfile.TemporaryDirectory() as tmp:
-            job = Path(tmp) / "job.json"
-            job.write_text(json.dumps({"kind": "bench", "url": url, "sets": list(SETS), "trials": trials,
-                                       "runs": runs, "warmup": warmup}))
-            done = subprocess.run(["node", str(WEB_DIR / "drive.mjs"), str(job)], capture_output=True, text=True)
-        if done.returncode != 0:
-            raise MTZError(f"drive.mjs failed ({done.stderr.strip().splitlines()[-1:]}): is chromium installed? {INSTALL_HINT}")
-        return json.loads(done.stdout)["trials"]
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def figures(trial: dict) -> dict[str, float]:
-    out = {"file bytes": trial["file_bytes"],
-           "wasm memory after load (MiB)": trial["wasm_after_load"] / 2**20,
-           "wasm memory after running every task (MiB)": trial["wasm_after_run"] / 2**20,
-           "heap top after load, over runtime alone (KiB)": (trial["heap_top_after_load"] - trial["heap_top_before"]) / 1024,
-           "heap top after running every task, over runtime alone (KiB)": (trial["heap_top_after_run"] - trial["heap_top_before"]) / 1024,
-           "renderer RSS after load, over runtime alone (MiB)": (trial["rss_after_load"]["bytes"] - trial["rss_before"]["bytes"]) / 2**20,
-           "renderer RSS after running every task, over runtime alone (MiB)": (trial["rss_after_run"]["bytes"] - trial["rss_before"]["bytes"]) / 2**20,
-           "load: compile from bytes (ms)": trial["load_ms"]}
-    for task, ms in trial["first_run_ms"].items():
-        out[f"first run of {task} (ms)"] = ms
-    medians = dict(trial["latency"]["median_ms"])
-    every = medians.pop(JOINT_KEY, None) if trial["set"] == "zipped" else sum(medians.values())
-    for task, ms in medians.items():
-        out[f"latency {task}, median (ms)"] = ms
-    if every is not None:
-        out["every task once: joint 'all' (zipped) vs each file (separate) (ms)"] = every
-    return out
-
-
-def summarize(trials: list[dict]) -> dict[str, dict[str, float | None]]:
-    per_set = {s: [figures(t) for t in trials if t["set"] == s] for s in SETS}
-    rows: dict[str, dict[str, float | None]] = {}
-    for name in per_set["zipped"][0]:
-        z = statistics.median(f[name] for f in per_set["zipped"])
-        sep = [f[name] for f in per_set["separate"] if name in f]
-        s = statistics.median(sep) if sep else None
-        rows[name] = {"zipped": z, "separate": s, "ratio": (z / s) if s else None}
-    return rows
-
-
-def format_rows(rows: dict, trials: list[dict], model: Path, runs: int) -> str:
-    n = sum(t["set"] == "zipped" for t in trials)
-    isolated = all(t["cross_origin_isolated"] for t in trials)
-    width = max(len(name) for name in rows)
-    n_files = next(len(t["files"]) for t in trials if t["set"] == "separate")
-    lines = [f"{model}: zipped file vs {n_files} "
-             f"separate files in LiteRT.js (wasm, CPU, 1 thread), headless chromium; medians of {n} trials, "
-             f"latency over {runs} runs; cross-origin isolated clock: {isolated}",
-             f"| {'figure':<{width}} | {'zipped':>12} | {'separate':>12} | {'ratio':>6} |",
-             f"|{'-' * (width + 2)}|{'-' * 14}|{'-' * 14}|{'-' * 8}|"]
-    for name, r in rows.items():
-        sep = "" if r["separate"] is None else f"{r['separate']:12.3f}"
-        ratio = "" if r["ratio"] is None else f"{r['ratio']:6.3f}"
-        lines.append(f"| {name:<{width}} | {r['zipped']:12.3f} | {sep:>12} | {ratio:>6} |")
-    errors = [e for t in trials for e in t["pageErrors"] + t["consoleErrors"]]
-    if errors:
-        lines.append(f"page errors: {errors[:3]}")
-    return "\n".join(lines)
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "demo_out" / "model.tflite"
 
 
 def main() -> int:

@@ -19,7 +19,10 @@ from .options import add_dataclass_options, add_quiet, api_kwargs, command, posi
 from .zip_commands import add_zip_inputs
 
 HOST = {f.name: f.default for f in fields(HostSettings) if f.init}
+WEB = "web"   # bench --runtime web: LiteRT.js in the browser (mtz_mobile.web.bench)
 _ANDROID_ONLY = ("adb_serial", "benchmark_binary")
+_WEB_ONLY = ("trials",)
+_HOST_ONLY = ("threads", "runtime", "xnnpack_cache", "switch_steps")  # LiteRT.js: one thread, no cache option
 
 
 def add_commands(sub) -> None:
@@ -30,9 +33,11 @@ def add_commands(sub) -> None:
                    help="the separate per-task models (OUT_STEM.baseline_TASK.tflite from convert --baselines)")
     p.add_argument("--out", dest="out_dir", metavar="OUT", required=True,
                    help="report directory: report.json, report.md, PNG charts")
-    _add_host_settings(p)
+    _add_host_settings(p, web=True)
     p.add_argument("--warmup", type=int, default=HOST["warmup"],
                    help="warm-up runs before timing (default runs/5, 1..20)")
+    p.add_argument("--trials", type=positive_int, default=3,
+                   help="--runtime web: fresh browsers per set, zipped and separate (default 3)")
     p.add_argument("--switch-steps", type=int, default=HOST["switch_steps"],
                    help="task-switching steps A,B,A,B… (default min(runs, 50))")
     p.add_argument("--adb-serial", help="Android mode: the device to run benchmark_model on (default: none, the host bench)")
@@ -56,11 +61,12 @@ def add_commands(sub) -> None:
     add_quiet(p)
 
 
-def _add_host_settings(p) -> None:
+def _add_host_settings(p, web: bool = False) -> None:
     p.add_argument("--threads", type=positive_int, default=HOST["threads"], help="LiteRT CPU threads")
     p.add_argument("--runs", type=positive_int, default=HOST["runs"], help="timed runs per signature")
-    p.add_argument("--runtime", choices=tuple(RUNTIMES), default=HOST["runtime"],
-                   help="host: LiteRT Interpreter (XNNPACK by default) or CompiledModel with CpuOptions")
+    p.add_argument("--runtime", choices=tuple(RUNTIMES) + ((WEB,) if web else ()), default=HOST["runtime"],
+                   help="host: LiteRT Interpreter (XNNPACK by default) or CompiledModel with CpuOptions"
+                        + ("; web: LiteRT.js in headless chromium, against the baselines beside the model" if web else ""))
     p.add_argument("--xnnpack-cache", choices=CACHE_STATES, default=HOST["xnnpack_cache"],
                    help="XNNPACK weight cache: on = ':memory', file = MODEL.xnnpack_cache beside each model "
                         "(checked against its stamp, rebuilt when stale; compiled only) (default: on for compiled, "
@@ -75,18 +81,33 @@ def _add_push_target(p) -> None:
 
 
 def _bench(args) -> int:
+    if args.runtime == WEB:
+        return _bench_web(args)
     if args.adb_serial is not None or args.benchmark_binary is not None:
         report = _bench_android(args)
     else:
         from mtz_mobile.bench import bench_host
 
-        report = bench_host(**api_kwargs(args, *_ANDROID_ONLY))
+        report = bench_host(**api_kwargs(args, *_ANDROID_ONLY, *_WEB_ONLY))
     st = report["storage"]
     print(f"wrote {args.out_dir}/report.json, report.md and {len(report['files']['charts'])} charts")
     if st["file_ratio"] is not None:
         print(f"file bytes zipped/baselines {st['file_ratio']:.3f}; "
               + "; ".join(f"latency {q['signature']} ({q['xnnpack_cache']}) {q['ratio']:.3f}"
                           for q in report["latency"]["ratios"] if q["ratio"] is not None))
+    return 0
+
+
+def _bench_web(args) -> int:
+    from mtz_mobile.web.bench import bench_web
+
+    if args.adb_serial is not None or args.benchmark_binary is not None:
+        raise MTZError("--runtime web runs in this machine's browser: drop --adb-serial/--benchmark-binary "
+                       "(open `mtz-mobile serve` on the phone instead)")
+    report = bench_web(**api_kwargs(args, *_ANDROID_ONLY, *_HOST_ONLY))
+    print(f"wrote {args.out_dir}/report.json and report.md")
+    print("; ".join(f"{name} {r['ratio']:.3f}" for name, r in report["figures"].items()
+                    if r["ratio"] is not None and ("latency" in name or "heap top" in name)))
     return 0
 
 
@@ -98,7 +119,7 @@ def _bench_android(args) -> dict:
                        "drop --runtime")
     # benchmark_model runs with and without the weight cache unless one state is asked for
     caches = ("off", "on") if args.xnnpack_cache is None else (args.xnnpack_cache,)
-    kwargs = api_kwargs(args, "runtime", "switch_steps", "xnnpack_cache", "adb_serial")
+    kwargs = api_kwargs(args, "runtime", "switch_steps", "xnnpack_cache", "adb_serial", *_WEB_ONLY)
     return bench_android(serial=args.adb_serial, caches=caches, **kwargs)
 
 
