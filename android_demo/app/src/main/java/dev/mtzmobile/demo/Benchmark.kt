@@ -18,7 +18,8 @@ data class MemorySnapshot(val pssKb: Long, val rssKb: Long?, val rssAnonKb: Long
     companion object {
         fun now(): MemorySnapshot {
             val status = procStatus()
-            // RssAnon holds packed weight copies; RssFile the memory-mapped model's pages.
+            // RssAnon: what the runtime allocated (arenas; packed weights only where no cache file maps them);
+            // RssFile: pages of the model file and of its weight cache file.
             return MemorySnapshot(Debug.getPss(), status["VmRSS"], status["RssAnon"], status["RssFile"])
         }
 
