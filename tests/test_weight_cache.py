@@ -140,3 +140,11 @@ def test_the_interpreter_has_no_file_cache(deployed, tmp_path, capsys):
     code = main(["bench", str(deployed.model), "--xnnpack-cache", "file", "--out", str(tmp_path / "r")])
     lines = [l for l in capsys.readouterr().err.splitlines() if l.startswith("mtz-mobile")]
     assert code == 2 and len(lines) == 1 and "use --runtime compiled --xnnpack-cache file" in lines[0], lines
+
+
+def test_the_probe_names_the_cache_file_as_the_contract_does():
+    """The probe runs alone in a subprocess and imports nothing of ours: its copy of the suffix must agree."""
+    from mtz_mobile.bench.probe import CACHE_SUFFIX
+    from mtz_mobile.contract import XNNPACK_CACHE_SUFFIX
+
+    assert CACHE_SUFFIX == XNNPACK_CACHE_SUFFIX

@@ -21,11 +21,6 @@ from mtz_mobile.contract import XNNPACK_CACHE_SUFFIX, XNNPACK_STAMP_SUFFIX
 from mtz_mobile.errors import MTZError
 from mtz_mobile.fileio import sha256_of, write_atomic
 
-from .probe import CACHE_SUFFIX
-
-if CACHE_SUFFIX != XNNPACK_CACHE_SUFFIX:  # the probe imports nothing of ours: its copy must agree
-    raise ImportError("mtz_mobile.bench.probe.CACHE_SUFFIX differs from contract.XNNPACK_CACHE_SUFFIX")
-
 
 def cache_file(model_path) -> Path:
     return Path(str(model_path) + XNNPACK_CACHE_SUFFIX)
