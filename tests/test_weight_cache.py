@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mtz_mobile.bench import bench_host, render_markdown, validate_report, weight_cache
-from mtz_mobile.bench.host import run_probe
+from mtz_mobile.bench.host import cold_load
 from mtz_mobile.cli import main
 from mtz_mobile.fileio import sha256_of
 
@@ -37,12 +37,6 @@ def outputs(path, cache: str = "") -> np.ndarray:
     out = outs[0].read(int(np.prod(d["shape"])), np.float32).copy()
     model.close()
     return out
-
-
-def cold_load(path) -> float:
-    request = {"kind": "memory", "runtime": "compiled", "threads": 1, "cache_path": "", "cache_beside": True,
-               "files": [str(path)], "runs": [], "repeats": 1}
-    return run_probe(request, 120)["load_seconds"]
 
 
 @pytest.fixture

@@ -313,13 +313,19 @@ def _bench_host(model_path, baselines, settings: HostSettings, out_dir, progress
     return report
 
 
+def cold_load(path, common: dict | None = None, timeout_s: float = 120) -> float:
+    """Load ``path`` in a fresh process with its weight cache file beside it, which writes that file
+    when it is absent; returns the load's seconds. ``common``: the bench's probe settings (default:
+    CompiledModel, one thread)."""
+    common = common or {"runtime": "compiled", "threads": 1, "cache_path": "", "cache_beside": True}
+    return run_probe(dict(common, kind="memory", files=[str(path)], runs=[], repeats=1), timeout_s)["load_seconds"]
+
+
 def _prepare_cache_files(model: dict, base: list[dict], settings: HostSettings, common: dict) -> list[dict]:
     from . import weight_cache
 
-    def cold_load(path):
-        return run_probe(dict(common, kind="memory", files=[path], runs=[], repeats=1), settings.timeout_s)["load_seconds"]
-
-    return weight_cache.prepare([(model["path"], model["sha256"])] + [(b["path"], b["sha256"]) for b in base], cold_load)
+    return weight_cache.prepare([(model["path"], model["sha256"])] + [(b["path"], b["sha256"]) for b in base],
+                                lambda path: cold_load(path, common, settings.timeout_s))
 
 
 def _measure_memory(plan: list, settings: HostSettings, common: dict, bar: Progress) -> dict:

@@ -38,29 +38,35 @@ from .server import INSTALL_HINT, WEB_DIR, make_server
 SETS = ("zipped", "separate")
 
 
-def run_trials(model: Path, trials: int, runs: int, warmup: int) -> list[dict]:
-    """Every trial's raw figures, as drive.mjs reports them (one fresh browser per trial and set)."""
+def run_trials(model: Path, trials: int, runs: int, warmup: int, baselines=()) -> list[dict]:
+    """Every trial's raw figures, as drive.mjs reports them (one fresh browser per trial and set).
+    The separate files are the ones the page serves, beside the model; ``baselines``, if given, must be them."""
     server = make_server(model, port=0, quiet=True)
-    info = server.RequestHandlerClass.site.current()[0]
-    if info["error"]:
-        raise MTZError(info["error"])
-    missing = [t["name"] for t in info["manifest"]["tasks"] if t["name"] not in info["baselines"]]
-    if missing:
-        raise MTZError(f"no baseline file for {', '.join(missing)} beside {model}: convert with --baselines")
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/"
-        with tempfile.TemporaryDirectory() as tmp:
-            job = Path(tmp) / "job.json"
-            job.write_text(json.dumps({"kind": "bench", "url": url, "sets": list(SETS), "trials": trials,
-                                       "runs": runs, "warmup": warmup}))
-            done = subprocess.run(["node", str(WEB_DIR / "drive.mjs"), str(job)], capture_output=True, text=True)
+        info = server.RequestHandlerClass.site.current()[0]
+        if info["error"]:
+            raise MTZError(info["error"])
+        missing = [t["name"] for t in info["manifest"]["tasks"] if t["name"] not in info["baselines"]]
+        if missing:
+            raise MTZError(f"no baseline file for {', '.join(missing)} beside {model}: convert with --baselines")
+        served = {Path(model).resolve().parent / name for name in info["baselines"].values()}
+        if any(Path(b).resolve() not in served for b in baselines):
+            raise MTZError("the browser bench reads the baselines beside the model (MODEL_STEM.baseline_TASK.tflite, "
+                           "as convert --baselines writes them): move them there, or drop --baselines")
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}/"
+            with tempfile.TemporaryDirectory() as tmp:
+                job = Path(tmp) / "job.json"
+                job.write_text(json.dumps({"kind": "bench", "url": url, "sets": list(SETS), "trials": trials,
+                                           "runs": runs, "warmup": warmup}))
+                done = subprocess.run(["node", str(WEB_DIR / "drive.mjs"), str(job)], capture_output=True, text=True)
+        finally:
+            server.shutdown()
         if done.returncode != 0:
             raise MTZError(f"drive.mjs failed ({done.stderr.strip().splitlines()[-1:]}): is chromium installed? {INSTALL_HINT}")
         return json.loads(done.stdout)["trials"]
     finally:
-        server.shutdown()
         server.server_close()
 
 
@@ -122,21 +128,17 @@ def bench_web(model_path, out_dir, baselines=(), trials: int = 3, runs: int = 10
     report.md (its section "In the browser") to ``out_dir`` and return the report. ``baselines``, if
     given, must be those files (the page serves the model's directory only); ``warmup`` defaults to
     a fifth of ``runs``, 1 to 20."""
-    model = Path(model_path).resolve()
-    if any(Path(b).resolve().parent != model.parent or not Path(b).name.startswith(f"{model.stem}.baseline_")
-           for b in baselines):
-        raise MTZError("the browser bench reads the baselines beside the model (MODEL_STEM.baseline_TASK.tflite, "
-                       "as convert --baselines writes them): move them there, or drop --baselines")
+    model = Path(model_path)
     warmup = default_warmup(runs) if warmup is None else warmup
     if progress:
         print(f"bench web: {trials} fresh browser(s) per set, zipped and separate files", file=sys.stderr, flush=True)
-    raw = run_trials(Path(model_path), trials, runs, warmup)
+    raw = run_trials(model, trials, runs, warmup, baselines)
     rows = summarize(raw)
-    report = {"mode": "web", "model": str(model_path), "trials": trials, "runs": runs, "warmup": warmup,
+    report = {"mode": "web", "model": str(model), "trials": trials, "runs": runs, "warmup": warmup,
               "figures": rows, "raw": raw}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "report.json", json.dumps(report, indent=1) + "\n")
     write_atomic(out / "report.md", "# Bench report\n\n## In the browser (LiteRT.js)\n\n"
-                 + format_rows(rows, raw, Path(model_path), runs) + "\n")
+                 + format_rows(rows, raw, model, runs) + "\n")
     return report

@@ -109,17 +109,16 @@ def task_hessian(net: ZippedNetwork, calib: Calibration, i: int, task: str, grou
     total_instances = len(calib.x[task]) * (int(np.prod(node.shape[:2])) if node.op == "conv2d" else 1)
     keep = min(1.0, calib.config.max_instances / max(total_instances, 1))
     for values in calib.node_values(net, task, src):
-        if not groups:  # nothing shared feeds this layer yet: the bias unit alone
-            n = len(next(iter(values.values())))
-            x = np.zeros((n * (int(np.prod(node.shape[:2])) if node.op == "conv2d" else 1), 0), np.float32)
-        elif node.op == "conv2d":
+        if groups and node.op == "conv2d":  # sampled as its rows are gathered
             x, _ = conv_instances(calib, np.concatenate([values[g] for g in groups], axis=-1), node.attrs, keep, rng)
-            acc.update(x)
-            continue
         else:
-            x = np.concatenate([values[g].reshape(len(values[g]), -1) for g in groups], axis=-1)
-        if keep < 1.0:
-            x = x[rng.random(len(x)) < keep]
+            if not groups:  # nothing shared feeds this layer yet: the bias unit alone
+                n = len(next(iter(values.values())))
+                x = np.zeros((n * (int(np.prod(node.shape[:2])) if node.op == "conv2d" else 1), 0), np.float32)
+            else:
+                x = np.concatenate([values[g].reshape(len(values[g]), -1) for g in groups], axis=-1)
+            if keep < 1.0:
+                x = x[rng.random(len(x)) < keep]
         acc.update(x)
     return acc.hessian(1.0)
 

@@ -357,25 +357,17 @@ def input_cases(root: Path, models: dict[str, Path], manifests: dict[str, dict])
     return out
 
 
-def _cold_load(path) -> float:
-    """A fresh process loads the file with its weight cache beside it (the bench's cold load)."""
-    from mtz_mobile.bench.host import run_probe
-
-    request = {"kind": "memory", "runtime": "compiled", "threads": 1, "cache_path": "", "cache_beside": True,
-               "files": [str(path)], "runs": [], "repeats": 1}
-    return run_probe(request, 120)["load_seconds"]
-
-
 def weight_cache_cases(root: Path, models: dict[str, Path]) -> list[dict]:
     """A real XNNPACK cache file LiteRT wrote beside a converted model, stamped by the bench
     (mtz_mobile/bench/weight_cache.py), and damaged copies: what WeightCache.check must say of each
     — the state the Python side's own check gives a copy of the same files."""
     from mtz_mobile.bench import weight_cache
+    from mtz_mobile.bench.host import cold_load
 
     source = root / "cache_source" / "model.tflite"
     source.parent.mkdir()
     shutil.copyfile(models["two_tasks_joint"], source)
-    weight_cache.prepare([(source, None)], _cold_load)
+    weight_cache.prepare([(source, None)], cold_load)
     runtime = json.loads(weight_cache.stamp_file(source).read_text())["litert"]
 
     def damage(name, edit):
