@@ -118,7 +118,7 @@ class MainActivity : Activity() {
                         Log.w(TAG, "cannot read ${Contract.SAMPLES_ASSET}", e)
                         null
                     }
-                    val match = sampleSet != null && sampleSet.modelSha256 == file.sha256()
+                    val match = sampleSet != null && sampleSet.modelSha256 == opened.modelSha256
                     Loaded.Ready(opened.manifest, sampleSet, match, summary(opened, sampleSet, match))
                 }
             } catch (e: Exception) {

@@ -28,6 +28,8 @@ class ZippedModel private constructor(
     val file: ModelFile,
     val manifest: Manifest,
     private val compiled: CompiledModel,
+    /** SHA-256 of the model file, hashed once when it was opened (the cache stamp and samples.json name it). */
+    val modelSha256: String,
     /** What the weight-cache check found before compiling ("valid": a warm start; see WeightCache.check). */
     val weightCacheFound: String,
 ) : AutoCloseable {
@@ -102,7 +104,7 @@ class ZippedModel private constructor(
             // from a path for the bundled model too (its copy in files): see ModelSource.Asset
             val compiled = CompiledModel.create(file.path, options)
             if (found != "valid" && cache.cache.isFile) cache.writeStamp(sha256)
-            return ZippedModel(file, manifest, compiled, found)
+            return ZippedModel(file, manifest, compiled, sha256, found)
         }
 
         /** The manifest embedded in [file] (metadata entry "mtz_manifest"). */
