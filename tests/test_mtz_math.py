@@ -239,7 +239,7 @@ def test_accumulator_sums_in_float64_and_says_what_it_got():
     x[:, 1] = np.float32(1 / 3)
     acc.update(x)
     exact = x.astype(np.float64).sum(axis=0)
-    np.testing.assert_allclose(acc.gram[:-1, -1], exact, rtol=1e-13)
+    np.testing.assert_allclose(acc.sums, exact, rtol=1e-13)
     assert acc.hessian(1.0)[-1, -1] == 1.0 and acc.count == 300_001
     with pytest.raises(ValueError, match=r"^expected 2 inputs per instance, got 3$"):
         acc.update(np.zeros((4, 3)))
@@ -277,3 +277,54 @@ def test_pair_geometry_checks_its_hessians_and_damps_as_documented():
             PairGeometry.from_hessians(*pair)
     with pytest.raises(MTZError, match=r"^S = H_A \+ H_B is not positive definite even with damping: raise --damping$"):
         PairGeometry.from_hessians(-h_a, -h_b, damping=0.0)
+
+
+def test_a_wide_layer_is_held_once_in_float32_and_still_matches_the_explicit_form(monkeypatch):
+    """Over more than FLOAT32_ABOVE inputs (VGG-16's fc6 reads 25,088) the Hessians are summed and
+    held in float32, the geometry keeps the arrays it is given (no damped copies) and factorises S
+    over one float64 buffer; d and w̃ still follow Eq. 10–12 evaluated explicitly in float64."""
+    from mtz_mobile.zipper import mtz_math
+
+    monkeypatch.setattr(mtz_math, "FLOAT32_ABOVE", 8)
+    rng = np.random.default_rng(21)
+    x_a, x_b = rng.standard_normal((400, 12)) + 0.3, rng.standard_normal((500, 12)) - 0.2
+    h_a, h_b = layer_hessian(x_a, 0.4, batch=128), layer_hessian(x_b, 0.6, batch=128)
+    assert h_a.dtype == h_b.dtype == np.float32
+    explicit = [w * np.hstack([x, np.ones((len(x), 1))]).T @ np.hstack([x, np.ones((len(x), 1))]) / len(x)
+                for w, x in ((0.4, x_a), (0.6, x_b))]
+    for got, want in zip((h_a, h_b), explicit):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    before = h_a.copy(), h_b.copy()
+    geom = PairGeometry.from_hessians(h_a, h_b, damping=1e-3)
+    assert geom.raw_a is h_a and geom.raw_b is h_b and geom.s_chol.dtype == np.float64
+    np.testing.assert_array_equal(h_a, before[0])   # damping is applied in the products, not written
+    np.testing.assert_array_equal(h_b, before[1])
+    damped = [h + 0.5 * geom.damping * np.eye(13) for h in explicit]
+    w_a, w_b = rng.standard_normal((13, 4)), rng.standard_normal((13, 5))
+    d_ref, merged_ref = explicit_eq10_12(*damped, w_a, w_b)
+    comparison = geom.compare(w_a, w_b)
+    np.testing.assert_allclose(comparison.d, d_ref, rtol=1e-4)
+    merged = comparison.merged([(1, 3), (2, 0)])
+    np.testing.assert_allclose(merged[:, 0], merged_ref[1, 3][0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(merged[:, 1], merged_ref[2, 0][1], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(geom.merged_weights(w_a[:, [1]], w_b[:, [3]])[:, 0], merged_ref[1, 3][0], rtol=1e-4,
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("block", [1, 3, 7, 64])
+def test_blocked_cholesky_in_place_equals_lapack(block):
+    """The blocked in-place factorisation (wide layers) gives LAPACK's L over the same buffer, and
+    refuses a matrix that is not positive definite as LAPACK does."""
+    from scipy.linalg import cholesky
+
+    from mtz_mobile.zipper.mtz_math import cholesky_in_place, solve_in_place
+
+    s = random_spd(np.random.default_rng(31), 20)
+    buf = s.copy()
+    factor = cholesky_in_place(buf, block=block)
+    assert np.shares_memory(factor, buf)
+    np.testing.assert_allclose(factor, cholesky(s, lower=True), rtol=1e-12, atol=1e-14)
+    b = np.random.default_rng(32).standard_normal((20, 3))
+    np.testing.assert_allclose(solve_in_place(s.copy(), b), np.linalg.solve(s, b), rtol=1e-10)
+    with pytest.raises(np.linalg.LinAlgError):
+        cholesky_in_place(-s.copy(), block=block)

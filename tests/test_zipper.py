@@ -157,3 +157,24 @@ def test_retraining_moves_shared_blocks_and_lowers_the_loss(small_models, fmnist
     assert sum(layer.retrain["loss_last"].values()) < sum(layer.retrain["loss_first"].values())
     shared_key = next(k for k in after.network.arrays() if "/kernel/" in k and k.endswith("a+b"))
     assert not np.allclose(before.network.arrays()[shared_key], after.network.arrays()[shared_key])
+
+
+def test_zipping_never_writes_into_the_models_it_was_given(small_models, fmnist):
+    """The network holds the parsed models' own arrays (no float64 copies: two VGG-16 would cost
+    2.2 GB more) and its copies share them, which is sound only because every step — merge,
+    compensation, retraining — replaces a block rather than writing into it: the models' arrays
+    come out of a full zip bit-identical."""
+    from mtz_mobile.graph.network import ZippedNetwork
+
+    models = chains_of(small_models)
+    weights = [n.kernel for m in models.values() for n in m.nodes if n.kernel is not None]
+    before = [w.copy() for w in weights]
+    net = ZippedNetwork.from_models(models)
+    held = [arr for _, _, _, arr in net.blocks()]
+    assert sum(any(np.shares_memory(h, w) for h in held) for w in weights) >= len(weights) - 1
+    assert all(any(h is c for c in held) for h in (arr for _, _, _, arr in net.copy().blocks()))
+    cfg = ZipConfig(shared=["all"], calibration_samples=500,
+                    retrain=RetrainSettings(iterations=5, batch_size=32, learning_rate=1e-3))
+    zip_networks(models, {"a": fmnist, "b": fmnist}, cfg, progress=False)
+    for w, b in zip(weights, before):
+        np.testing.assert_array_equal(w, b)

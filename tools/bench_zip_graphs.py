@@ -4,14 +4,16 @@
     python tools/bench_zip_graphs.py --resnet-pair                  # two build_resnet() on 28×28×1
     python tools/bench_zip_graphs.py --resnet-pair --calibration 1000 --repeats 3
     python tools/bench_zip_graphs.py --mobilenet-v2 --calibration 500 --repeats 1
+    python tools/bench_zip_graphs.py --vgg16 --calibration 256 --out results/vgg/zip   # then convert, bench
+    (also --lenet300, --lenet5, --wide-mlp: the pairs tools/cost_curves.py runs)
 
 The split is exclusive (a function's time less the time of the timed functions it calls):
 forward passes (the networks' forward, and the activation cache filling), Hessians (im2col and
 XᵀX, also the depthwise per-channel ones), factorisations (PairGeometry.from_hessians), metric
 (all pairs' d), pairing, merge (regroup, merges, depthwise channel merges) and compensation
 (next-layer refits); "other" is the rest of the wall time. Models have random weights and
-randomised BatchNorm statistics; images are random (the ResNet pair reads Fashion-MNIST
-when it is installed). Peak RSS is the process's high-water mark (VmHWM) at the end.
+randomised BatchNorm statistics; images are random (the 28×28 pairs read Fashion-MNIST when
+it is installed). Peak RSS is the process's high-water mark (VmHWM) at the end.
 """
 
 from __future__ import annotations
@@ -114,43 +116,92 @@ def randomise(model, seed: int):
     return model
 
 
-def resnet_pair(n: int, seed: int):
-    from mtz_mobile.graph.keras_io import parse_model
-    from mtz_mobile.reference import build_resnet
+def _parsed(model, keep_dir: Path | None, name: str):
+    """The parsed model; saved first and parsed from the file (in Keras' safe mode) where a zip
+    directory is asked for, since it keeps its sources."""
+    from mtz_mobile.graph.keras_io import load_keras_model, parse_model, save_keras_atomic
 
-    x = None
+    if keep_dir is None:
+        return parse_model(model)
+    path = save_keras_atomic(model, keep_dir / f"{name}.keras")
+    return parse_model(load_keras_model(path), str(path))
+
+
+def _fashion_images(n: int, seed: int) -> np.ndarray:
     fmnist = Path("/usr/share/datasets/fashion-mnist")
     if fmnist.exists():
         from mtz_mobile.data import load_fashion_mnist_raw
 
         x = load_fashion_mnist_raw(fmnist)["x_train"][:n].astype(np.float32) / 255.0
-    if x is None or len(x) < n:
-        x = np.random.default_rng(seed).random((n, 28, 28), dtype=np.float32)
-    models = {t: parse_model(randomise(build_resnet((28, 28), 10), seed + k)) for k, t in enumerate(("fine", "coarse"))}
-    return models, x
+        if len(x) == n:
+            return x
+    return np.random.default_rng(seed).random((n, 28, 28), dtype=np.float32)
 
 
-def mobilenet_pair(n: int, seed: int):
+def _own_pair(build, images, randomised: bool):
+    """A pair of the project's own reference architectures on 28×28 (Fashion-MNIST where installed)."""
+
+    def pair(n: int, seed: int, keep_dir: Path | None = None):
+        import keras
+
+        models = {}
+        for k, t in enumerate(("a", "b")):
+            keras.utils.set_random_seed(seed + k)
+            model = build()
+            models[t] = _parsed(randomise(model, seed + k) if randomised else model, keep_dir, t)
+        return models, images(n, seed)
+
+    return pair
+
+
+def _application_pair(make, bn_statistics: bool):
+    """A pair of Keras application models on random 224×224×3 images, seeded weights (and
+    BatchNorm statistics away from identity where the model has them)."""
+
+    def pair(n: int, seed: int, keep_dir: Path | None = None):
+        import keras
+
+        models = {}
+        for k, t in enumerate(("a", "b")):
+            keras.utils.set_random_seed(seed + k)
+            model = make()
+            if bn_statistics:
+                rng = np.random.default_rng(seed + k)
+                for layer in model.layers:
+                    if isinstance(layer, keras.layers.BatchNormalization):
+                        c = layer.moving_mean.shape[0]
+                        layer.moving_mean.assign(rng.normal(0, 0.1, c).astype(np.float32))
+                        layer.moving_variance.assign(rng.uniform(0.5, 1.5, c).astype(np.float32))
+                        layer.gamma.assign(rng.uniform(0.7, 1.3, c).astype(np.float32))
+                        layer.beta.assign(rng.normal(0.05, 0.1, c).astype(np.float32))
+            models[t] = _parsed(model, keep_dir, t)
+            del model
+        x = np.random.default_rng(seed).random((n, 224, 224, 3), dtype=np.float32)
+        return models, x
+
+    return pair
+
+
+def _pairs():
+    """name → (builder, default calibration images, description)."""
     import keras
 
-    from mtz_mobile.graph.keras_io import parse_model
+    from mtz_mobile.reference import LENET_300_100, build_lenet5, build_mlp, build_resnet
 
-    models = {}
-    for k, t in enumerate(("a", "b")):
-        keras.utils.set_random_seed(seed + k)
-        model = keras.applications.MobileNetV2(alpha=1.0, weights=None, input_shape=(224, 224, 3))
-        rng = np.random.default_rng(seed + k)
-        for layer in model.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                c = layer.moving_mean.shape[0]
-                layer.moving_mean.assign(rng.normal(0, 0.1, c).astype(np.float32))
-                layer.moving_variance.assign(rng.uniform(0.5, 1.5, c).astype(np.float32))
-                layer.gamma.assign(rng.uniform(0.7, 1.3, c).astype(np.float32))
-                layer.beta.assign(rng.normal(0.05, 0.1, c).astype(np.float32))
-        models[t] = parse_model(model)
-        del model
-    x = np.random.default_rng(seed).random((n, 224, 224, 3), dtype=np.float32)
-    return models, x
+    return {
+        "lenet300": (_own_pair(lambda: build_mlp((28, 28), LENET_300_100, 10), _fashion_images, False), 10000,
+                     "LeNet-300-100 (28×28)"),
+        "lenet5": (_own_pair(lambda: build_lenet5((28, 28), 10), _fashion_images, False), 10000,
+                   "LeNet-5 (28×28)"),
+        "wide-mlp": (_own_pair(lambda: build_mlp((28, 28), (2048, 2048), 10), _fashion_images, False), 10000,
+                     "wide MLPs 784-2048-2048-10"),
+        "resnet-pair": (_own_pair(lambda: build_resnet((28, 28), 10), _fashion_images, True), 10000,
+                        "ResNets (build_resnet width 16, 28×28×1)"),
+        "mobilenet-v2": (_application_pair(lambda: keras.applications.MobileNetV2(
+            alpha=1.0, weights=None, input_shape=(224, 224, 3)), True), 500, "MobileNetV2 (224×224×3)"),
+        "vgg16": (_application_pair(lambda: keras.applications.VGG16(weights=None, input_shape=(224, 224, 3)), False),
+                  256, "VGG-16 (224×224×3, 1000 classes)"),
+    }
 
 
 def _network_of(models):
@@ -171,13 +222,14 @@ def one_zip(models, x, args) -> dict:
     t_start = time.perf_counter()
 
     def done(step, net):  # a long zip says where it is
-        print(f"  step {step + 1}/{steps} at {time.perf_counter() - t_start:.0f} s", file=sys.stderr, flush=True)
+        print(f"  step {step + 1}/{steps} at {time.perf_counter() - t_start:.0f} s, peak RSS so far "
+              f"{peak_rss_gb():.2f} GB", file=sys.stderr, flush=True)
 
     timer = SplitTimer()
     timer.install()
     try:
         t0 = time.perf_counter()
-        zip_networks(models, data, config, progress=False, on_layer_done=done)
+        zip_networks(models, data, config, out_dir=args.out, progress=False, on_layer_done=done)
         wall = time.perf_counter() - t0
     finally:
         timer.uninstall()
@@ -187,21 +239,31 @@ def one_zip(models, x, args) -> dict:
 
 
 def main(argv=None) -> int:
+    pairs = _pairs()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--resnet-pair", action="store_true", help="two reference.build_resnet() (width 16) on 28×28")
-    mode.add_argument("--mobilenet-v2", action="store_true", help="two MobileNetV2(alpha=1.0) on 224×224×3")
-    parser.add_argument("--calibration", type=int, help="calibration images per task "
-                        "(default: 10000 for the ResNet pair, 500 for MobileNetV2)")
+    for name, (_, default_n, what) in pairs.items():
+        mode.add_argument(f"--{name}", dest="pair", action="store_const", const=name,
+                          help=f"two {what}; default {default_n} calibration images")
+    parser.add_argument("--calibration", type=int, help="calibration images per task (default: the pair's)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--damping", type=float, default=1e-4,
                         help="λ relative to mean(diag S); random 224×224 MobileNetV2 weights need more than the default")
     parser.add_argument("--json", help="also write the runs here")
+    parser.add_argument("--out", help="also write the zip directory here (with --repeats 1), for convert and bench; "
+                        "the models are saved beside it as OUT.sources/{a,b}.keras")
     args = parser.parse_args(argv)
-    n = args.calibration or (10000 if args.resnet_pair else 500)
-    build = resnet_pair if args.resnet_pair else mobilenet_pair
-    models, x = build(n, args.seed)
+    if args.out and args.repeats != 1:
+        parser.error("--out takes --repeats 1")
+    build, default_n, what = pairs[args.pair]
+    n = args.calibration or default_n
+    keep_dir = None
+    if args.out:
+        keep_dir = Path(args.out + ".sources")
+        keep_dir.mkdir(parents=True, exist_ok=True)
+    models, x = build(n, args.seed, keep_dir)
+    params = _network_of(models).param_counts()["per_task"]
     runs = []
     for rep in range(args.repeats):
         runs.append(one_zip(models, x, args))
@@ -209,12 +271,12 @@ def main(argv=None) -> int:
     keys = ["wall"] + CATEGORIES + ["other"]
     med = {k: statistics.median(r[k] for r in runs) for k in keys}
     rss = peak_rss_gb()
-    what = "ResNet pair (build_resnet width 16, 28×28×1)" if args.resnet_pair else "MobileNetV2 pair (224×224×3)"
-    print(f"\n{what}, {n} calibration images per task, no retraining, median of {args.repeats}; "
+    print(f"\ntwo {what}, {n} calibration images per task, no retraining, median of {args.repeats}; "
           f"peak RSS {rss:.2f} GB")
     print(markdown_table(["wall s"] + [f"{k} s" for k in keys[1:]], [[f"{med[k]:.1f}" for k in keys]]))
     if args.json:
-        Path(args.json).write_text(json.dumps({"runs": runs, "median": med, "peak_rss_gb": rss,
+        Path(args.json).write_text(json.dumps({"pair": args.pair, "what": what, "params_per_task": params,
+                                               "runs": runs, "median": med, "peak_rss_gb": rss,
                                                "calibration": n}, indent=1) + "\n")
     return 0
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from .network import ZippedNetwork, bias_key, kernel_key
+from .network import BLOCK_DTYPE, ZippedNetwork, bias_key, kernel_key
 from .ops import TFOps
 
 
@@ -44,6 +44,6 @@ class JointModel(tf.Module):
         """Copy the variables' values into the plain network's arrays."""
         for node in self.net.nodes:
             for key in node.kernels:
-                node.kernels[key] = self.blocks[kernel_key(node.name, *key)].numpy().astype(np.float64)
+                node.kernels[key] = self.blocks[kernel_key(node.name, *key)].numpy().astype(BLOCK_DTYPE)
             for key in node.biases:
-                node.biases[key] = self.blocks[bias_key(node.name, *key)].numpy().astype(np.float64)
+                node.biases[key] = self.blocks[bias_key(node.name, *key)].numpy().astype(BLOCK_DTYPE)

@@ -103,11 +103,20 @@ class ActivationCache:
 
     def _put(self, key, batches: list) -> None:
         size = sum(v.nbytes for b in batches for v in b.values())
-        while self.entries and sum(self.sizes.values()) + size > self.budget:
-            old, _ = self.entries.popitem(last=False)
-            del self.sizes[old]
+        self._evict_to(self.budget - size)
         self.entries[key] = batches
         self.sizes[key] = size
+
+    def make_room(self, nbytes: int) -> None:
+        """Evict the least recently used values so that the cache and ``nbytes`` of other memory fit
+        the budget, keeping at least an eighth of it (the values the next pass reads were used
+        last): a wide layer's Hessians and factor are several GB (VGG-16's fc6: 10 GB)."""
+        self._evict_to(max(self.budget - nbytes, self.budget // 8))
+
+    def _evict_to(self, limit: int) -> None:
+        while self.entries and sum(self.sizes.values()) > limit:
+            old, _ = self.entries.popitem(last=False)
+            del self.sizes[old]
 
     def _fits(self, net: ZippedNetwork, task: str, k: int) -> bool:
         """Whether node k's values over all images may be kept (at most a third of the budget)."""

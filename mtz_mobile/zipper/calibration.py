@@ -18,10 +18,7 @@ from mtz_mobile.graph.ops import conv_output_size, patch_rows
 
 from .activations import ActivationCache, batch_size
 from .config import ZipConfig
-from .mtz_math import HessianAccumulator, PairGeometry
-
-
-CHUNK = 32768  # rows per float32 GEMM: its rounding stays ~1e-7 relative, the sums are float64
+from .mtz_math import ROWS, HessianAccumulator, PairGeometry, hessian_dtype
 
 
 class Calibration:
@@ -83,6 +80,12 @@ def _input_rows(net: ZippedNetwork, i: int, groups: list[int]):
     return [net.row_factor(i) * ins[g].size for g in groups]
 
 
+def hessian_width(net: ZippedNetwork, i: int, groups: list[int]) -> int:
+    """Inputs per instance of node i over its input ``groups`` (a conv's k×k patches), bias excluded."""
+    node = net.nodes[i]
+    return sum(_input_rows(net, i, groups)) * (int(np.prod(node.attrs["kernel_size"])) if node.op == "conv2d" else 1)
+
+
 def _row_selection(net: ZippedNetwork, i: int, have: list[int], want: list[int]) -> np.ndarray:
     """Indices (in the Hessian over input groups ``have``, bias last) of the rows of groups ``want``."""
     node = net.nodes[i]
@@ -100,12 +103,11 @@ def _row_selection(net: ZippedNetwork, i: int, have: list[int], want: list[int])
 
 
 def task_hessian(net: ZippedNetwork, calib: Calibration, i: int, task: str, groups: list[int],
-                 rng: np.random.Generator) -> np.ndarray:
-    """Σ x̃ x̃ᵀ / n over the task's inputs of node i in ``groups`` (weight 1; the caller weights)."""
+                 rng: np.random.Generator, weight: float = 1.0) -> np.ndarray:
+    """weight · Σ x̃ x̃ᵀ / n over the task's inputs of node i in ``groups``."""
     node = net.nodes[i]
     src = node.inputs[0]
-    dim = sum(_input_rows(net, i, groups)) * (int(np.prod(node.attrs["kernel_size"])) if node.op == "conv2d" else 1)
-    acc = HessianAccumulator(dim)
+    acc = HessianAccumulator(hessian_width(net, i, groups))
     total_instances = len(calib.x[task]) * (int(np.prod(node.shape[:2])) if node.op == "conv2d" else 1)
     keep = min(1.0, calib.config.max_instances / max(total_instances, 1))
     for values in calib.node_values(net, task, src):
@@ -120,12 +122,14 @@ def task_hessian(net: ZippedNetwork, calib: Calibration, i: int, task: str, grou
             if keep < 1.0:
                 x = x[rng.random(len(x)) < keep]
         acc.update(x)
-    return acc.hessian(1.0)
+    return acc.hessian(weight)
 
 
 class LayerHessians:
-    """Each task's Hessian over node i's inputs shared with newcomer c, computed once per step;
-    sliced to the inputs a group of owners shares (rows of the other groups dropped)."""
+    """Each task's weighted Hessian w_t H_t over node i's inputs shared with newcomer c, computed
+    once per step; sliced to the inputs a group of owners shares (rows of the other groups
+    dropped). Where a group's owners share all of them, the geometry reads the computed array
+    itself: at VGG-16's fc6 a copy is 2.5 GB."""
 
     def __init__(self, net: ZippedNetwork, calib: Calibration, i: int, existing: list[str], newcomer: str,
                  weights: dict[str, float], damping: float, rng: np.random.Generator):
@@ -137,16 +141,22 @@ class LayerHessians:
                                      if newcomer in grp.owners and set(grp.owners) & set(existing)]
         self.full: dict[str, tuple[list[int], np.ndarray]] = {}
         self._geometries: dict[tuple, PairGeometry] = {}
+        # the tasks' Hessians, as held, and the float64 factor of S
+        dim = hessian_width(net, i, self.shared_with_newcomer) + 1
+        calib.cache.make_room((len(existing) + 1) * dim * dim * np.dtype(hessian_dtype(dim)).itemsize + dim * dim * 8)
 
     def inputs_shared_by(self, owners) -> list[int]:
         """Input groups that the newcomer shares with every one of ``owners``."""
         return [gi for gi in self.shared_with_newcomer if set(owners) | {self.newcomer} <= set(self.ins[gi].owners)]
 
     def task(self, t: str, inputs: list[int]) -> np.ndarray:
+        """w_t H_t over ``inputs`` (never to be written: it may be the cached array)."""
         if t not in self.full:
             have = [gi for gi in self.shared_with_newcomer if t in self.ins[gi].owners]
-            self.full[t] = (have, task_hessian(self.net, self.calib, self.i, t, have, self.rng))
+            self.full[t] = (have, task_hessian(self.net, self.calib, self.i, t, have, self.rng, self.weights[t]))
         have, full = self.full[t]
+        if list(inputs) == have:
+            return full
         sel = _row_selection(self.net, self.i, have, inputs)
         return full[np.ix_(sel, sel)]
 
@@ -154,9 +164,9 @@ class LayerHessians:
         """H_J = Σ_{t ∈ joint owners} w_t H_t (the units' present owners) against H_c = w_c H_c."""
         key = (tuple(joint_owners), tuple(inputs))
         if key not in self._geometries:
-            h_joint = sum(self.weights[t] * self.task(t, inputs) for t in joint_owners)
-            self._geometries[key] = PairGeometry.from_hessians(
-                h_joint, self.weights[self.newcomer] * self.task(self.newcomer, inputs), self.damping)
+            parts = [self.task(t, inputs) for t in joint_owners]
+            h_joint = parts[0] if len(parts) == 1 else sum(parts)
+            self._geometries[key] = PairGeometry.from_hessians(h_joint, self.task(self.newcomer, inputs), self.damping)
         return self._geometries[key]
 
 
@@ -174,7 +184,7 @@ def channel_hessians(net: ZippedNetwork, calib: Calibration, i: int, task: str, 
     for values in calib.node_values(net, task, node.inputs[0]):
         patches, _ = conv_instances(calib, values[group], node.attrs, keep, rng)
         patches = patches.reshape(len(patches), taps, channels)
-        for s in range(0, len(patches), CHUNK):  # float32 products per chunk, summed in float64
-            acc += calib.ops.channel_grams(patches[s:s + CHUNK])
+        for s in range(0, len(patches), ROWS):  # float32 products per chunk, summed in float64
+            acc += calib.ops.channel_grams(patches[s:s + ROWS])
         count += len(patches)
     return acc / max(count, 1)

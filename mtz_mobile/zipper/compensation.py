@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from mtz_mobile.errors import MTZError
 from mtz_mobile.graph.network import ZippedNetwork
 
-from .calibration import Calibration, conv_instances
+from .calibration import Calibration, conv_instances, hessian_width
+from .mtz_math import ROWS, HessianAccumulator, solve_in_place
 from .surgery import incoming_weights, merge
 
 
@@ -33,7 +35,13 @@ def compensate_consumers(net: ZippedNetwork, original: ZippedNetwork, calib: Cal
             lam = ridge * float(np.mean(np.diag(gram)))
             current = np.hstack([incoming_weights(net, j, go, (task,), inputs) for go in groups])
             gram[np.diag_indices_from(gram)] += lam
-            sol = np.linalg.solve(gram, rhs[:, np.concatenate(spans)] + lam * current)
+            b = rhs.T[np.concatenate(spans)].T   # column-major: solved in place
+            b += lam * current
+            try:
+                sol = solve_in_place(gram, b)
+            except np.linalg.LinAlgError:
+                raise MTZError(f"the refit of {node.name} for task {task!r} is singular: raise "
+                               "--compensation-ridge") from None
             bounds = np.cumsum([0] + [len(span) for span in spans])
             for n, go in enumerate(groups):
                 merge(net, j, go, inputs, sol[:, bounds[n]:bounds[n + 1]], task=task)
@@ -55,17 +63,19 @@ def _normal_equations(net: ZippedNetwork, original: ZippedNetwork, calib: Calibr
     """Σ x̃ x̃ᵀ / n and Σ x̃ tᵀ / n over consumer j's inputs x̃ = (x, 1) in the zipped network and
     its targets t, the original's pre-activations (both from the activation cache). A conv
     consumer with more than ``max_instances`` patch instances keeps a seeded random subset of
-    them, as the Hessians do; a conv consumer's sums are float32 GEMMs per chunk (``_Sums``): its
-    patch rows are many, and float64 products over them were most of a MobileNet zip's
-    compensation time. A dense consumer's rows are the images: float64 GEMMs per batch."""
+    them, as the Hessians do; its sums are float32 products per chunk of rows (its patch rows are
+    many, and float64 products over them were most of a MobileNet zip's compensation time). A
+    dense consumer's rows are the images: float64 products. Either way the sums are float64,
+    accumulated in place (VGG-16's fc6 reads 25,088 inputs: one Gram is 5 GB)."""
     node = net.nodes[j]
     positions = int(np.prod(node.shape[:2])) if node.op == "conv2d" else 1
     keep = min(1.0, calib.config.max_instances / max(len(calib.x[task]) * positions, 1))
     rng = np.random.default_rng([calib.config.seed, i, j, net.tasks.index(task)])
     columns = _position_of(original.original_unit_order(j, task), net.original_unit_order(j, task))
-    sums = _Sums() if keep < 1.0 or node.op == "conv2d" else None
-    gram = rhs = None
-    count = 0
+    products = np.float64 if node.op != "conv2d" and keep >= 1.0 else np.float32
+    width = hessian_width(net, j, inputs) + 1
+    calib.cache.make_room(width * width * 8)
+    acc = rhs = None
     for values, target in zip(calib.node_values(net, task, node.inputs[0]), calib.preactivations(original, task, j)):
         target = target[0]
         if node.op == "conv2d":
@@ -74,51 +84,19 @@ def _normal_equations(net: ZippedNetwork, original: ZippedNetwork, calib: Calibr
             target = target if rows is None else target[rows]
         else:
             x = np.concatenate([values[g].reshape(len(values[g]), -1) for g in inputs], axis=-1)
-            if sums is not None:
+            if keep < 1.0:
                 rows = rng.random(len(x)) < keep
                 x, target = x[rows], target[rows]
-        if sums is not None:
-            sums.add(x, target[:, columns])
-            continue
-        x1 = np.hstack([x.astype(np.float64), np.ones((len(x), 1))])
-        gram = x1.T @ x1 if gram is None else gram + x1.T @ x1
-        t_cur = target[:, columns]
-        rhs = x1.T @ t_cur if rhs is None else rhs + x1.T @ t_cur
-        count += len(x1)
-    return sums.normal_equations() if sums is not None else (gram / count, rhs / count)
-
-
-class _Sums:
-    """Σ x̃ x̃ᵀ and Σ x̃ tᵀ over many instances: float32 GEMMs on row chunks (a chunk's rounding
-    stays ~1e-7 relative; one GEMM over a million rows is also what multithreaded OpenBLAS is
-    slowest at), float64 running sums."""
-
-    CHUNK = 32768
-
-    def __init__(self):
-        self.xx = self.xt = self.sx = self.st = None
-        self.count = 0
-
-    def add(self, x: np.ndarray, t: np.ndarray) -> None:
-        x = np.ascontiguousarray(x, np.float32)
-        t = np.ascontiguousarray(t, np.float32)
-        if self.xx is None:
-            self.xx = np.zeros((x.shape[1], x.shape[1]))
-            self.xt = np.zeros((x.shape[1], t.shape[1]))
-            self.sx, self.st = np.zeros(x.shape[1]), np.zeros(t.shape[1])
-        for s in range(0, len(x), self.CHUNK):
-            xc, tc = x[s:s + self.CHUNK], t[s:s + self.CHUNK]
-            self.xx += xc.T @ xc
-            self.xt += xc.T @ tc
-        self.sx += x.sum(axis=0, dtype=np.float64)
-        self.st += t.sum(axis=0, dtype=np.float64)
-        self.count += len(x)
-
-    def normal_equations(self) -> tuple[np.ndarray, np.ndarray]:
-        """(Σ x̃ x̃ᵀ / n, Σ x̃ tᵀ / n) with x̃ = (x, 1)."""
-        n = max(self.count, 1)
-        gram = np.block([[self.xx, self.sx[:, None]], [self.sx[None, :], np.array([[self.count]], float)]])
-        return gram / n, np.vstack([self.xt, self.st[None, :]]) / n
+        t = target[:, columns].astype(products, copy=False)
+        if acc is None:
+            acc = HessianAccumulator(x.shape[1], dtype=np.float64, products=products)
+            rhs = np.zeros((x.shape[1] + 1, t.shape[1]), order="F")
+        acc.update(x)
+        for r in range(0, len(x), ROWS):
+            rhs[:-1] += x[r:r + ROWS].astype(products, copy=False).T @ t[r:r + ROWS]
+        rhs[-1] += t.sum(axis=0, dtype=np.float64)
+    rhs /= max(acc.count, 1)
+    return acc.hessian(1.0), rhs
 
 
 def _position_of(original_order: np.ndarray, current_order: np.ndarray) -> np.ndarray:

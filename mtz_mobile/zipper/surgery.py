@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mtz_mobile.errors import MTZError
-from mtz_mobile.graph.network import Group, Owners, ZippedNetwork
+from mtz_mobile.graph.network import BLOCK_DTYPE, Group, Owners, ZippedNetwork
 
 
 @dataclass
@@ -119,10 +119,11 @@ def merge(net: ZippedNetwork, i: int, go: int, shared_inputs: list[int], merged:
     for n, gi in enumerate(shared_inputs):
         for key in [k for k in node.kernels if k[0] == gi and k[1] == go and replaced(k[2])]:
             del node.kernels[key]
-        node.kernels[(gi, go, owners)] = np.take(weights, np.arange(bounds[n], bounds[n + 1]), axis=axis)
+        node.kernels[(gi, go, owners)] = np.take(weights, np.arange(bounds[n], bounds[n + 1]), axis=axis).astype(
+            BLOCK_DTYPE)
     for key in [k for k in node.biases if k[0] == go and replaced(k[1])]:
         del node.biases[key]
-    node.biases[(go, owners)] = merged[-1]
+    node.biases[(go, owners)] = merged[-1].astype(BLOCK_DTYPE)
 
 
 def incoming_weights(net: ZippedNetwork, i: int, go: int, owners, inputs: list[int]) -> np.ndarray:
@@ -163,5 +164,5 @@ def merge_channels(net: ZippedNetwork, i: int, go: int, merged: np.ndarray) -> N
     for key in [k for k in node.biases if k[0] == go]:
         del node.biases[key]
     kh, kw = node.attrs["kernel_size"]
-    node.kernels[(go, go, owners)] = merged[:-1].reshape(kh, kw, -1)
-    node.biases[(go, owners)] = merged[-1]
+    node.kernels[(go, go, owners)] = merged[:-1].reshape(kh, kw, -1).astype(BLOCK_DTYPE)
+    node.biases[(go, owners)] = merged[-1].astype(BLOCK_DTYPE)
