@@ -327,7 +327,8 @@ class ZippedNetwork:
                 "nodes": nodes}
 
     def arrays(self, dtype=np.float32) -> dict[str, np.ndarray]:
-        return {key: arr.astype(dtype) for _, key, _, arr in self.blocks()}
+        """Every block by its saved name (the block itself where it has that dtype: read only)."""
+        return {key: arr.astype(dtype, copy=False) for _, key, _, arr in self.blocks()}
 
     @classmethod
     def from_structure(cls, structure: dict, arrays) -> "ZippedNetwork":

@@ -29,7 +29,7 @@ from mtz_mobile.errors import MTZError
 from mtz_mobile.fileio import (disk_full_error, is_disk_full, output_lock, partial_dir, publish_dir,
                                write_json_atomic, write_npz_atomic)
 from mtz_mobile.graph.keras_io import ParsedModel
-from mtz_mobile.graph.network import ZippedNetwork
+from mtz_mobile.graph.network import BLOCK_DTYPE, ZippedNetwork
 
 from .adaptive import adaptive_layer
 from .calibration import Calibration
@@ -55,7 +55,7 @@ class Checkpoint:
         return self.state.exists() and self.arrays.exists()
 
     def save(self, plan: Plan, net: ZippedNetwork, config: ZipConfig, done: int) -> None:
-        write_npz_atomic(self.arrays, net.arrays(np.float64))
+        write_npz_atomic(self.arrays, net.arrays(BLOCK_DTYPE))   # the blocks' own dtype: exact
         # the json names the arrays, so it goes last: a crash in between leaves the previous pair
         write_json_atomic(self.state, {"plan": plan.to_json(), "network": net.structure(),
                                        "config": config.to_json(), "steps_done": done})
