@@ -3,16 +3,16 @@
 
     python tools/cost_curves.py --out docs/cost_curves                  # every pair, default calibration
     python tools/cost_curves.py --out results/costs --only lenet300 lenet5 resnet-pair
-    python tools/cost_curves.py --out docs/cost_curves --reuse results/vgg/vgg16.json
+    python tools/cost_curves.py --out docs/cost_curves --reuse docs/cost_curves/runs.json   # redraw
 
 Each pair is zipped (every hidden layer, no retraining) by ``tools/bench_zip_graphs.py`` in a
 fresh process, so that each peak RSS is that zip's own; a run already measured can be given with
 ``--reuse`` (its JSON from ``bench_zip_graphs.py --json``) instead of being run again. Writes
 costs.csv, costs.md and costs.png (log-log: wall time and peak RSS against parameters per
-model) to --out, and prints the table. A user can place their own model by its parameter count:
-the time of a zip is dominated by its widest layers (the Hessians grow with the square of a
-layer's inputs, the factorisations with the cube), so read the curve with the widest layer in
-mind — the table gives it.
+model) and runs.json (the runs, for --reuse) to --out, and prints the table. The parameter
+count alone does not predict the cost (see docs/RESULTS.md): a conv net's Hessians and
+compensation grow with its patch instances (images × output positions, capped per layer), and
+every layer's math with the square (Hessians) and cube (factorisation) of its inputs.
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ def chart(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     params = [r["params_per_model"] for r in rows]
     for ax, key, label in ((axes[0], "wall_s", "zip wall time (s)"), (axes[1], "peak_rss_gb", "peak RSS (GB)")):
-        ax.loglog(params, [r[key] for r in rows], "o-", color="#2b6cb0")
+        # points, not a curve: the cost follows the activations and the widest layer, not the count
+        ax.loglog(params, [r[key] for r in rows], "o", color="#2b6cb0")
         for r in rows:
             ax.annotate(r["pair"], (r["params_per_model"], r[key]), fontsize=7, xytext=(4, 4),
                         textcoords="offset points")
@@ -97,7 +98,10 @@ def main(argv=None) -> int:
                         "(default: each pair's own)")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per pair before it is stopped")
     args = parser.parse_args(argv)
-    reused = [json.loads(Path(p).read_text()) for p in args.reuse]
+    reused = []
+    for p in args.reuse:   # one run's JSON, or a runs.json list
+        loaded = json.loads(Path(p).read_text())
+        reused += loaded if isinstance(loaded, list) else [loaded]
     for r in reused:
         if "pair" not in r or "params_per_task" not in r:
             parser.error(f"--reuse: {r.get('what', 'a file')} was not written by this version of "
@@ -114,6 +118,7 @@ def main(argv=None) -> int:
     writer.writeheader()
     writer.writerows(rows)
     write_atomic(out / "costs.csv", buf.getvalue().encode())
+    write_atomic(out / "runs.json", json.dumps(runs, indent=1) + "\n")
     table = markdown(rows)
     write_atomic(out / "costs.md", (table + "\n").encode())
     chart(rows, out / "costs.png")
