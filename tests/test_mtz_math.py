@@ -286,6 +286,8 @@ def test_a_wide_layer_is_held_once_in_float32_and_still_matches_the_explicit_for
     from mtz_mobile.zipper import mtz_math
 
     monkeypatch.setattr(mtz_math, "FLOAT32_ABOVE", 8)
+    monkeypatch.setattr(mtz_math, "COLUMNS", 5)   # the Gram in column chunks, as beyond 8192 inputs
+    monkeypatch.setattr(mtz_math, "ROWS", 50)     # and in row chunks
     rng = np.random.default_rng(21)
     x_a, x_b = rng.standard_normal((400, 12)) + 0.3, rng.standard_normal((500, 12)) - 0.2
     h_a, h_b = layer_hessian(x_a, 0.4, batch=128), layer_hessian(x_b, 0.6, batch=128)
