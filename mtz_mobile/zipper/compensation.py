@@ -73,9 +73,10 @@ def _normal_equations(net: ZippedNetwork, original: ZippedNetwork, calib: Calibr
     rng = np.random.default_rng([calib.config.seed, i, j, net.tasks.index(task)])
     columns = _position_of(original.original_unit_order(j, task), net.original_unit_order(j, task))
     products = np.float64 if node.op != "conv2d" and keep >= 1.0 else np.float32
-    width = hessian_width(net, j, inputs) + 1
-    calib.cache.make_room(width * width * 8)
-    acc = rhs = None
+    width = hessian_width(net, j, inputs)
+    calib.cache.make_room((width + 1) ** 2 * 8)
+    acc = HessianAccumulator(width, dtype=np.float64, products=products)
+    rhs = np.zeros((width + 1, len(columns)), order="F")   # column-major: solved in place
     for values, target in zip(calib.node_values(net, task, node.inputs[0]), calib.preactivations(original, task, j)):
         target = target[0]
         if node.op == "conv2d":
@@ -88,9 +89,6 @@ def _normal_equations(net: ZippedNetwork, original: ZippedNetwork, calib: Calibr
                 rows = rng.random(len(x)) < keep
                 x, target = x[rows], target[rows]
         t = target[:, columns].astype(products, copy=False)
-        if acc is None:
-            acc = HessianAccumulator(x.shape[1], dtype=np.float64, products=products)
-            rhs = np.zeros((x.shape[1] + 1, t.shape[1]), order="F")
         acc.update(x)
         for r in range(0, len(x), ROWS):
             rhs[:-1] += x[r:r + ROWS].astype(products, copy=False).T @ t[r:r + ROWS]
