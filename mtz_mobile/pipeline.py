@@ -4,6 +4,8 @@ output kept under one directory so that an interrupted deploy resumes where it s
     OUT/zip/                          the zip directory (plan.json, weights.npz, sources/)
     OUT/model.tflite                  the zipped model, one signature per task (+ "all")
     OUT/model.baseline_TASK.tflite    each original model on its own
+    OUT/*.tflite.xnnpack_cache[.json] XNNPACK's packed weights of each model and their stamp (the
+                                      default bench, --runtime compiled with --xnnpack-cache file)
     OUT/bench/                        report.json, report.md, charts
 
 Each stage says whether its output is current for these inputs and settings (zip_staleness,
@@ -24,6 +26,9 @@ from .progress import Progress
 from .zipper.currency import zip_staleness
 
 MODEL_NAME = "model.tflite"
+# the bench's runtime unless --runtime is given: CompiledModel, whose default weight cache is the
+# stamped file beside each model (HostSettings.resolve), the loading measured best in issue 16
+DEPLOY_RUNTIME = "compiled"
 
 
 @dataclass
@@ -39,7 +44,7 @@ class DeployResult:
 def deploy(models: list[str | os.PathLike], out_dir: str | os.PathLike, data="fashion-mnist",
            names: list[str] | None = None, data_dir=None, push: bool = False, serial: str | None = None,
            app: str | None = None, joint: bool = True, quantize: str = "none", bench: bool = True,
-           threads: int = 1, runs: int = 50, runtime: str = "interpreter", xnnpack_cache: str | None = None,
+           threads: int = 1, runs: int = 50, runtime: str = DEPLOY_RUNTIME, xnnpack_cache: str | None = None,
            progress: bool = True, **zip_options) -> DeployResult:
     """Run (or resume) every stage; returns where each output is and which stages ran."""
     from . import api

@@ -87,26 +87,56 @@ def check_smaps_split(point: dict) -> None:
 
 
 def test_host_bench_from_deploy_has_every_measured_field(deployed):
+    """deploy's default bench: CompiledModel with the weight cache in a stamped file beside each model."""
     assert deployed.stages == {"zip": "done", "convert": "done", "bench": "done"}
     report = deployed.report
     validate_report(report)
     s = report["settings"]
     assert (s["runtime"], s["xnnpack_cache"], s["xnnpack_cache_path"], s["xnnpack_cache_chosen_by"]) == \
-        ("interpreter", "off", None, "default")
-    check_host_report(read_report(deployed.out_dir / "bench" / "report.json"), deployed.out_dir / "bench")
+        ("compiled", "file", "MODEL.xnnpack_cache", "default")
+    models = [deployed.model, *deployed.baselines.values()]
+    assert [(c["cache_file"], c["found"], c["rebuilt"]) for c in report["memory"]["weight_cache_files"]] == \
+        [(str(m) + ".xnnpack_cache", "absent", True) for m in models]
+    assert all(m["xnnpack_cache"] == "file" for m in report["memory"]["measurements"])
+    bench = deployed.out_dir / "bench"
+    check_host_report(read_report(bench / "report.json"), bench)
+    assert "weight cache **file (MODEL.xnnpack_cache)** (chosen by default)" in (bench / "report.md").read_text()
+
+
+FILE_DEFAULT = ("compiled", "file", "MODEL.xnnpack_cache", "default")
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["bench", "m.tflite", "--out", "r"], ("interpreter", "off", None, "default")),
+    (["bench", "m.tflite", "--out", "r", "--runtime", "compiled"], FILE_DEFAULT),
+    (["deploy", "a.keras", "b.keras", "--out", "d"], FILE_DEFAULT),
+    (["deploy", "a.keras", "b.keras", "--out", "d", "--runtime", "interpreter"], ("interpreter", "off", None, "default")),
+    (["deploy", "a.keras", "b.keras", "--out", "d", "--xnnpack-cache", "on"], ("compiled", "on", ":memory", "user")),
+])
+def test_default_weight_cache_of_each_command(argv, expected):
+    """The loading measured best (issue 16) is the default for --runtime compiled, and deploy runs compiled."""
+    from mtz_mobile.bench.host import HostSettings
+    from mtz_mobile.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    s = HostSettings(runtime=args.runtime, xnnpack_cache=args.xnnpack_cache).resolve().to_json()
+    assert (s["runtime"], s["xnnpack_cache"], s["xnnpack_cache_path"], s["xnnpack_cache_chosen_by"]) == expected
 
 
 def test_cli_bench_compiled_runtime_with_weight_cache(deployed, tmp_path, capsys):
+    """The ':memory' cache is still there when asked for."""
     out = tmp_path / "bench"
     argv = ["bench", str(deployed.model), "--baselines", *map(str, deployed.baselines.values()), "--out", str(out),
-            "--runtime", "compiled", "--runs", "3", "--switch-steps", "4"]
+            "--runtime", "compiled", "--xnnpack-cache", "on", "--runs", "3", "--switch-steps", "4"]
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert "bench [1/" in captured.err and "memory: zipped, task a (fresh process)" in captured.err
     assert "file bytes zipped/baselines" in captured.out
     report = read_report(out / "report.json")
     s = report["settings"]
-    assert (s["runtime"], s["xnnpack_cache"], s["xnnpack_cache_path"]) == ("compiled", "on", ":memory")
+    assert (s["runtime"], s["xnnpack_cache"], s["xnnpack_cache_path"], s["xnnpack_cache_chosen_by"]) == \
+        ("compiled", "on", ":memory", "user")
+    assert "weight_cache_files" not in report["memory"]
     check_host_report(report, out)
     assert "weight cache **on (:memory)**" in (out / "report.md").read_text()
 

@@ -287,6 +287,14 @@ def test_wrong_abi(device, deployed, arm64_binary, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+DEVICE_DIR = "/data/local/tmp/mtz"
+
+
+def benchmark_shell_commands(device) -> list[str]:
+    """Every shell command the bench sent, without the exit-status marker Adb.shell appends."""
+    return [" ".join(c[3:]).split("; echo __MTZ_RC=")[0] for c in device.calls() if c[2:3] == ["shell"]]
+
+
 def test_android_bench_end_to_end(device, deployed, arm64_binary, tmp_path, capsys):
     t = {name: str(TRANSCRIPTS / name) for name in (
         "tf61946_desktop_delta.txt", "olv_notes_cros_cpu_peak.txt", "tf42507_android_old_peak_line.txt",
@@ -303,36 +311,96 @@ def test_android_bench_end_to_end(device, deployed, arm64_binary, tmp_path, caps
     report = read_report(out / "report.json")
     validate_report(report)
     assert report["mode"] == "android" and report["environment"]["model"] == "Pixel 7"
-    assert report["environment"]["soc"] == "GS201" and report["settings"]["xnnpack_cache"] == "both"
+    s = report["settings"]
+    assert report["environment"]["soc"] == "GS201"
+    assert (s["xnnpack_cache"], s["xnnpack_cache_path"], s["xnnpack_cache_chosen_by"]) == \
+        ("all", f"{DEVICE_DIR}/MODEL.SIGNATURE.xnnpack_cache", "default")
     runs = report["android"]["runs"]
-    assert len(runs) == 2 * 5 and report["android"]["listed_signatures"] == ["a", "all", "b"]
-    by = {(r["variant"], r["signature"], r["xnnpack_cache"]): r["parsed"] for r in runs}
+    # 5 jobs (zipped a, b, all; baselines a, b) in each of off, on, file; file adds a cold run per job
+    assert len(runs) == 3 * 5 + 5 and report["android"]["listed_signatures"] == ["a", "all", "b"]
+    phases = [("off", "measured")] * 5 + [("on", "measured")] * 5 + [("file", "cold"), ("file", "measured")] * 5
+    assert [(r["xnnpack_cache"], r["phase"]) for r in runs] == phases
+    by = {(r["variant"], r["signature"], r["xnnpack_cache"]): r["parsed"] for r in runs if r["phase"] == "measured"}
     assert by[("zipped", "a", "on")]["overall_mb"] == 12.1914
     assert by[("zipped", "b", "off")]["peak_mb"] == 93.2383
     assert by[("zipped", "all", "on")]["memory_line"] == "peak-footprint-old"
     assert by[("baselines", "a", "off")]["format"] == "average-timings"
-    assert by[("baselines", "b", "off")]["inference_avg_us"] == 79760.9
+    assert by[("baselines", "b", "file")]["inference_avg_us"] == 79760.9
     ratios = {(q["signature"], q["xnnpack_cache"]): q for q in report["latency"]["ratios"]}
     assert ratios[("a", "off")]["ratio"] == pytest.approx(116066 / 66767.6)
     assert ratios[("all", "on")]["baselines_us"] == pytest.approx(66767.6 + 79760.9)
+    assert ratios[("a", "file")]["ratio"] == pytest.approx(116066 / 66767.6)
+    entries = [(e["variant"], e["signature"]) for e in report["latency"]["entries"] if e["xnnpack_cache"] == "file"]
+    assert entries == [("zipped", "a"), ("zipped", "b"), ("zipped", "all"), ("baselines", "a"), ("baselines", "b")]
     mem = {(q["task"], q["metric"], q["xnnpack_cache"]): q for q in report["memory"]["ratios"]}
     assert mem[("a", "overall_mb", "off")]["zipped"] == 12.1914 and mem[("a", "overall_mb", "off")]["ratio"] is None
+    assert mem[("b", "peak_mb", "file")]["zipped"] == 93.2383
+    assert [m["xnnpack_cache"] for m in report["memory"]["measurements"]].count("file") == 5
     assert report["storage"]["file_ratio"] < 1
-    # the flags on the device: each signature with and without the weight cache, binary and files pushed
-    commands = [" ".join(c[3:]) for c in device.calls() if c[2:3] == ["shell"] and "benchmark_model" in " ".join(c)]
+    # the replayed transcript is the same for a job's cold and warm run: the ratio is 1, computed
+    loads = {(q["variant"], q["signature"]): q for q in report["android"]["cache_loads"]}
+    assert len(report["android"]["cache_loads"]) == 5
+    assert loads[("zipped", "b")]["cache_file"] == f"{DEVICE_DIR}/model.tflite.b.xnnpack_cache"
+    for key, init in ((("zipped", "a"), 530), (("zipped", "b"), 3337), (("zipped", "all"), 855),
+                      (("baselines", "a"), 9933), (("baselines", "b"), 38467)):
+        q = loads[key]
+        assert (q["cold_init_us"], q["warm_init_us"]) == (init, init) and q["ratio"] == init / init == 1.0
+    # the flags on the device: each signature in each state, binary and files pushed
+    commands = benchmark_shell_commands(device)
     runs_cmd = [c for c in commands if "--signature_to_run_for=" in c]
-    assert len(runs_cmd) == 10 and sum("--xnnpack_weight_cache_file_path=:memory" in c for c in runs_cmd) == 5
+    assert len(runs_cmd) == 20 and sum("--xnnpack_weight_cache_file_path=:memory" in c for c in runs_cmd) == 5
+    assert sum(f"--xnnpack_weight_cache_file_path={DEVICE_DIR}/" in c for c in runs_cmd) == 10
     for flag in ("--num_threads=2", "--num_runs=7", "--use_xnnpack=true", "--report_peak_memory_footprint=true",
-                 "--graph=/data/local/tmp/mtz/model.tflite"):
+                 f"--graph={DEVICE_DIR}/model.tflite"):
         assert any(flag in c for c in runs_cmd), flag
     assert any("--list_signatures=true" in c for c in commands)
+    cache = f"{DEVICE_DIR}/model.tflite.a.xnnpack_cache"
+    i = commands.index(f"rm -f {cache}")
+    run = (f"{DEVICE_DIR}/benchmark_model --graph={DEVICE_DIR}/model.tflite --signature_to_run_for=a "
+           "--num_threads=2 --num_runs={} --warmup_runs={} --use_xnnpack=true --report_peak_memory_footprint=true "
+           f"--xnnpack_weight_cache_file_path={cache}")
+    assert commands[i:i + 3] == [f"rm -f {cache}", run.format(1, 0), run.format(7, 1)]  # delete, cold build, warm
     pushed = device.root / "data" / "local" / "tmp" / "mtz"
     assert (pushed / "benchmark_model").read_bytes() == arm64_binary.read_bytes()
     assert (pushed / "benchmark_model").stat().st_mode & 0o111
     assert (pushed / "model.tflite").read_bytes() == deployed.model.read_bytes()
+    assert not list(pushed.glob("*.xnnpack_cache*"))  # nothing of the host's cache files goes to the device
     md = (out / "report.md").read_text()
     assert "benchmark_model runs" in md and "Pixel 7" in md and "| a | off | peak_mb |" in md
+    assert "| zipped | a | file | cold |" in md and "| cold / warm |" in md
+    assert f"| zipped | a | `{cache}` | 530.0 µs | 530.0 µs | 1.000× |" in md
     assert set(report["files"]["charts"]) >= {"storage.png", "latency.png", "memory.png"}
+
+
+def test_android_bench_with_one_cache_state(device, deployed, arm64_binary, tmp_path):
+    """--xnnpack-cache file runs the file state only: per job a delete, a cold run and the measured run."""
+    from mtz_mobile.bench.android import android_settings, bench_android
+
+    out = tmp_path / "report"
+    argv = ["bench", str(deployed.model), "--baselines", *map(str, deployed.baselines.values()), "--out", str(out),
+            "--adb-serial", "R5CT1234ABC", "--benchmark-binary", str(arm64_binary), "--runs", "3",
+            "--xnnpack-cache", "file"]
+    assert main(argv) == 0
+    report = read_report(out / "report.json")
+    s = report["settings"]
+    assert (s["xnnpack_cache"], s["xnnpack_cache_path"], s["xnnpack_cache_chosen_by"]) == \
+        ("file", f"{DEVICE_DIR}/MODEL.SIGNATURE.xnnpack_cache", "user")
+    runs = [(r["xnnpack_cache"], r["phase"]) for r in report["android"]["runs"]]
+    assert runs == [("file", "cold"), ("file", "measured")] * 5
+    assert {e["xnnpack_cache"] for e in report["latency"]["entries"]} == {"file"}
+    assert len(report["android"]["cache_loads"]) == 5
+    commands = benchmark_shell_commands(device)
+    runs_cmd = [c for c in commands if "--signature_to_run_for=" in c]
+    assert len(runs_cmd) == 10 and not any(":memory" in c for c in runs_cmd)
+    expected = [f"{DEVICE_DIR}/{name}.{key}.xnnpack_cache" for name, key in (
+        ("model.tflite", "a"), ("model.tflite", "b"), ("model.tflite", "all"),
+        ("model.baseline_a.tflite", "a"), ("model.baseline_b.tflite", "b"))]
+    assert [c.split("=")[-1] for c in runs_cmd] == [p for p in expected for _ in range(2)]
+    assert [c for c in commands if c.startswith("rm -f")] == [f"rm -f {p}" for p in expected]
+    assert android_settings(("off", "on"), 1, 3, 1)["xnnpack_cache"] == "both"
+    assert android_settings(("off",), 1, 3, 1)["xnnpack_cache_path"] is None
+    with pytest.raises(MTZError, match="distinct ones of off, on, file"):
+        bench_android(deployed.model, caches=("on", "on"), benchmark_binary=arm64_binary)
 
 
 def test_deploy_push_resumes(device, deployed, small_models, fmnist):

@@ -8,8 +8,8 @@ cd "$(dirname "$0")/.."
 tools/install.sh
 OUT=${OUT:-demo_out}
 mtz-mobile train-reference --out "$OUT/reference" --overwrite
-mtz-mobile deploy "$OUT/reference/a.keras" "$OUT/reference/b.keras" --out "$OUT" --retrain-iterations 90 \
-    --runtime compiled --xnnpack-cache on
+# no --runtime/--xnnpack-cache: deploy's default (compiled, weight cache in a stamped file) loaded best (issue 16)
+mtz-mobile deploy "$OUT/reference/a.keras" "$OUT/reference/b.keras" --out "$OUT" --retrain-iterations 90
 mtz-mobile evaluate "$OUT/zip"
 mtz-mobile inspect "$OUT/model.tflite"
 cat "$OUT/bench/report.md"

@@ -11,15 +11,21 @@ releases printed the variants noted):
     Overall peak memory footprint (MB) via periodic monitoring: …        (--report_peak_memory_footprint)
     count=… first=… curr=… min=… max=… avg=… std=… [p5=… median=… p95=…] (the timed runs' statistics)
     -> Signature Key: …                                                  (--list_signatures)
+
+Weight-cache states: off (no flag), on (``--xnnpack_weight_cache_file_path=:memory``), file (a cache
+file on the device, one per file and signature: deleted first, built by a one-run cold start, then
+the measured run loads it warm; ``report["android"]["cache_loads"]`` compares the two Init times).
 """
 
 from __future__ import annotations
 
 import contextlib
+import posixpath
 import re
 import shlex
 from pathlib import Path
 
+from mtz_mobile.contract import XNNPACK_CACHE_SUFFIX
 from mtz_mobile.errors import MTZError
 
 from mtz_mobile.fileio import sha256_of
@@ -27,11 +33,14 @@ from mtz_mobile.fileio import sha256_of
 from mtz_mobile.fileio import check_output, output_lock
 from mtz_mobile.progress import Progress
 
-from .common import default_warmup
-from .host import describe_model, latency_entry, latency_ratios, match_baselines, ratio, storage_figures
+from .common import default_warmup, ratio
+from .host import describe_model, latency_entry, latency_ratios, match_baselines, storage_figures
 
 DEVICE_DIR = "/data/local/tmp/mtz"
-CACHE_FLAG = "--xnnpack_weight_cache_file_path=:memory"
+CACHE_FLAG = "--xnnpack_weight_cache_file_path={path}"
+MEMORY_CACHE_PATH = ":memory"
+CACHE_STATES = ("off", "on", "file")  # also the default: every job runs in each state
+FILE_CACHE_PATTERN = f"{DEVICE_DIR}/MODEL.SIGNATURE{XNNPACK_CACHE_SUFFIX}"
 EM_AARCH64 = 183
 
 _NUM = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
@@ -118,41 +127,63 @@ def check_benchmark_binary(path) -> Path:
     return path
 
 
-def benchmark_command(binary: str, graph: str, key: str, threads: int, runs: int, warmup: int, cache: str) -> str:
+def device_cache_path(remote_graph: str, key: str) -> str:
+    """The file-state cache of one (file, signature). One per signature: benchmark_model applies the
+    delegate per run, and whether a cache built for one signature serves another cannot be checked
+    on a device here, so none is shared."""
+    return f"{DEVICE_DIR}/{posixpath.basename(remote_graph)}.{key}{XNNPACK_CACHE_SUFFIX}"
+
+
+def cache_path_for(cache: str, remote_graph: str, key: str) -> str | None:
+    if cache == "file":
+        return device_cache_path(remote_graph, key)
+    return MEMORY_CACHE_PATH if cache == "on" else None
+
+
+def benchmark_command(binary: str, graph: str, key: str, threads: int, runs: int, warmup: int,
+                      cache_path: str | None = None) -> str:
     flags = [f"--graph={graph}", f"--signature_to_run_for={key}", f"--num_threads={threads}",
              f"--num_runs={runs}", f"--warmup_runs={warmup}", "--use_xnnpack=true",
              "--report_peak_memory_footprint=true"]
-    if cache == "on":
-        flags.append(CACHE_FLAG)
+    if cache_path is not None:
+        flags.append(CACHE_FLAG.format(path=cache_path))
     return " ".join([shlex.quote(binary)] + [shlex.quote(f) for f in flags])
 
 
+def android_settings(caches: tuple, threads: int, runs: int, warmup: int) -> dict:
+    """The report's settings: one state by name, or 'all' (off, on and file) / 'both' (two of them)."""
+    detail = ("LiteRT benchmark_model on the device, --use_xnnpack=true --report_peak_memory_footprint=true, "
+              "one process per run; weight cache on = " + CACHE_FLAG.format(path=MEMORY_CACHE_PATH)
+              + "; file = " + CACHE_FLAG.format(path=FILE_CACHE_PATTERN) + ", one file per file and signature, "
+              "deleted (rm -f), built by a cold run (--num_runs=1 --warmup_runs=0), then the measured run "
+              "loads it warm")
+    path = FILE_CACHE_PATTERN if "file" in caches else MEMORY_CACHE_PATH if "on" in caches else None
+    return {"runtime": "benchmark_model", "runtime_detail": detail, "threads": threads, "runs": runs,
+            "warmup": warmup, "xnnpack": True,
+            "xnnpack_cache": caches[0] if len(caches) == 1 else "both" if len(caches) == 2 else "all",
+            "xnnpack_cache_path": path, "xnnpack_cache_chosen_by": "default" if caches == CACHE_STATES else "user",
+            "switch_steps": None}
+
+
 def bench_android(model_path, baselines=(), serial: str | None = None, benchmark_binary=None, threads: int = 1,
-                  runs: int = 50, warmup: int | None = None, caches=("off", "on"), out_dir=None,
+                  runs: int = 50, warmup: int | None = None, caches=CACHE_STATES, out_dir=None,
                   progress: bool = True, adb=None, timeout_s: float = 600.0) -> dict:
     """Run benchmark_model on the device for every task signature (and ``all``) of the zipped
-    file and for each baseline, with and without XNNPACK's weight cache; return the report."""
+    file and for each baseline, in each XNNPACK weight-cache state of ``caches``; return the report."""
     for name, value in (("threads", threads), ("runs", runs)):
         if not isinstance(value, int) or value < 1:
             raise MTZError(f"{name} must be a whole number >= 1, got {value!r}")
     warmup = default_warmup(runs) if warmup is None else warmup
     caches = tuple(caches)
-    if not caches or any(c not in ("on", "off") for c in caches):
-        raise MTZError(f"weight-cache settings must be on and/or off, got {', '.join(caches) or 'none'}")
+    if not caches or len(set(caches)) != len(caches) or any(c not in CACHE_STATES for c in caches):
+        raise MTZError(f"weight-cache settings must be distinct ones of off, on, file, got "
+                       f"{', '.join(caches) or 'none'}: give each state once")
     binary = check_benchmark_binary(benchmark_binary)
     model = describe_model(model_path)
     base = match_baselines(model, baselines)
     if out_dir is not None:
         check_output(out_dir, directory=True)
-    settings = {"runtime": "benchmark_model",
-                "runtime_detail": "LiteRT benchmark_model on the device, --use_xnnpack=true "
-                                  "--report_peak_memory_footprint=true, one process per run; weight cache on = "
-                                  + CACHE_FLAG,
-                "threads": threads, "runs": runs, "warmup": warmup, "xnnpack": True,
-                "xnnpack_cache": caches[0] if len(caches) == 1 else "both",
-                "xnnpack_cache_path": ":memory" if "on" in caches else None,
-                "xnnpack_cache_chosen_by": "user" if caches != ("off", "on") else "default",
-                "switch_steps": None}
+    settings = android_settings(caches, threads, runs, warmup)
     with output_lock(out_dir) if out_dir is not None else contextlib.nullcontext():
         return _bench_android(model, base, binary, settings, caches, serial, out_dir, progress, adb, timeout_s)
 
@@ -180,35 +211,68 @@ def _bench_android(model: dict, base: list[dict], binary: Path, settings: dict, 
                                                "device_path": device_binary})
     report = new_report("android", settings, environment, model, base)
     report["storage"] = storage_figures(model, base)
-    runs_out, measurements, entries = [], [], []
-    for cache in caches:
-        for variant, path, key in jobs:
-            bar.step(f"benchmark_model: {variant} {Path(path).name} signature {key}, weight cache {cache}")
-            command = benchmark_command(device_binary, remote[path], key, settings["threads"], settings["runs"],
-                                        settings["warmup"], cache)
-            rc, text = adb.shell(command, check=False, timeout_s=timeout_s)
-            parsed = parse_benchmark_output(text)
-            runs_out.append({"variant": variant, "file": path, "signature": key, "xnnpack_cache": cache,
-                             "command": command, "parsed": parsed})
-            stage = "joint" if key == model["joint_key"] else "task"
-            measurements.append({"variant": variant, "stage": stage, "task": key, "xnnpack_cache": cache,
-                                 "before": None, "after_load": None, "after": None, "load_seconds": None,
-                                 "benchmark_model": {"init_mb": parsed["init_mb"], "overall_mb": parsed["overall_mb"],
-                                                     "peak_mb": parsed["peak_mb"]}})
-            times = dict(parsed, mean_us=parsed["inference_avg_us"], p90_us=None)
-            entries.append(latency_entry(variant, key, model, cache, f"benchmark_model ({parsed['format']} output)",
-                                         parsed["count"], settings["warmup"], times))
+    done = _run_jobs(adb, device_binary, remote, jobs, caches, settings, model, bar, timeout_s)
     report["memory"] = {"method": "LiteRT benchmark_model: 'Memory footprint delta from the start of the tool' "
                                   "(init/overall) and 'Overall peak memory footprint via periodic monitoring'",
-                        "units": "MB", "measurements": measurements, "ratios": _memory_ratios(measurements, model,
-                                                                                               caches)}
-    report["latency"] = {"units": "us", "entries": entries, "ratios": latency_ratios(entries, model)}
-    report["android"] = {"device_dir": DEVICE_DIR, "listed_signatures": listed or None, "runs": runs_out}
+                        "units": "MB", "measurements": done["measurements"],
+                        "ratios": _memory_ratios(done["measurements"], model, caches)}
+    report["latency"] = {"units": "us", "entries": done["entries"], "ratios": latency_ratios(done["entries"], model)}
+    report["android"] = {"device_dir": DEVICE_DIR, "listed_signatures": listed or None, "runs": done["runs"],
+                         "cache_loads": done["cache_loads"]}
     if out_dir is not None:
         bar.step(f"writing {out_dir}")
         write_report(report, out_dir)
     bar.close(f"bench: wrote {out_dir}" if out_dir is not None else None)
     return report
+
+
+def _run_jobs(adb, device_binary: str, remote: dict, jobs: list, caches: tuple, settings: dict, model: dict,
+              bar: Progress, timeout_s: float) -> dict:
+    """Every (file, signature) in every cache state. Only the measured run of a job goes into the
+    memory and latency figures; a file-state job's cold run is kept in runs and cache_loads."""
+    out = {"runs": [], "measurements": [], "entries": [], "cache_loads": []}
+    for cache in caches:
+        for variant, path, key in jobs:
+            bar.step(f"benchmark_model: {variant} {Path(path).name} signature {key}, weight cache {cache}"
+                     + (" (cold build, then warm)" if cache == "file" else ""))
+            phases = _run_job(adb, device_binary, remote[path], key, settings, cache, timeout_s)
+            for phase, command, parsed in phases:
+                out["runs"].append({"variant": variant, "file": path, "signature": key, "xnnpack_cache": cache,
+                                    "phase": phase, "command": command, "parsed": parsed})
+            parsed = phases[-1][2]
+            stage = "joint" if key == model["joint_key"] else "task"
+            figures = {k: parsed[k] for k in ("init_mb", "overall_mb", "peak_mb")}
+            out["measurements"].append({"variant": variant, "stage": stage, "task": key, "xnnpack_cache": cache,
+                                        "before": None, "after_load": None, "after": None, "load_seconds": None,
+                                        "benchmark_model": figures})
+            times = dict(parsed, mean_us=parsed["inference_avg_us"], p90_us=None)
+            out["entries"].append(latency_entry(variant, key, model, cache,
+                                                f"benchmark_model ({parsed['format']} output)", parsed["count"],
+                                                settings["warmup"], times))
+            if cache == "file":
+                cold, warm = phases[0][2]["init_us"], parsed["init_us"]
+                out["cache_loads"].append({"variant": variant, "signature": key,
+                                           "cache_file": cache_path_for(cache, remote[path], key),
+                                           "cold_init_us": cold, "warm_init_us": warm, "ratio": ratio(cold, warm)})
+    return out
+
+
+def _run_job(adb, device_binary: str, graph: str, key: str, settings: dict, cache: str,
+             timeout_s: float) -> list[tuple[str, str, dict]]:
+    """(phase, command, parsed) of each benchmark_model run of one job, the measured run last. In
+    the file state the cache is removed first, so that the cold run builds it from this model (a
+    file left by another model would be served as it is: LiteRT does not check it)."""
+    path = cache_path_for(cache, graph, key)
+    plan = [("measured", settings["runs"], settings["warmup"])]
+    if cache == "file":
+        adb.shell(f"rm -f {shlex.quote(path)}", timeout_s=timeout_s)
+        plan.insert(0, ("cold", 1, 0))
+    out = []
+    for phase, runs, warmup in plan:
+        command = benchmark_command(device_binary, graph, key, settings["threads"], runs, warmup, path)
+        _, text = adb.shell(command, check=False, timeout_s=timeout_s)
+        out.append((phase, command, parse_benchmark_output(text)))
+    return out
 
 
 def _push_files(adb, binary: Path, device_binary: str, files: list[str], bar: Progress) -> dict[str, str]:

@@ -46,7 +46,7 @@ class HostSettings:
     threads: int = 1
     runs: int = 50
     warmup: int | None = None
-    xnnpack_cache: str | None = None  # None: on for compiled, off for interpreter
+    xnnpack_cache: str | None = None  # None: file for compiled, off for interpreter (see resolve)
     switch_steps: int | None = None
     memory_repeats: int = 3
     timeout_s: float = 600.0
@@ -69,7 +69,9 @@ class HostSettings:
         if self.switch_steps < 2:
             raise MTZError(f"switch steps must be >= 2 to alternate tasks, got {self.switch_steps}")
         if self.xnnpack_cache is None:
-            self.xnnpack_cache = "on" if self.runtime == "compiled" else "off"
+            # file: the best loading measured (docs/RESULTS.md, issue 16): a warm load maps the packed
+            # weights from the stamped cache file instead of packing them into anonymous memory
+            self.xnnpack_cache = "file" if self.runtime == "compiled" else "off"
             self.cache_chosen_by = "default"
         else:
             if self.xnnpack_cache not in CACHE_STATES:

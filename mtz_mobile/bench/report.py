@@ -252,10 +252,22 @@ def _android_runs(r: dict) -> list[str]:
     rows = []
     for run in a["runs"]:
         p = run["parsed"]
-        rows.append([run["variant"], run["signature"], run["xnnpack_cache"], _us(p["inference_avg_us"]),
-                     _us(p.get("median_us")), _mb(p.get("peak_mb")), _mb(p.get("overall_mb")), p["format"]])
-    return out + [markdown_table(["file", "signature", "weight cache", "Inference (avg)", "median", "peak MB",
-                                  "overall MB", "output format"], rows), ""]
+        rows.append([run["variant"], run["signature"], run["xnnpack_cache"], run.get("phase", "measured"),
+                     _us(p.get("init_us")), _us(p["inference_avg_us"]), _us(p.get("median_us")), _mb(p.get("peak_mb")),
+                     _mb(p.get("overall_mb")), p["format"]])
+    out += [markdown_table(["file", "signature", "weight cache", "phase", "Init", "Inference (avg)", "median",
+                            "peak MB", "overall MB", "output format"], rows), ""]
+    return out + _cache_loads(a.get("cache_loads") or [])
+
+
+def _cache_loads(loads: list[dict]) -> list[str]:
+    if not loads:
+        return []
+    rows = [[q["variant"], q["signature"], f"`{q['cache_file']}`", _us(q["cold_init_us"]), _us(q["warm_init_us"]),
+             _x(q["ratio"])] for q in loads]
+    return ["Weight cache file: benchmark_model's Init when the run builds the file (cold: deleted first, "
+            "--num_runs=1 --warmup_runs=0) and when the measured run loads it (warm):", "",
+            markdown_table(["file", "signature", "cache file", "cold Init", "warm Init", "cold / warm"], rows), ""]
 
 
 def _charts(r: dict) -> list[str]:

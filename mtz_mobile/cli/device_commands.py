@@ -2,17 +2,20 @@
 
 Each handler is a thin layer over mtz_mobile.bench, mtz_mobile.device and mtz_mobile.pipeline,
 which are usable the same way from a notebook. Defaults and choices come from those modules
-(HostSettings, RUNTIMES, QUANTIZATIONS) and deploy's zip settings from ZipConfig.
+(HostSettings, RUNTIMES, QUANTIZATIONS, the Android bench's CACHE_STATES, deploy's DEPLOY_RUNTIME) and
+deploy's zip settings from ZipConfig.
 """
 
 from __future__ import annotations
 
 from dataclasses import fields
 
+from mtz_mobile.bench.android import CACHE_STATES as ANDROID_CACHE_STATES
 from mtz_mobile.bench.host import CACHE_STATES, HostSettings
 from mtz_mobile.bench.probe import RUNTIMES
 from mtz_mobile.contract import APP_PACKAGE, QUANTIZATIONS
 from mtz_mobile.errors import MTZError
+from mtz_mobile.pipeline import DEPLOY_RUNTIME
 from mtz_mobile.zipper.config import ZipConfig
 
 from .options import add_dataclass_options, add_quiet, api_kwargs, command, positive_int
@@ -33,7 +36,7 @@ def add_commands(sub) -> None:
                    help="the separate per-task models (OUT_STEM.baseline_TASK.tflite from convert --baselines)")
     p.add_argument("--out", dest="out_dir", metavar="OUT", required=True,
                    help="report directory: report.json, report.md, PNG charts")
-    _add_host_settings(p, web=True)
+    _add_host_settings(p, bench=True)
     p.add_argument("--warmup", type=int, default=HOST["warmup"],
                    help="warm-up runs before timing (default runs/5, 1..20)")
     p.add_argument("--trials", type=positive_int, default=3,
@@ -55,22 +58,26 @@ def add_commands(sub) -> None:
     add_dataclass_options(p, ZipConfig)
     p.add_argument("--quantize", choices=QUANTIZATIONS, default="none", help="quantization of the converted model")
     p.add_argument("--no-bench", dest="bench", action="store_false", help="skip the host bench")
-    _add_host_settings(p)
+    _add_host_settings(p, runtime=DEPLOY_RUNTIME)
     p.add_argument("--push", action="store_true", help="push the model to the device at the end")
     _add_push_target(p)
     add_quiet(p)
 
 
-def _add_host_settings(p, web: bool = False) -> None:
+def _add_host_settings(p, bench: bool = False, runtime: str = HOST["runtime"]) -> None:
+    """bench=True: the bench command, which also runs in the browser and on Android (deploy does neither)."""
     p.add_argument("--threads", type=positive_int, default=HOST["threads"], help="LiteRT CPU threads")
     p.add_argument("--runs", type=positive_int, default=HOST["runs"], help="timed runs per signature")
-    p.add_argument("--runtime", choices=tuple(RUNTIMES) + ((WEB,) if web else ()), default=HOST["runtime"],
+    p.add_argument("--runtime", choices=tuple(RUNTIMES) + ((WEB,) if bench else ()), default=runtime,
                    help="host: LiteRT Interpreter (XNNPACK by default) or CompiledModel with CpuOptions"
-                        + ("; web: LiteRT.js in headless chromium, against the baselines beside the model" if web else ""))
+                        + ("; web: LiteRT.js in headless chromium, against the baselines beside the model" if bench else ""))
+    states = ", ".join(ANDROID_CACHE_STATES)
     p.add_argument("--xnnpack-cache", choices=CACHE_STATES, default=HOST["xnnpack_cache"],
                    help="XNNPACK weight cache: on = ':memory', file = MODEL.xnnpack_cache beside each model "
-                        "(checked against its stamp, rebuilt when stale; compiled only) (default: on for compiled, "
-                        "off for interpreter, which has no such option; Android: both of on/off unless given)")
+                        "(checked against its stamp, rebuilt when stale; compiled only) (default: file for compiled, "
+                        "off for interpreter, which has no such option"
+                        + (f"; Android: each of {states} unless given, file = one cache file per signature on the "
+                           "device, built by a cold run before the measured one)" if bench else ")"))
 
 
 def _add_push_target(p) -> None:
@@ -117,8 +124,8 @@ def _bench_android(args) -> dict:
     if args.runtime != HOST["runtime"]:
         raise MTZError("--runtime applies to the host bench; on Android benchmark_model is the runtime: "
                        "drop --runtime")
-    # benchmark_model runs with and without the weight cache unless one state is asked for
-    caches = ("off", "on") if args.xnnpack_cache is None else (args.xnnpack_cache,)
+    # benchmark_model runs in every weight-cache state unless one is asked for
+    caches = ANDROID_CACHE_STATES if args.xnnpack_cache is None else (args.xnnpack_cache,)
     kwargs = api_kwargs(args, "runtime", "switch_steps", "xnnpack_cache", "adb_serial", *_WEB_ONLY)
     return bench_android(serial=args.adb_serial, caches=caches, **kwargs)
 
