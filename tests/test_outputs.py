@@ -308,13 +308,13 @@ def test_deploy_converts_again_when_a_baseline_was_replaced(redeploy, deployed, 
 def test_deploy_benches_again_when_the_runtime_changes(redeploy, capsys):
     from mtz_mobile.bench import read_report
 
-    result = redeploy(runtime="compiled")
+    result = redeploy(runtime="interpreter")
     assert result.stages == {"zip": "skipped", "convert": "skipped", "bench": "done"}
-    assert ("bench: bench settings changed (runtime interpreter → compiled, xnnpack_cache off → on), running again"
+    assert ("bench: bench settings changed (runtime compiled → interpreter, xnnpack_cache file → off), running again"
             in capsys.readouterr().err)
     report = read_report(result.out_dir / "bench" / "report.json")
-    assert (report["settings"]["runtime"], report["settings"]["xnnpack_cache"]) == ("compiled", "on")
+    assert (report["settings"]["runtime"], report["settings"]["xnnpack_cache"]) == ("interpreter", "off")
     assert result.report == report
-    assert redeploy(runtime="compiled").stages == {"zip": "skipped", "convert": "skipped", "bench": "skipped"}
+    assert redeploy(runtime="interpreter").stages == {"zip": "skipped", "convert": "skipped", "bench": "skipped"}
     result = redeploy(runtime="compiled", xnnpack_cache="off", runs=2)
     assert result.stages["bench"] == "done" and result.report["settings"]["xnnpack_cache"] == "off"

@@ -159,6 +159,24 @@ def test_retraining_moves_shared_blocks_and_lowers_the_loss(small_models, fmnist
     assert not np.allclose(before.network.arrays()[shared_key], after.network.arrays()[shared_key])
 
 
+@pytest.mark.parametrize("iterations", [100, 7])
+def test_cosine_learning_rate_is_warm_up_then_half_a_cosine_to_zero(iterations):
+    from mtz_mobile.zipper.retrain import learning_rate
+
+    lr = 2e-3
+    assert learning_rate(RetrainSettings(iterations=iterations, learning_rate=lr)) == lr
+    schedule = learning_rate(RetrainSettings(iterations=iterations, learning_rate=lr,
+                                             learning_rate_schedule="cosine"))
+    warm = iterations // 20
+    for step in range(iterations + 1):
+        if step < warm:   # linear from lr/(warm+1) at the first step to lr at the end of the warm-up
+            expected = lr / (warm + 1) + (lr - lr / (warm + 1)) * step / warm
+        else:
+            expected = lr * 0.5 * (1 + np.cos(np.pi * (step - warm) / (iterations - warm)))
+        assert float(schedule(step)) == pytest.approx(expected, rel=1e-5, abs=1e-9), step
+    assert float(schedule(0)) > 0 and float(schedule(iterations)) == pytest.approx(0.0, abs=1e-9)
+
+
 def test_zipping_never_writes_into_the_models_it_was_given(small_models, fmnist):
     """The network holds the parsed models' own arrays (no float64 copies: two VGG-16 would cost
     2.2 GB more) and its copies share them, which is sound only because every step — merge,

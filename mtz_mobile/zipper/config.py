@@ -21,6 +21,7 @@ SPARSITY = ("auto", "on", "off")
 SPARSE_MASKS = ("larger", "union")
 STRATEGIES = ("default", "mirrored", "multi-worker")
 SCHEDULES = ("layer", "end")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def option(default, help: str, **meta):
@@ -37,6 +38,10 @@ class RetrainSettings:
     iterations: int = option(100, "joint steps after each zipped layer", flag="--retrain-iterations")
     batch_size: int = option(128, "batch size per task in retraining", flag="--batch-size")
     learning_rate: float = option(1e-4, "Adam's learning rate in retraining", flag="--learning-rate")
+    learning_rate_schedule: str = option(
+        "constant", "learning rate within each retraining call: constant, or cosine: a linear warm-up over the "
+                    "first 5%% of the steps, then cosine decay to zero", choices=LR_SCHEDULES,
+        flag="--learning-rate-schedule")
     strategy: str = option("default", "mirrored: tf.distribute.MirroredStrategy over every visible device; "
                                       "multi-worker: MultiWorkerMirroredStrategy over the processes in TF_CONFIG "
                                       "(batch size stays the global batch)",
@@ -115,6 +120,7 @@ class ZipConfig:
                                      ("compensation", self.compensation, COMPENSATIONS),
                                      ("strategy", self.retrain.strategy, STRATEGIES),
                                      ("retraining schedule", self.retrain.schedule, SCHEDULES),
+                                     ("learning-rate schedule", self.retrain.learning_rate_schedule, LR_SCHEDULES),
                                      ("sparse", self.sparse, SPARSITY),
                                      ("sparse mask", self.sparse_mask, SPARSE_MASKS)):
             if value not in allowed:

@@ -78,6 +78,18 @@ def _multi_worker() -> tf.distribute.Strategy:
                        "call mtz_mobile.zipper.retrain.make_strategy('multi-worker') first") from None
 
 
+def learning_rate(settings: RetrainSettings):
+    """Adam's rate for one retraining call: a constant, or a schedule over its steps."""
+    if settings.learning_rate_schedule == "constant":
+        return settings.learning_rate
+    # Warm-up: the first steps on a freshly merged network have large, noisy gradients, and
+    # Adam's second-moment estimate is not settled yet.
+    warmup = settings.iterations // 20
+    return tf.keras.optimizers.schedules.CosineDecay(
+        settings.learning_rate / (warmup + 1), decay_steps=settings.iterations - warmup,
+        warmup_target=settings.learning_rate if warmup else None, warmup_steps=warmup)
+
+
 def _batches(arrays: dict[str, tuple], batch: int, seed: int):
     """Endless batches, one per task per step, each task's data reshuffled every epoch (numpy,
     seeded). Fed through a generator: a dataset built from the arrays themselves would embed them
@@ -134,7 +146,7 @@ def retrain(net: ZippedNetwork, data: dict[str, tuple[np.ndarray, np.ndarray]], 
     tasks = list(data)  # the tasks being trained (later tasks of a sequential zip are not yet in play)
     with strategy.scope():
         model = JointModel(net)
-        optimizer = tf.keras.optimizers.Adam(settings.learning_rate)
+        optimizer = tf.keras.optimizers.Adam(learning_rate(settings))
         variables = list(model.blocks.values())
         optimizer.build(variables)
     mask_vars = {k: tf.constant(m.astype(np.float32)) for k, m in (masks or {}).items()}
