@@ -67,9 +67,10 @@ def zip_models(model_paths: list[str | os.PathLike], out_dir: str | os.PathLike 
                data: str | list[str] | dict[str, TaskData] = "fashion-mnist", names: list[str] | None = None,
                data_dir: str | os.PathLike | None = None, config: ZipConfig | None = None, resume: bool = False,
                overwrite: bool = False, progress: bool = True, from_sweep: str | os.PathLike | None = None,
-               point: int | None = None, **options) -> ZipResult:
+               point: int | str | None = None, **options) -> ZipResult:
     """Zip trained Keras models. ``data`` is one spec for all tasks, one per model, or loaded data.
-    ``from_sweep=DIR, point=K`` zips point K of a sweep again instead (its models, data and settings)."""
+    ``from_sweep=DIR, point=K`` zips point K of a sweep again instead (its models, data and settings);
+    ``point="best"``: the one sharing the most among those within the sweep's budget."""
     if from_sweep is not None or point is not None:
         return _zip_sweep_point(model_paths, from_sweep, point, out_dir, data, data_dir, config, overwrite, progress,
                                 options)

@@ -63,6 +63,9 @@ def test_a_point_zipped_again_is_bit_for_bit_the_sweeps_and_its_figures_hold(swe
 
 def test_cli_refuses_a_zip_option_beside_a_sweep_point(swept, tmp_path, capsys):
     out, _ = swept
+    with pytest.raises(SystemExit):
+        main(["zip", "--from-sweep", str(out), "--point", "largest", "--out", str(tmp_path / "z")])
+    assert "a point is a number from frontier.md's first column or best, got 'largest'" in capsys.readouterr().err
     assert main(["zip", "--from-sweep", str(out), "--point", "0", "--out", str(tmp_path / "z"), "--quiet",
                  "--calibration-samples", "5"]) == 2
     assert "drop the zip options" in capsys.readouterr().err
@@ -76,6 +79,25 @@ def test_sweep_point_needs_no_models_and_no_settings(swept, small_models, tmp_pa
         api.zip_models([], tmp_path / "z", from_sweep=out, point=0, seed=3)
     with pytest.raises(MTZError, match="points 0–2, not 7"):
         api.zip_models([], tmp_path / "z", from_sweep=out, point=7)
+
+
+def test_best_point_shares_the_most_among_the_certified_ones(swept, small_models, fmnist, tmp_path):
+    from mtz_mobile.zipper.sweep import best_point
+
+    points = [{"shared_fraction": f, "within_budget": w} for f, w in [(0.0, True), (0.3, True), (0.4, False),
+                                                                        (0.35, True), (0.5, False)]]
+    assert best_point({"budget_pp": 0.5, "points": points}) == 3
+    with pytest.raises(MTZError, match="without --budget"):
+        best_point({"budget_pp": None, "points": points})
+    with pytest.raises(MTZError, match="no point of this sweep is certified within its 0.5 pp"):
+        best_point({"budget_pp": 0.5, "points": [dict(p, within_budget=False) for p in points]})
+    out, state = swept
+    certified = [p["shared_fraction"] for p in state["points"] if p["within_budget"]]
+    assert certified, "the fixture's budget certifies no point: the test would not run the search"
+    z = tmp_path / "z"
+    api.zip_models([], z, data={"a": fmnist, "b": fmnist}, from_sweep=out, point="best", progress=False)
+    expected = next(p for p in state["points"] if p["within_budget"] and p["shared_fraction"] == max(certified))
+    assert weights_digest(load_zip_dir(z).network) == expected["weights_sha256"]
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -6,6 +6,7 @@ result; the zip settings are derived from ZipConfig (``options.add_dataclass_opt
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from mtz_mobile.reference import ARCHITECTURES, LENET_300_100
@@ -47,7 +48,8 @@ def add_commands(sub) -> None:
     add_dataclass_options(p, ZipConfig)
     p.add_argument("--from-sweep", metavar="DIR", help="zip a point of this sweep again, bit for bit (no models "
                                                        "or zip options: the sweep fixes them)")
-    p.add_argument("--point", type=int, metavar="K", help="with --from-sweep: the point (frontier.md's first column)")
+    p.add_argument("--point", type=_point, metavar="K", help="with --from-sweep: the point (frontier.md's first "
+                                                             "column), or best: the most shared within the budget")
     p.add_argument("--resume", action="store_true", help="continue an interrupted zip from its last finished layer")
     p.add_argument("--overwrite", action="store_true", help="replace a finished zip in --out")
     add_quiet(p)
@@ -76,6 +78,16 @@ def add_zip_inputs(p, out_help: str, models_dest: str = "model_paths", models_na
     p.add_argument("--out", dest="out_dir", metavar="OUT", required=True, help=out_help)
     p.add_argument("--names", type=name_list, help="task names, comma-separated (default: file stems)")
     add_data_options(p)
+
+
+def _point(text: str) -> int | str:
+    if text == "best":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a point is a number from frontier.md's first column or best, "
+                                         f"got {text!r}") from None
 
 
 def _train_reference(args) -> int:

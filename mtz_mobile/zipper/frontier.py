@@ -49,7 +49,7 @@ def frontier_markdown(state: dict) -> str:
     return (f"Error increase per task against its original model: on the validation hold-out (point estimate and "
             f"upper bound at {confidence:g} % confidence) and on the whole test set. Method {settings['method']}, "
             f"pairing {settings['pairing']}, compensation {settings['compensation']}, "
-            f"{settings['retrain']['iterations']} retraining iterations per layer, seed {settings['seed']}. "
+            f"{_retraining(settings)}, task weights {_weights(settings)}, seed {settings['seed']}. "
             f"Reproduce a point with `mtz-mobile zip --from-sweep DIR --point K --out ZIP`.\n\n"
             + markdown_table(head, body) + "\n")
 
@@ -92,3 +92,16 @@ def plot_frontier(sweeps: list[tuple[dict, str]], path: Path, test: bool = True)
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     save_png(fig, path)
+
+
+def _retraining(settings: dict) -> str:
+    r = settings["retrain"]
+    when = "after the last layer" if r.get("schedule") == "end" else "per layer"
+    schedule = r.get("learning_rate_schedule", "constant")
+    return f"{r['iterations']} retraining iterations {when} (Adam {r['learning_rate']:g}, {schedule})"
+
+
+def _weights(settings: dict) -> str:
+    if settings.get("task_weights"):
+        return " / ".join(f"{w:g}" for w in settings["task_weights"])
+    return f"α = {settings['alpha']:g}"

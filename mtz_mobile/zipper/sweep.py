@@ -139,12 +139,28 @@ def load_sweep(path: str | Path) -> dict:
     return state
 
 
-def reproduce_point(sweep_dir: str | Path, index: int, data: dict[str, TaskData], out_dir=None,
+def best_point(state: dict) -> int:
+    """The point sharing the most parameters among those certified within the sweep's budget: the
+    sweep as a search over uniform sharing levels."""
+    if state["budget_pp"] is None:
+        raise MTZError("this sweep was run without --budget, so no point is certified within one: give --point K, "
+                       "or sweep again with --budget PP")
+    within = [k for k, p in enumerate(state["points"]) if p["within_budget"]]
+    if not within:
+        raise MTZError(f"no point of this sweep is certified within its {state['budget_pp']:g} pp budget: sweep "
+                       "lower --levels, retrain more, or allow a larger --budget")
+    return max(within, key=lambda k: state["points"][k]["shared_fraction"])
+
+
+def reproduce_point(sweep_dir: str | Path, index: int | str, data: dict[str, TaskData], out_dir=None,
                     overwrite: bool = False, progress: bool = True):
-    """Zip point ``index`` of a sweep again (its models from the sweep's sources/, its config, the
-    same hold-out); returns the ZipResult and whether its weights equal the sweep's bit for bit."""
+    """Zip point ``index`` (or ``"best"``: ``best_point``) of a sweep again (its models from the
+    sweep's sources/, its config, the same hold-out); returns the ZipResult and whether its
+    weights equal the sweep's bit for bit."""
     state = load_sweep(sweep_dir)
     points = state["points"]
+    if index == "best":
+        index = best_point(state)
     if not 0 <= index < len(points):
         raise MTZError(f"the sweep at {sweep_dir} has points 0–{len(points) - 1}, not {index}: pick one of "
                        "frontier.md's rows")
