@@ -86,15 +86,16 @@ def sweep_models(model_paths: list[str | os.PathLike], out_dir: str | os.PathLik
                  data: str | list[str] | dict[str, TaskData] = "fashion-mnist", names: list[str] | None = None,
                  data_dir: str | os.PathLike | None = None, config: ZipConfig | None = None,
                  levels=DEFAULT_LEVELS, budget: float | None = None, resume: bool = False, overwrite: bool = False,
-                 progress: bool = True, **options) -> dict:
+                 progress: bool = True, alphas=None, **options) -> dict:
     """The sharing-vs-error frontier (``zipper.sweep``): one zip per level in ``levels``, written with
-    its CSV, Markdown and PNG to ``out_dir``; ``budget`` (pp) marks the points certified within it."""
+    its CSV, Markdown and PNG to ``out_dir``; ``budget`` (pp) marks the points certified within it;
+    ``alphas`` repeats the levels for each weight α of the first task against the second."""
     paths = [str(p) for p in model_paths]
     tasks = task_names(paths, names)
     config = start_distribution(_config(config, options))
     models = {t: read_model(p) for t, p in zip(tasks, paths)}
     return sweep(models, _datas(data, tasks, data_dir), config, out_dir, levels, budget,
-                 resume=resume, overwrite=overwrite, progress=progress)
+                 resume=resume, overwrite=overwrite, progress=progress, alphas=alphas)
 
 
 def start_distribution(config: ZipConfig) -> ZipConfig:

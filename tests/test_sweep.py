@@ -84,8 +84,8 @@ def test_sweep_point_needs_no_models_and_no_settings(swept, small_models, tmp_pa
 def test_best_point_shares_the_most_among_the_certified_ones(swept, small_models, fmnist, tmp_path):
     from mtz_mobile.zipper.sweep import best_point
 
-    points = [{"shared_fraction": f, "within_budget": w} for f, w in [(0.0, True), (0.3, True), (0.4, False),
-                                                                        (0.35, True), (0.5, False)]]
+    points = [{"shared_fraction": f, "within_budget": w, "validation": {"a": {"point_pp": 0.1}}}
+              for f, w in [(0.0, True), (0.3, True), (0.4, False), (0.35, True), (0.5, False)]]
     assert best_point({"budget_pp": 0.5, "points": points}) == 3
     with pytest.raises(MTZError, match="without --budget"):
         best_point({"budget_pp": None, "points": points})
@@ -98,6 +98,36 @@ def test_best_point_shares_the_most_among_the_certified_ones(swept, small_models
     api.zip_models([], z, data={"a": fmnist, "b": fmnist}, from_sweep=out, point="best", progress=False)
     expected = next(p for p in state["points"] if p["within_budget"] and p["shared_fraction"] == max(certified))
     assert weights_digest(load_zip_dir(z).network) == expected["weights_sha256"]
+
+
+def test_a_sweep_over_task_weights_zips_each_alpha_and_reproduces_its_points(small_models, fmnist, tmp_path):
+    from mtz_mobile.zipper.sweep import best_point
+
+    out = tmp_path / "s"
+    state = api.sweep_models(small_models, out, data={"a": fmnist, "b": fmnist}, levels=[1.0], alphas=[0.3, 0.7],
+                             budget=50.0, progress=False, **OPTIONS)
+    assert [(p["level"], p["alpha"], p["config"]["alpha"]) for p in state["points"]] == [(1.0, 0.3, 0.3),
+                                                                                        (1.0, 0.7, 0.7)]
+    assert state["points"][0]["weights_sha256"] != state["points"][1]["weights_sha256"]
+    md = (out / "frontier.md").read_text()
+    assert "| point | α | shared params |" in md and "| 1 | 0.7 |" in md and "α = 0.3, 0.7" in md
+    api.zip_models([], tmp_path / "z", data={"a": fmnist, "b": fmnist}, from_sweep=out, point=1, progress=False)
+    zipdir = load_zip_dir(tmp_path / "z")
+    assert zipdir.plan.settings["alpha"] == 0.7
+    assert weights_digest(zipdir.network) == state["points"][1]["weights_sha256"]
+    # one level at two weights shares the same: the smaller worst validation increase wins
+    first_worst = max(v["point_pp"] for v in state["points"][0]["validation"].values())
+    worse = {t: dict(v, point_pp=first_worst + 1.0) for t, v in state["points"][1]["validation"].items()}
+    tied = dict(state, points=[state["points"][0], dict(state["points"][1], validation=worse)])
+    assert best_point(tied) == 0
+
+
+def test_bad_task_weights_are_refused_before_any_output(small_models, fmnist, tmp_path):
+    for alphas in ([0.5, 1.0], [0.4, 0.4], []):
+        with pytest.raises(MTZError, match="strictly between 0 and 1"):
+            api.sweep_models(small_models, tmp_path / "s", data={"a": fmnist, "b": fmnist}, levels=[1.0],
+                             alphas=alphas, progress=False, **OPTIONS)
+    assert not (tmp_path / "s").exists()
 
 
 @pytest.mark.parametrize("kwargs, match", [

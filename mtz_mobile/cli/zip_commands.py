@@ -60,6 +60,10 @@ def add_commands(sub) -> None:
     add_dataclass_options(p, ZipConfig)
     p.add_argument("--levels", type=float_list, default=list(DEFAULT_LEVELS),
                    help="fractions of every hidden layer's units to share, comma-separated")
+    p.add_argument("--alphas", type=float_list, metavar="A[,A…]",
+                   help="repeat the levels for each weight α of the first task against the second, comma-separated "
+                        "(default: --alpha only); the task whose features serve both (e.g. the finer labels) may "
+                        "want most of the weight")
     p.add_argument("--budget", type=float, metavar="PP", help="mark the points whose bound on every task's "
                                                               "validation error increase is within PP")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep from its last point")

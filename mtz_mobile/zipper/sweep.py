@@ -2,7 +2,8 @@
 
 Every level shares the same fraction of each hidden layer's narrower width (``ZipConfig.shared``
 = [level]) with the rest of the configuration unchanged, so the points differ only in how much is
-shared. Each zip runs on the training split less the hold-out (``TaskData.holdout``) and is
+shared — and, with ``alphas``, in the weight α of the first task against the second (in every
+merge's Hessians and in the retraining loss): the grid is every α × every level. Each zip runs on the training split less the hold-out (``TaskData.holdout``) and is
 measured on the hold-out — the paired bound of ``validation`` — and on the whole test set, which
 nothing chose anything by. ``reproduce_point`` zips one point again, bit for bit.
 
@@ -46,23 +47,28 @@ def weights_digest(net: ZippedNetwork) -> str:
 
 def sweep(models: dict[str, ParsedModel], data: dict[str, TaskData], config: ZipConfig, out_dir: str | Path,
           levels=DEFAULT_LEVELS, budget_pp: float | None = None, resume: bool = False, overwrite: bool = False,
-          progress: bool = True) -> dict:
-    """Zip at every level in ``levels`` and write the frontier to ``out_dir``; returns sweep.json."""
+          progress: bool = True, alphas=None) -> dict:
+    """Zip at every level in ``levels`` (for every α in ``alphas``; default: the config's α only) and
+    write the frontier to ``out_dir``; returns sweep.json."""
     levels = _check(config, levels, budget_pp)
+    alphas = _check_alphas(config, alphas, len(models))
+    grid = [(a, level) for a in alphas for level in levels]
     out = Path(out_dir)
     held = {t: d.holdout(config.validation_split) for t, d in data.items()}
     with output_lock(out):
         if out.exists() and not overwrite:
             raise MTZError(f"{out} exists: pass --overwrite or choose another --out")
         partial = partial_dir(out)
-        state = _start(partial, models, held, config, levels, budget_pp, resume)
+        state = _start(partial, models, held, config, levels, alphas, budget_pp, resume)
         originals = _test_errors(ZippedNetwork.from_models(models), held)
-        for k, level in enumerate(levels):
+        for k, (alpha, level) in enumerate(grid):
             if k < len(state["points"]):
                 continue   # done before the interruption
             if progress:
-                print(f"sweep point {k}: {level:.3f} of every hidden layer shared", flush=True)
-            state["points"].append(_point(k, level, models, held, config, originals, budget_pp, progress))
+                print(f"sweep point {k}: {level:.3f} of every hidden layer shared"
+                      + (f", α = {alpha:g}" if len(alphas) > 1 else ""), flush=True)
+            cfg = replace(config, shared=[level], alpha=alpha)
+            state["points"].append(_point(k, level, models, held, cfg, originals, budget_pp, progress))
             write_json_atomic(partial / "sweep.json", state)
         write_frontier(partial, state)
         publish_dir(partial, out, overwrite)
@@ -81,8 +87,21 @@ def _check(config: ZipConfig, levels, budget_pp) -> list[float]:
     return levels
 
 
-def _start(partial: Path, models, held, config: ZipConfig, levels, budget_pp, resume: bool) -> dict:
-    fresh = {"format": SWEEP_FORMAT, "settings": config.to_json(), "levels": levels, "budget_pp": budget_pp,
+def _check_alphas(config: ZipConfig, alphas, n_tasks: int) -> list[float]:
+    if alphas is None:
+        return [config.alpha]
+    alphas = [float(a) for a in alphas]
+    if n_tasks != 2 or config.task_weights is not None:
+        raise MTZError("--alphas weighs the first of two tasks against the second: with three or more tasks "
+                       "give --task-weights instead")
+    if not alphas or any(not 0.0 < a < 1.0 for a in alphas) or len(set(alphas)) != len(alphas):
+        raise MTZError(f"task weights α {alphas} must be distinct and strictly between 0 and 1, e.g. 0.5,0.8")
+    return alphas
+
+
+def _start(partial: Path, models, held, config: ZipConfig, levels, alphas, budget_pp, resume: bool) -> dict:
+    fresh = {"format": SWEEP_FORMAT, "settings": config.to_json(), "levels": levels, "alphas": alphas,
+             "budget_pp": budget_pp,
              "tasks": [{"name": t, "source": f"{t}.keras", "sha256": m.sha256, "data": held[t].spec,
                         "validation": held[t].validation_source} for t, m in models.items()],
              "points": []}
@@ -104,14 +123,13 @@ def _test_errors(net: ZippedNetwork, data: dict[str, TaskData]) -> dict[str, flo
     return {t: error_rate(net.predict(t, d.x_test), d.y_test) for t, d in data.items()}
 
 
-def _point(k: int, level: float, models, held, config: ZipConfig, originals: dict, budget_pp, progress) -> dict:
+def _point(k: int, level: float, models, held, cfg: ZipConfig, originals: dict, budget_pp, progress) -> dict:
     t0 = time.perf_counter()
-    cfg = replace(config, shared=[level])
     result = zip_networks(models, held, cfg, progress=progress)
     zipped = _test_errors(result.network, held)
     params = result.plan.params
     validation = result.plan.validation
-    point = {"index": k, "level": level, "config": cfg.to_json(),
+    point = {"index": k, "level": level, "alpha": cfg.alpha, "config": cfg.to_json(),
              "shared_fraction": params["shared_fraction"], "params_zipped": params["zipped"],
              "params_separate": params["separate_total"],
              "bytes_saved": 4 * (params["separate_total"] - params["zipped"]),
@@ -141,7 +159,7 @@ def load_sweep(path: str | Path) -> dict:
 
 def best_point(state: dict) -> int:
     """The point sharing the most parameters among those certified within the sweep's budget: the
-    sweep as a search over uniform sharing levels."""
+    sweep as a search over uniform sharing levels (and task weights)."""
     if state["budget_pp"] is None:
         raise MTZError("this sweep was run without --budget, so no point is certified within one: give --point K, "
                        "or sweep again with --budget PP")
@@ -149,7 +167,9 @@ def best_point(state: dict) -> int:
     if not within:
         raise MTZError(f"no point of this sweep is certified within its {state['budget_pp']:g} pp budget: sweep "
                        "lower --levels, retrain more, or allow a larger --budget")
-    return max(within, key=lambda k: state["points"][k]["shared_fraction"])
+    # equal shares (one level at several α): the smaller worst validation increase
+    return max(within, key=lambda k: (state["points"][k]["shared_fraction"],
+                                      -max(v["point_pp"] for v in state["points"][k]["validation"].values())))
 
 
 def reproduce_point(sweep_dir: str | Path, index: int | str, data: dict[str, TaskData], out_dir=None,
