@@ -81,6 +81,10 @@ class TaskData:
     x_val: np.ndarray | None = None          # a validation set: the data's own, or split off by holdout()
     y_val: np.ndarray | None = None
     validation_source: str | None = None     # how x_val came about, for plan.json and reference.json
+    # What holdout() stratifies by (default: y_train). Tasks that label the same images give the same
+    # strata — the finest labels — so that their hold-outs are the same images: a zip that keeps one
+    # task's trunk would otherwise be validated, for the other task, on images that trunk trained on.
+    strata: np.ndarray | None = None
 
     @property
     def num_classes(self) -> int:
@@ -100,14 +104,17 @@ class TaskData:
         if self.x_val is not None:
             return self
         check_validation_split(fraction)
-        train, val = split_per_class(self.y_train, fraction, seed)
+        strata = self.y_train if self.strata is None else self.strata
+        train, val = split_per_class(strata, fraction, seed)
         if len(val) == 0 or len(train) == 0:
             raise MTZError(f"{self.spec} has {len(self.y_train)} training samples, too few to hold out a "
                            "validation set: add training data or give x_val/y_val (a validation/ folder)")
         return replace(self, x_train=self.x_train[train], y_train=self.y_train[train],
+                       strata=None if self.strata is None else self.strata[train],
                        x_val=self.x_train[val], y_val=self.y_train[val],
                        validation_source=f"{len(val)} of {len(self.y_train)} training samples "
-                                         f"(per class, fraction {fraction}, seed {seed})")
+                                         f"(per {'class' if self.strata is None else 'class of the images finest labels'}"
+                                         f", fraction {fraction}, seed {seed})")
 
     def split_test_validation(self, n_val: int, seed: int = 0) -> tuple["TaskData", tuple[np.ndarray, np.ndarray]]:
         """The earlier method, kept to evaluate zips made by mtz-mobile 0.1 (whose adaptive search
@@ -121,6 +128,7 @@ class TaskData:
     def head(self, n_train: int | None = None, n_test: int | None = None) -> "TaskData":
         """The first ``n_train`` training and ``n_test`` test samples (None: all of them)."""
         return replace(self, x_train=self.x_train[:n_train], y_train=self.y_train[:n_train],
+                       strata=None if self.strata is None else self.strata[:n_train],
                        x_test=self.x_test[:n_test], y_test=self.y_test[:n_test])
 
 
@@ -344,7 +352,8 @@ def _load_base(parsed: DataSpec, data_dir) -> TaskData:
     y_train = raw["y_train"].astype(np.int64)
     y_test = raw["y_test"].astype(np.int64)
     if parsed.kind == "fashion-mnist-coarse":
-        return TaskData("", x_train, COARSE_OF_FINE[y_train], x_test, COARSE_OF_FINE[y_test], list(COARSE_LABELS))
+        return TaskData("", x_train, COARSE_OF_FINE[y_train], x_test, COARSE_OF_FINE[y_test], list(COARSE_LABELS),
+                        strata=y_train)   # the hold-out of fashion-mnist: the same images
     return TaskData("", x_train, y_train, x_test, y_test, list(FASHION_LABELS))
 
 

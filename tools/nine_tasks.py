@@ -90,7 +90,7 @@ def build_tasks(data_dir, n_train: int, n_test: int | None) -> dict[str, TaskDat
     for name, mapping, labels in TASKS:
         m = np.asarray(mapping, dtype=np.int64)
         out[name] = replace(base, spec=SPECS.get(name, f"nine-tasks:{name}"), y_train=m[base.y_train],
-                            y_test=m[base.y_test], labels=list(labels))
+                            y_test=m[base.y_test], labels=list(labels), strata=base.y_train)
     return out
 
 
