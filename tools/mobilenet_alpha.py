@@ -70,8 +70,10 @@ def main(argv=None) -> int:
     p.add_argument("--calibration", type=int, default=2000)
     p.add_argument("--retrain", type=int, default=0, help="default: 1/10 of the fine reference's iterations")
     p.add_argument("--budget", type=float, default=0.5)
+    p.add_argument("--no-compare", dest="compare", action="store_false",
+                   help="skip random pairing and the paper's method at the chosen α")
     args = p.parse_args(argv)
-    refs = references(args.refs, epochs=12, early_stopping=2)
+    refs = references(args.refs, epochs=12, early_stopping=2)   # trained there when absent
     args.retrain = args.retrain or refs[0]["iterations"] // 10
     args.out.mkdir(parents=True, exist_ok=True)
     grid = [dict(run_sweep(args.out, refs, f"sweep_a{a:g}", {"alpha": a}, args), variant="MTZ + compensation")
@@ -83,7 +85,7 @@ def main(argv=None) -> int:
         rows.append(dict(run_sweep(args.out, refs, f"sweep_a{chosen:g}_s{seed}", {"alpha": chosen, "seed": seed},
                                    args), variant="MTZ + compensation"))
     for k, (label, options) in enumerate(COMPARED.items()):
-        if k:
+        if k and args.compare:
             rows.append(dict(run_sweep(args.out, refs, f"sweep_a{chosen:g}_{options.get('method', 'paper')}",
                                        dict(options, alpha=chosen), args), variant=label))
     md = (f"Every hidden layer shared, {args.retrain} retraining iterations after the last layer (Adam 1e-3, cosine), "
