@@ -106,6 +106,7 @@ class TaskData:
         check_validation_split(fraction)
         strata = self.y_train if self.strata is None else self.strata
         train, val = split_per_class(strata, fraction, seed)
+        per = "class" if self.strata is None else "class of the images' finest labels"
         if len(val) == 0 or len(train) == 0:
             raise MTZError(f"{self.spec} has {len(self.y_train)} training samples, too few to hold out a "
                            "validation set: add training data or give x_val/y_val (a validation/ folder)")
@@ -113,8 +114,7 @@ class TaskData:
                        strata=None if self.strata is None else self.strata[train],
                        x_val=self.x_train[val], y_val=self.y_train[val],
                        validation_source=f"{len(val)} of {len(self.y_train)} training samples "
-                                         f"(per {'class' if self.strata is None else 'class of the images finest labels'}"
-                                         f", fraction {fraction}, seed {seed})")
+                                         f"(per {per}, fraction {fraction}, seed {seed})")
 
     def split_test_validation(self, n_val: int, seed: int = 0) -> tuple["TaskData", tuple[np.ndarray, np.ndarray]]:
         """The earlier method, kept to evaluate zips made by mtz-mobile 0.1 (whose adaptive search

@@ -3,7 +3,8 @@
 Every level shares the same fraction of each hidden layer's narrower width (``ZipConfig.shared``
 = [level]) with the rest of the configuration unchanged, so the points differ only in how much is
 shared — and, with ``alphas``, in the weight α of the first task against the second (in every
-merge's Hessians and in the retraining loss): the grid is every α × every level. Each zip runs on the training split less the hold-out (``TaskData.holdout``) and is
+merge's Hessians and in the retraining loss): the grid is every α × every level. Each zip runs on
+the training split less the hold-out (``TaskData.holdout``) and is
 measured on the hold-out — the paired bound of ``validation`` — and on the whole test set, which
 nothing chose anything by. ``reproduce_point`` zips one point again, bit for bit.
 
