@@ -34,11 +34,11 @@ from mtz_mobile.fileio import check_output, output_lock
 from mtz_mobile.progress import Progress
 
 from .common import default_warmup, ratio
-from .host import describe_model, latency_entry, latency_ratios, match_baselines, storage_figures
+from .host import (MEMORY_CACHE_PATH, describe_model, latency_entry, latency_ratios, match_baselines,
+                   storage_figures)
 
 DEVICE_DIR = "/data/local/tmp/mtz"
 CACHE_FLAG = "--xnnpack_weight_cache_file_path={path}"
-MEMORY_CACHE_PATH = ":memory"
 CACHE_STATES = ("off", "on", "file")  # also the default: every job runs in each state
 FILE_CACHE_PATTERN = f"{DEVICE_DIR}/MODEL.SIGNATURE{XNNPACK_CACHE_SUFFIX}"
 EM_AARCH64 = 183
@@ -127,16 +127,12 @@ def check_benchmark_binary(path) -> Path:
     return path
 
 
-def device_cache_path(remote_graph: str, key: str) -> str:
-    """The file-state cache of one (file, signature). One per signature: benchmark_model applies the
-    delegate per run, and whether a cache built for one signature serves another cannot be checked
-    on a device here, so none is shared."""
-    return f"{DEVICE_DIR}/{posixpath.basename(remote_graph)}.{key}{XNNPACK_CACHE_SUFFIX}"
-
-
 def cache_path_for(cache: str, remote_graph: str, key: str) -> str | None:
+    """The --xnnpack_weight_cache_file_path of one (file, signature) in a cache state. A file per
+    signature: benchmark_model applies the delegate per run, and whether a cache built for one
+    signature serves another cannot be checked on a device here, so none is shared."""
     if cache == "file":
-        return device_cache_path(remote_graph, key)
+        return f"{DEVICE_DIR}/{posixpath.basename(remote_graph)}.{key}{XNNPACK_CACHE_SUFFIX}"
     return MEMORY_CACHE_PATH if cache == "on" else None
 
 
