@@ -9,7 +9,7 @@
 
 The split is exclusive (a function's time less the time of the timed functions it calls):
 forward passes (the networks' forward, and the activation cache filling), Hessians (im2col and
-XᵀX, also the depthwise per-channel ones), factorisations (PairGeometry.from_hessians), metric
+XᵀX, also the depthwise per-channel ones), factorisations (PairGeometry.from_hessians, LowRankGeometry.from_factors), metric
 (all pairs' d), pairing, merge (regroup, merges, depthwise channel merges) and compensation
 (next-layer refits); "other" is the rest of the wall time. Models have random weights and
 randomised BatchNorm statistics; images are random (the 28×28 pairs read Fashion-MNIST when
@@ -63,7 +63,7 @@ class SplitTimer:
 
     def install(self) -> None:
         from mtz_mobile.graph import network
-        from mtz_mobile.zipper import calibration, mtz_math, step
+        from mtz_mobile.zipper import calibration, low_rank, mtz_math, step
 
         self.wrap(network.ZippedNetwork, "forward", "forward")
         try:  # the activation cache's passes, where present
@@ -78,6 +78,10 @@ class SplitTimer:
         self.wrap(mtz_math.PairGeometry, "from_hessians", "factorisation")
         self.wrap(mtz_math.PairGeometry, "compare", "metric")
         self.wrap(mtz_math.PairGeometry, "matched", "metric")
+        self.wrap(low_rank.LowRankGeometry, "from_factors", "factorisation")   # layers seen by few instances
+        self.wrap(low_rank.LowRankGeometry, "compare", "metric")
+        self.wrap(low_rank.LowRankGeometry, "matched", "metric")
+        self.wrap(low_rank.LowRankComparison, "merged", "merge")
         self.wrap(step, "select_pairs", "pairing")
         self.wrap(step, "random_pairs", "pairing")
         for name in ("regroup", "merge", "merge_channels", "channelwise_merge"):

@@ -18,6 +18,7 @@ from mtz_mobile.graph.ops import conv_output_size, patch_rows
 
 from .activations import ActivationCache, batch_size
 from .config import ZipConfig
+from .low_rank import FactoredHessian, LowRankGeometry, RowAccumulator, as_dense, keeps_rows
 from .mtz_math import ROWS, HessianAccumulator, PairGeometry, hessian_dtype
 
 
@@ -102,14 +103,23 @@ def _row_selection(net: ZippedNetwork, i: int, have: list[int], want: list[int])
     return np.concatenate(picks + [np.array([total])]).astype(np.int64)
 
 
+def instances(net: ZippedNetwork, calib: Calibration, i: int, task: str) -> tuple[int, float]:
+    """How many instances node i sees of the task's calibration data (a conv's output positions
+    of every image) and the share of them kept (``max_instances`` caps them)."""
+    node = net.nodes[i]
+    total = len(calib.x[task]) * (int(np.prod(node.shape[:2])) if node.op == "conv2d" else 1)
+    return total, min(1.0, calib.config.max_instances / max(total, 1))
+
+
 def task_hessian(net: ZippedNetwork, calib: Calibration, i: int, task: str, groups: list[int],
-                 rng: np.random.Generator, weight: float = 1.0) -> np.ndarray:
-    """weight · Σ x̃ x̃ᵀ / n over the task's inputs of node i in ``groups``."""
+                 rng: np.random.Generator, weight: float = 1.0):
+    """weight · Σ x̃ x̃ᵀ / n over the task's inputs of node i in ``groups`` — a FactoredHessian
+    where the instances are few against the inputs (low_rank.keeps_rows), else an array."""
     node = net.nodes[i]
     src = node.inputs[0]
-    acc = HessianAccumulator(hessian_width(net, i, groups))
-    total_instances = len(calib.x[task]) * (int(np.prod(node.shape[:2])) if node.op == "conv2d" else 1)
-    keep = min(1.0, calib.config.max_instances / max(total_instances, 1))
+    width = hessian_width(net, i, groups)
+    total, keep = instances(net, calib, i, task)
+    acc = RowAccumulator(width) if keeps_rows(round(total * keep), width + 1) else HessianAccumulator(width)
     for values in calib.node_values(net, task, src):
         if groups and node.op == "conv2d":  # sampled as its rows are gathered
             x, _ = conv_instances(calib, np.concatenate([values[g] for g in groups], axis=-1), node.attrs, keep, rng)
@@ -139,17 +149,20 @@ class LayerHessians:
         self.ins = ins
         self.shared_with_newcomer = [gi for gi, grp in enumerate(ins)
                                      if newcomer in grp.owners and set(grp.owners) & set(existing)]
-        self.full: dict[str, tuple[list[int], np.ndarray]] = {}
-        self._geometries: dict[tuple, PairGeometry] = {}
-        # the tasks' Hessians, as held, and the float64 factor of S
+        self.full: dict[str, tuple[list[int], np.ndarray | FactoredHessian]] = {}
+        self._geometries: dict[tuple, PairGeometry | LowRankGeometry] = {}
+        # the tasks' Hessians, as held, and the float64 factor of S (factored Hessians need their rows only)
         dim = hessian_width(net, i, self.shared_with_newcomer) + 1
-        calib.cache.make_room((len(existing) + 1) * dim * dim * np.dtype(hessian_dtype(dim)).itemsize + dim * dim * 8)
+        rows = [round(n * keep) for n, keep in (instances(net, calib, i, t) for t in existing + [newcomer])]
+        if not all(keeps_rows(n, dim) for n in rows):
+            calib.cache.make_room((len(existing) + 1) * dim * dim * np.dtype(hessian_dtype(dim)).itemsize
+                                  + dim * dim * 8)
 
     def inputs_shared_by(self, owners) -> list[int]:
         """Input groups that the newcomer shares with every one of ``owners``."""
         return [gi for gi in self.shared_with_newcomer if set(owners) | {self.newcomer} <= set(self.ins[gi].owners)]
 
-    def task(self, t: str, inputs: list[int]) -> np.ndarray:
+    def task(self, t: str, inputs: list[int]) -> np.ndarray | FactoredHessian:
         """w_t H_t over ``inputs`` (never to be written: it may be the cached array)."""
         if t not in self.full:
             have = [gi for gi in self.shared_with_newcomer if t in self.ins[gi].owners]
@@ -158,15 +171,24 @@ class LayerHessians:
         if list(inputs) == have:
             return full
         sel = _row_selection(self.net, self.i, have, inputs)
-        return full[np.ix_(sel, sel)]
+        return full.select(sel) if isinstance(full, FactoredHessian) else full[np.ix_(sel, sel)]
 
-    def geometry(self, joint_owners, inputs: list[int]) -> PairGeometry:
-        """H_J = Σ_{t ∈ joint owners} w_t H_t (the units' present owners) against H_c = w_c H_c."""
+    def geometry(self, joint_owners, inputs: list[int]) -> PairGeometry | LowRankGeometry:
+        """H_J = Σ_{t ∈ joint owners} w_t H_t (the units' present owners) against H_c = w_c H_c —
+        in the instances' space while every part is factored and their rows stay few (many tasks'
+        rows can outnumber the inputs: then in the S-form)."""
         key = (tuple(joint_owners), tuple(inputs))
         if key not in self._geometries:
             parts = [self.task(t, inputs) for t in joint_owners]
-            h_joint = parts[0] if len(parts) == 1 else sum(parts)
-            self._geometries[key] = PairGeometry.from_hessians(h_joint, self.task(self.newcomer, inputs), self.damping)
+            h_new = self.task(self.newcomer, inputs)
+            if all(isinstance(h, FactoredHessian) for h in parts + [h_new]) \
+                    and keeps_rows(sum(len(h.u) for h in parts + [h_new]), 2 * h_new.shape[0]):
+                geometry = LowRankGeometry.from_factors(FactoredHessian.stack(parts), h_new, self.damping)
+            else:
+                parts = [as_dense(h) for h in parts]
+                h_joint = parts[0] if len(parts) == 1 else sum(parts)
+                geometry = PairGeometry.from_hessians(h_joint, as_dense(h_new), self.damping)
+            self._geometries[key] = geometry
         return self._geometries[key]
 
 

@@ -7,12 +7,15 @@ output) in closed form, before any retraining.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from mtz_mobile.errors import MTZError
 from mtz_mobile.graph.network import ZippedNetwork
 
 from .calibration import Calibration, conv_instances, hessian_width
+from .low_rank import RowAccumulator, keeps_rows, ridge_refit
 from .mtz_math import ROWS, HessianAccumulator, solve_in_place
 from .surgery import incoming_weights, merge
 
@@ -30,15 +33,11 @@ def compensate_consumers(net: ZippedNetwork, original: ZippedNetwork, calib: Cal
         starts = dict(zip(mine, np.cumsum([0] + [node.groups[g].size for g in mine])))
         for inputs, groups in _refittable(node, task).items():
             inputs = list(inputs)
-            gram, rhs = _normal_equations(net, original, calib, i, j, task, inputs)
+            system = _refit_system(net, original, calib, i, j, task, inputs)
             spans = [np.arange(starts[go], starts[go] + node.groups[go].size) for go in groups]
-            lam = ridge * float(np.mean(np.diag(gram)))
             current = np.hstack([incoming_weights(net, j, go, (task,), inputs) for go in groups])
-            gram[np.diag_indices_from(gram)] += lam
-            b = rhs.T[np.concatenate(spans)].T   # column-major: solved in place
-            b += lam * current
             try:
-                sol = solve_in_place(gram, b)
+                sol = system.solve(np.concatenate(spans), current, ridge)
             except np.linalg.LinAlgError:
                 raise MTZError(f"the refit of {node.name} for task {task!r} is singular: raise "
                                "--compensation-ridge") from None
@@ -58,15 +57,43 @@ def _refittable(node, task: str) -> dict[tuple[int, ...], list[int]]:
     return found
 
 
-def _normal_equations(net: ZippedNetwork, original: ZippedNetwork, calib: Calibration, i: int, j: int, task: str,
-                      inputs: list[int]) -> tuple[np.ndarray, np.ndarray]:
+@dataclass
+class NormalEquations:
+    """The refit's Σ x̃ x̃ᵀ / n and Σ x̃ tᵀ / n (solved once: the Gram becomes its factor)."""
+
+    gram: np.ndarray
+    rhs: np.ndarray          # column-major
+
+    def solve(self, columns: np.ndarray, current: np.ndarray, ridge: float) -> np.ndarray:
+        """argmin ‖X̃W − T‖²/n + ρ‖W − W₀‖² over the targets' ``columns``, ρ = ridge · mean diag."""
+        lam = ridge * float(np.mean(np.diag(self.gram)))
+        self.gram[np.diag_indices_from(self.gram)] += lam
+        b = self.rhs.T[columns].T   # column-major: solved in place
+        b += lam * current
+        return solve_in_place(self.gram, b)
+
+
+@dataclass
+class RefitRows:
+    """The same refit from its rows, where they are few against the inputs (low_rank.ridge_refit)."""
+
+    x: np.ndarray            # X̃, bias column last
+    targets: np.ndarray
+
+    def solve(self, columns: np.ndarray, current: np.ndarray, ridge: float) -> np.ndarray:
+        return ridge_refit(self.x, self.targets[:, columns], current, ridge)
+
+
+def _refit_system(net: ZippedNetwork, original: ZippedNetwork, calib: Calibration, i: int, j: int, task: str,
+                  inputs: list[int]) -> NormalEquations | RefitRows:
     """Σ x̃ x̃ᵀ / n and Σ x̃ tᵀ / n over consumer j's inputs x̃ = (x, 1) in the zipped network and
-    its targets t, the original's pre-activations (both from the activation cache). A conv
+    its targets t, the original's pre-activations (both from the activation cache) — or, where
+    the instances are at most a quarter of the inputs, the rows x̃ and t themselves. A conv
     consumer with more than ``max_instances`` patch instances keeps a seeded random subset of
     them, as the Hessians do; its sums are float32 products per chunk of rows (its patch rows are
     many, and float64 products over them were most of a MobileNet zip's compensation time). A
     dense consumer's rows are the images: float64 products. Either way the sums are float64,
-    accumulated in place (VGG-16's fc6 reads 25,088 inputs: one Gram is 5 GB)."""
+    accumulated in place (a 25,089-wide Gram is 5 GB)."""
     node = net.nodes[j]
     positions = int(np.prod(node.shape[:2])) if node.op == "conv2d" else 1
     keep = min(1.0, calib.config.max_instances / max(len(calib.x[task]) * positions, 1))
@@ -74,9 +101,12 @@ def _normal_equations(net: ZippedNetwork, original: ZippedNetwork, calib: Calibr
     columns = _position_of(original.original_unit_order(j, task), net.original_unit_order(j, task))
     products = np.float64 if node.op != "conv2d" and keep >= 1.0 else np.float32
     width = hessian_width(net, j, inputs)
-    calib.cache.make_room((width + 1) ** 2 * 8)
-    acc = HessianAccumulator(width, dtype=np.float64, products=products)
-    rhs = np.zeros((width + 1, len(columns)), order="F")   # column-major: solved in place
+    if keeps_rows(round(len(calib.x[task]) * positions * keep), width + 1):
+        acc, targets = RowAccumulator(width), []
+    else:
+        calib.cache.make_room((width + 1) ** 2 * 8)
+        acc, targets = HessianAccumulator(width, dtype=np.float64, products=products), None
+        rhs = np.zeros((width + 1, len(columns)), order="F")
     for values, target in zip(calib.node_values(net, task, node.inputs[0]), calib.preactivations(original, task, j)):
         target = target[0]
         if node.op == "conv2d":
@@ -90,11 +120,16 @@ def _normal_equations(net: ZippedNetwork, original: ZippedNetwork, calib: Calibr
                 x, target = x[rows], target[rows]
         t = target[:, columns].astype(products, copy=False)
         acc.update(x)
+        if targets is not None:
+            targets.append(t.astype(np.float64))
+            continue
         for r in range(0, len(x), ROWS):
             rhs[:-1] += x[r:r + ROWS].astype(products, copy=False).T @ t[r:r + ROWS]
         rhs[-1] += t.sum(axis=0, dtype=np.float64)
+    if targets is not None:
+        return RefitRows(acc.rows(), np.vstack(targets))
     rhs /= max(acc.count, 1)
-    return acc.hessian(1.0), rhs
+    return NormalEquations(acc.hessian(1.0), rhs)
 
 
 def _position_of(original_order: np.ndarray, current_order: np.ndarray) -> np.ndarray:

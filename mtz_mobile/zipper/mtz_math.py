@@ -26,7 +26,9 @@ Wide layers: a layer's memory is H_A, H_B and L, each (d+1)². Over more than FL
 inputs the Hessians are summed and held in float32 (their entries are float32 products of
 float32 activations anyway); S and L stay float64, built and factorised in one buffer, and the
 damping is applied in the products rather than to copies — VGG-16's fc6 (d = 25,088) holds
-2.5 + 2.5 + 5 GB instead of 5 + 5 + 5 plus copies.
+2.5 + 2.5 + 5 GB instead of 5 + 5 + 5 plus copies. A layer that sees fewer instances than a
+quarter of its inputs (fc6 from a few hundred calibration images) forms none of these: its
+Hessians are held as their rows and the same math runs in the instances' space (low_rank.py).
 """
 
 from __future__ import annotations
