@@ -233,7 +233,7 @@ def one_zip(models, x, args) -> dict:
     timer.install()
     try:
         t0 = time.perf_counter()
-        zip_networks(models, data, config, out_dir=args.out, progress=False, on_layer_done=done)
+        zip_networks(models, data, config, out_dir=args.out, resume=args.resume, progress=False, on_layer_done=done)
         wall = time.perf_counter() - t0
     finally:
         timer.uninstall()
@@ -257,6 +257,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="also write the runs here")
     parser.add_argument("--out", help="also write the zip directory here (with --repeats 1), for convert and bench; "
                         "the models are saved beside it as OUT.sources/{a,b}.keras")
+    parser.add_argument("--resume", action="store_true", help="continue the partial zip in --out (its timings then "
+                        "cover the remaining steps only)")
     args = parser.parse_args(argv)
     if args.out and args.repeats != 1:
         parser.error("--out takes --repeats 1")
