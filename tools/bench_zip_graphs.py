@@ -123,12 +123,11 @@ def randomise(model, seed: int):
 def _parsed(model, keep_dir: Path | None, name: str):
     """The parsed model; saved first and parsed from the file (in Keras' safe mode) where a zip
     directory is asked for, since it keeps its sources."""
-    from mtz_mobile.graph.keras_io import load_keras_model, parse_model, save_keras_atomic
+    from mtz_mobile.graph.keras_io import parse_model, read_model, save_keras_atomic
 
     if keep_dir is None:
         return parse_model(model)
-    path = save_keras_atomic(model, keep_dir / f"{name}.keras")
-    return parse_model(load_keras_model(path), str(path))
+    return read_model(save_keras_atomic(model, keep_dir / f"{name}.keras"))   # with its sha256: convert checks it
 
 
 def _fashion_images(n: int, seed: int) -> np.ndarray:

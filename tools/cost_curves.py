@@ -4,10 +4,12 @@
     python tools/cost_curves.py --out docs/cost_curves                  # every pair, default calibration
     python tools/cost_curves.py --out results/costs --only lenet300 lenet5 resnet-pair
     python tools/cost_curves.py --out docs/cost_curves --reuse docs/cost_curves/runs.json   # redraw
+    python tools/cost_curves.py --out docs/cost_curves --reuse docs/cost_curves/costs.csv results/vgg128/vgg16.json
 
 Each pair is zipped (every hidden layer, no retraining) by ``tools/bench_zip_graphs.py`` in a
 fresh process, so that each peak RSS is that zip's own; a run already measured can be given with
-``--reuse`` (its JSON from ``bench_zip_graphs.py --json``) instead of being run again. Writes
+``--reuse`` (its JSON from ``bench_zip_graphs.py --json``, or an earlier costs.csv whose rows are
+kept as they are) instead of being run again. Writes
 costs.csv, costs.md and costs.png (log-log: wall time and peak RSS against parameters per
 model) and runs.json (the runs, for --reuse) to --out, and prints the table. The parameter
 count alone does not predict the cost (see docs/RESULTS.md): a conv net's Hessians and
@@ -45,6 +47,16 @@ def run_pair(name: str, calibration: int | None, timeout: int) -> dict:
             tail = done.stderr.strip().splitlines()[-1:] or ["(no output)"]
             raise SystemExit(f"cost_curves: {name} failed (exit {done.returncode}): {tail[0]}")
         return json.loads(out.read_text())
+
+
+def table_rows(path: Path) -> list[dict]:
+    """An earlier costs.csv's rows, typed as rows_of makes them."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        row.update({k: (int(v) if k in ("params_per_model", "calibration") else float(v))
+                    for k, v in row.items() if k not in ("pair", "what")})
+    return rows
 
 
 def rows_of(runs: list[dict]) -> list[dict]:
@@ -98,17 +110,21 @@ def main(argv=None) -> int:
                         "(default: each pair's own)")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per pair before it is stopped")
     args = parser.parse_args(argv)
-    reused = []
-    for p in args.reuse:   # one run's JSON, or a runs.json list
+    reused, tabled = [], []
+    for p in args.reuse:   # one run's JSON, a runs.json list, or an earlier costs.csv
+        if p.endswith(".csv"):
+            tabled += table_rows(Path(p))
+            continue
         loaded = json.loads(Path(p).read_text())
         reused += loaded if isinstance(loaded, list) else [loaded]
     for r in reused:
         if "pair" not in r or "params_per_task" not in r:
             parser.error(f"--reuse: {r.get('what', 'a file')} was not written by this version of "
                          "bench_zip_graphs.py --json (no pair or params_per_task): run it again")
-    have = {r["pair"] for r in reused}
-    runs = reused + [run_pair(name, args.calibration, args.timeout) for name in (args.only or ORDER) if name not in have]
-    rows = rows_of(runs)
+    runs = reused + [run_pair(name, args.calibration, args.timeout) for name in (args.only or ORDER)
+                     if name not in {r["pair"] for r in reused + tabled}]
+    fresh = {r["pair"] for r in runs}
+    rows = sorted(rows_of(runs) + [r for r in tabled if r["pair"] not in fresh], key=lambda row: row["params_per_model"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from mtz_mobile.fileio import write_atomic
