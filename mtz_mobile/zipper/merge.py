@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 
+from .low_rank import LowRankGeometry
 from .mtz_math import PairGeometry, random_merge
 
 
@@ -22,7 +23,7 @@ class MergeOperands:
 
     w_joint: np.ndarray
     w_new: np.ndarray
-    geometry: PairGeometry | None            # None for methods that do not use the metric
+    geometry: PairGeometry | LowRankGeometry | None   # None for methods that do not use the metric
     mask: np.ndarray | None                  # sparse layers: the connections the merged units keep
     rng: np.random.Generator
     dense_optimum: Callable[[], np.ndarray] | None = None   # Eq. 10–11, when the caller has it already

@@ -22,6 +22,7 @@ from .calibration import Calibration, LayerHessians, channel_hessians
 from .compensation import compensate_consumers
 from .config import ZipConfig, shared_count
 from .merge import METHODS, MergeOperands, sparse_mask
+from .low_rank import LowRankGeometry
 from .mtz_math import PairGeometry, channelwise_merge
 from .pairing import random_pairs, select_pairs
 from .plan import LayerRecord
@@ -60,7 +61,7 @@ class JointGroup:
     group: int
     owners: tuple
     inputs: list[int]             # input groups its owners share with the newcomer
-    geometry: PairGeometry | None
+    geometry: PairGeometry | LowRankGeometry | None
     w_joint: np.ndarray           # its incoming weights over ``inputs``, bias last
     w_new: np.ndarray             # the newcomer's, over the same inputs
 
