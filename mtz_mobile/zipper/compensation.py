@@ -14,7 +14,7 @@ import numpy as np
 from mtz_mobile.errors import MTZError
 from mtz_mobile.graph.network import ZippedNetwork
 
-from .calibration import Calibration, conv_instances, hessian_width
+from .calibration import Calibration, conv_instances, hessian_width, instances
 from .low_rank import RowAccumulator, keeps_rows, ridge_refit
 from .mtz_math import ROWS, HessianAccumulator, solve_in_place
 from .surgery import incoming_weights, merge
@@ -95,13 +95,12 @@ def _refit_system(net: ZippedNetwork, original: ZippedNetwork, calib: Calibratio
     dense consumer's rows are the images: float64 products. Either way the sums are float64,
     accumulated in place (a 25,089-wide Gram is 5 GB)."""
     node = net.nodes[j]
-    positions = int(np.prod(node.shape[:2])) if node.op == "conv2d" else 1
-    keep = min(1.0, calib.config.max_instances / max(len(calib.x[task]) * positions, 1))
+    total, keep = instances(net, calib, j, task)
     rng = np.random.default_rng([calib.config.seed, i, j, net.tasks.index(task)])
     columns = _position_of(original.original_unit_order(j, task), net.original_unit_order(j, task))
     products = np.float64 if node.op != "conv2d" and keep >= 1.0 else np.float32
     width = hessian_width(net, j, inputs)
-    if keeps_rows(round(len(calib.x[task]) * positions * keep), width + 1):
+    if keeps_rows(round(total * keep), width + 1):
         acc, targets = RowAccumulator(width), []
     else:
         calib.cache.make_room((width + 1) ** 2 * 8)
