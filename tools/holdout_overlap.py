@@ -16,14 +16,14 @@ import sys
 
 import numpy as np
 
-from mtz_mobile.data import COARSE_OF_FINE, load_task_data, split_per_class
+from mtz_mobile.data import COARSE_OF_FINE, error_rate, load_task_data, split_per_class
 from mtz_mobile.graph.keras_io import load_keras_model
 from mtz_mobile.zipper.plan import load_zip_dir
 
 
 def increase(zd, original, x, y) -> tuple[float, float]:
-    zipped = np.mean(np.argmax(zd.network.predict("coarse", x), 1) != y)
-    orig = np.mean(np.argmax(original.predict(x, verbose=0, batch_size=2048), 1) != y)
+    zipped = error_rate(zd.network.predict("coarse", x), y)
+    orig = error_rate(original.predict(x, verbose=0, batch_size=2048), y)
     return 100 * orig, 100 * (zipped - orig)
 
 

@@ -104,11 +104,12 @@ def _row_selection(net: ZippedNetwork, i: int, have: list[int], want: list[int])
 
 
 def instances(net: ZippedNetwork, calib: Calibration, i: int, task: str) -> tuple[int, float]:
-    """How many instances node i sees of the task's calibration data (a conv's output positions
-    of every image) and the share of them kept (``max_instances`` caps them)."""
+    """How many of node i's instances of the task's calibration data (a conv's output positions of
+    every image) are kept, about, and the share kept (``max_instances`` caps them)."""
     node = net.nodes[i]
     total = len(calib.x[task]) * (int(np.prod(node.shape[:2])) if node.op == "conv2d" else 1)
-    return total, min(1.0, calib.config.max_instances / max(total, 1))
+    keep = min(1.0, calib.config.max_instances / max(total, 1))
+    return round(total * keep), keep
 
 
 def task_hessian(net: ZippedNetwork, calib: Calibration, i: int, task: str, groups: list[int],
@@ -118,8 +119,8 @@ def task_hessian(net: ZippedNetwork, calib: Calibration, i: int, task: str, grou
     node = net.nodes[i]
     src = node.inputs[0]
     width = hessian_width(net, i, groups)
-    total, keep = instances(net, calib, i, task)
-    acc = RowAccumulator(width) if keeps_rows(round(total * keep), width + 1) else HessianAccumulator(width)
+    kept, keep = instances(net, calib, i, task)
+    acc = RowAccumulator(width) if keeps_rows(kept, width + 1) else HessianAccumulator(width)
     for values in calib.node_values(net, task, src):
         if groups and node.op == "conv2d":  # sampled as its rows are gathered
             x, _ = conv_instances(calib, np.concatenate([values[g] for g in groups], axis=-1), node.attrs, keep, rng)
@@ -153,8 +154,7 @@ class LayerHessians:
         self._geometries: dict[tuple, PairGeometry | LowRankGeometry] = {}
         # the tasks' Hessians, as held, and the float64 factor of S (factored Hessians need their rows only)
         dim = hessian_width(net, i, self.shared_with_newcomer) + 1
-        rows = [round(n * keep) for n, keep in (instances(net, calib, i, t) for t in existing + [newcomer])]
-        if not all(keeps_rows(n, dim) for n in rows):
+        if not all(keeps_rows(instances(net, calib, i, t)[0], dim) for t in existing + [newcomer]):
             calib.cache.make_room((len(existing) + 1) * dim * dim * np.dtype(hessian_dtype(dim)).itemsize
                                   + dim * dim * 8)
 

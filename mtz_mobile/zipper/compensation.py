@@ -95,12 +95,12 @@ def _refit_system(net: ZippedNetwork, original: ZippedNetwork, calib: Calibratio
     dense consumer's rows are the images: float64 products. Either way the sums are float64,
     accumulated in place (a 25,089-wide Gram is 5 GB)."""
     node = net.nodes[j]
-    total, keep = instances(net, calib, j, task)
+    kept, keep = instances(net, calib, j, task)
     rng = np.random.default_rng([calib.config.seed, i, j, net.tasks.index(task)])
     columns = _position_of(original.original_unit_order(j, task), net.original_unit_order(j, task))
     products = np.float64 if node.op != "conv2d" and keep >= 1.0 else np.float32
     width = hessian_width(net, j, inputs)
-    if keeps_rows(round(total * keep), width + 1):
+    if keeps_rows(kept, width + 1):
         acc, targets = RowAccumulator(width), []
     else:
         calib.cache.make_room((width + 1) ** 2 * 8)

@@ -151,12 +151,6 @@ class LowRankGeometry:
         d = self.damping / 8.0 * (_sq(delta) + _sq(y))
         return d, 0.5 * (w_a + w_b) + 0.5 * self._lift(y)
 
-    def merged_weights(self, w_a: np.ndarray, w_b: np.ndarray) -> np.ndarray:
-        return self.matched(w_a, w_b)[1]
-
-    def functional_differences(self, w_a: np.ndarray, w_b: np.ndarray) -> np.ndarray:
-        return self.compare(w_a, w_b).d
-
     def dense(self) -> PairGeometry:
         """The same geometry in the D-dimensional S-form (the same λ): D × D arrays."""
         n_a = int(np.sum(self.signs > 0))

@@ -21,8 +21,8 @@ from mtz_mobile.graph.network import ZippedNetwork, kernel_key
 from .calibration import Calibration, LayerHessians, channel_hessians
 from .compensation import compensate_consumers
 from .config import ZipConfig, shared_count
-from .merge import METHODS, MergeOperands, sparse_mask
 from .low_rank import LowRankGeometry
+from .merge import METHODS, MergeOperands, sparse_mask
 from .mtz_math import PairGeometry, channelwise_merge
 from .pairing import random_pairs, select_pairs
 from .plan import LayerRecord
