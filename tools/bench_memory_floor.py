@@ -11,8 +11,9 @@ side in one run, each loader × weight-cache combination, every one in its own f
            (written by the previous process), and off
 
 Per combination: growth of Anonymous, Pss and VmRSS from the runtime's set-up to after every
-task ran (kB, /proc/self/smaps_rollup), the resident kB of the model file and of the cache file
-(/proc/self/smaps), load-to-first-inference of every task, and each task's median latency. The
+task ran (kB, /proc/self/smaps_rollup), split by whose pages they are (/proc/self/smaps: the model
+file, the cache file, the runtime's own libraries, other files), the load time and load-to-first-
+inference of every task, and each task's median latency. The
 memory processes run in ``--rounds`` interleaved rounds (medians shown); latency is timed with
 every combination loaded in one process, interleaved in the same rounds (side by side).
 
@@ -36,44 +37,41 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 CACHE_SUFFIX = ".xnnpack_cache"
-# (name, loader, cache): cache None = off, ":memory", "cold" = file absent, "warm" = file present
+# XNNPACK delegate flags: the default build's QS8 | QU8, plus TRANSIENT_INDIRECTION_BUFFER (0x20), which
+# rebuilds the convolutions' indirection buffers in the shared workspace on every run instead of keeping
+# one per operator for the model's lifetime: less anonymous memory, some latency
+DEFAULT_FLAGS, TRANSIENT_INDIRECTION = 0x03, 0x03 | 0x20
+# (name, loader, cache, XNNPACK flags): cache None = off, ":memory", "cold" = file absent, "warm" =
+# file present; flags None = the runtime's default
 COMBINATIONS = (
-    ("file+:memory", "from_file", ":memory"),
-    ("file+cache-cold", "from_file", "cold"),
-    ("file+cache-warm", "from_file", "warm"),
-    ("file+off", "from_file", None),
-    ("buffer(mmap)+:memory", "from_buffer", ":memory"),
-    ("buffer(mmap)+cache-warm", "from_buffer", "warm"),
-    ("interpreter(path)", "interpreter", None),
+    ("file+:memory", "from_file", ":memory", None),
+    ("file+cache-cold", "from_file", "cold", None),
+    ("file+cache-warm", "from_file", "warm", None),
+    ("file+cache-warm+transient-indirection", "from_file", "warm", TRANSIENT_INDIRECTION),
+    ("file+off", "from_file", None, None),
+    ("buffer(mmap)+:memory", "from_buffer", ":memory", None),
+    ("buffer(mmap)+cache-warm", "from_buffer", "warm", None),
+    ("interpreter(path)", "interpreter", None, None),
 )
 REFERENCE = "file+:memory"
 
 CHILD = r'''
 import json, mmap, re, sys, time
 req = json.loads(sys.argv[1])
-from mtz_mobile.bench.probe import proc_status, _random_input
+from mtz_mobile.bench.probe import proc_status, resident_by_file, warm_input_generator, _random_input
 import numpy as np
-
-def mapped(paths):
-    # resident kB per mapped file, from /proc/self/smaps
-    out, cur = {p: 0 for p in paths}, None
-    for line in open("/proc/self/smaps"):
-        f = line.split()
-        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
-            cur = f[5] if len(f) > 5 else None
-        elif f[0] == "Rss:" and cur in out:
-            out[cur] += int(f[1])
-    return out
 
 rng = np.random.default_rng(0)
 keep = []
 
 def setup(loader):
-    if loader != "interpreter":
-        from mtz_mobile.bench.probe import CompiledModelFile
-        return CompiledModelFile.prepare()
+    # the runtime imported and set up, the input generator run: "before" counts neither
+    from mtz_mobile.bench.probe import CompiledModelFile, InterpreterModel
+    if loader == "interpreter":
+        return InterpreterModel.prepare()
+    return CompiledModelFile.prepare()
 
-def load(loader, model_path, cache, env):
+def load(loader, model_path, cache, flags, env):
     # returns (run(key), note)
     if loader == "interpreter":
         from mtz_mobile.litert_runtime import make_interpreter
@@ -86,7 +84,7 @@ def load(loader, model_path, cache, env):
     from ai_edge_litert.compiled_model import CompiledModel
     from ai_edge_litert.hardware_accelerator import HardwareAccelerator
     from ai_edge_litert.options import CpuOptions, Options
-    options = Options(HardwareAccelerator.CPU, cpu_options=CpuOptions(num_threads=1, xnnpack_weight_cache_path=cache or ""))
+    options = Options(HardwareAccelerator.CPU, cpu_options=CpuOptions(num_threads=1, xnnpack_weight_cache_path=cache or "", xnnpack_flags=flags))
     note = ""
     if loader == "from_file":
         model = CompiledModel.from_file(model_path, environment=env, options=options)
@@ -120,22 +118,23 @@ def load(loader, model_path, cache, env):
 clock = time.perf_counter
 if req["kind"] == "memory":
     env = setup(req["loader"])
-    before = proc_status()
+    before, files_before = proc_status(), resident_by_file()
     t0 = clock()
-    run, note = load(req["loader"], req["model"], req["cache"], env)
+    run, note = load(req["loader"], req["model"], req["cache"], req["flags"], env)
+    load_s = clock() - t0
     for k in req["keys"]:
         run(k)
     first_s = clock() - t0
     for _ in range(3):
         for k in req["keys"]:
             run(k)
-    after = proc_status()
-    files = mapped([req["model"], req["cache"] or ""])
-    print("RESULT " + json.dumps({"before": before, "after": after, "first_s": first_s, "note": note,
-                                  "model_rss": files[req["model"]], "cache_rss": files.get(req["cache"] or "", 0)}))
+    after, files_after = proc_status(), resident_by_file()
+    growth = {name: {k: v[k] - files_before.get(name, {}).get(k, 0) for k in v} for name, v in files_after.items()}
+    print("RESULT " + json.dumps({"before": before, "after": after, "load_s": load_s, "first_s": first_s, "note": note,
+                                  "files": {n: g for n, g in growth.items() if g["Rss"] or g["Pss"]}}))
 else:  # latency: every combination loaded in this one process, runs interleaved in rounds
     env = setup("from_file")
-    runs = {name: load(loader, path, cache, env)[0] for name, loader, path, cache in req["combos"]}
+    runs = {name: load(loader, path, cache, flags, env)[0] for name, loader, path, cache, flags in req["combos"]}
     lat = {f"{name}/{k}": [] for name in runs for k in req["keys"]}
     for name, run in runs.items():
         for k in req["keys"]:
@@ -162,15 +161,15 @@ def cache_path(model: Path, cache: str | None) -> str:
     return cache if cache == ":memory" else (str(model) + CACHE_SUFFIX if cache else "")
 
 
-def run_memory(model: Path, loader: str, cache: str | None, keys: list[str]) -> dict:
+def run_memory(model: Path, loader: str, cache: str | None, flags: int | None, keys: list[str]) -> dict:
     """One fresh process: load, run every task, report the memory split and load→first inference."""
     cache_file = Path(str(model) + CACHE_SUFFIX)
     if cache == "cold":
         cache_file.unlink(missing_ok=True)
     elif cache == "warm" and not cache_file.exists():
-        run_memory(model, loader, "cold", keys)  # writes the file
+        run_memory(model, loader, "cold", flags, keys)  # writes the file
     r = _child({"kind": "memory", "model": str(model), "cache": cache_path(model, cache), "loader": loader,
-                "keys": keys})
+                "flags": flags, "keys": keys})
     r["cache_file_bytes"] = cache_file.stat().st_size if cache in ("cold", "warm") else 0
     return r
 
@@ -178,8 +177,8 @@ def run_memory(model: Path, loader: str, cache: str | None, keys: list[str]) -> 
 def run_latency(model: Path, keys: list[str], runs: int, rounds: int) -> dict:
     """Every combination loaded in ONE process, timed in interleaved rounds (side by side); a cold
     cache is timed as its warm one (after the first process the file exists)."""
-    combos = [[name, loader, str(model), cache_path(model, "warm" if cache == "cold" else cache)]
-              for name, loader, cache in COMBINATIONS]
+    combos = [[name, loader, str(model), cache_path(model, "warm" if cache == "cold" else cache), flags]
+              for name, loader, cache, flags in COMBINATIONS]
     return _child({"kind": "latency", "combos": combos, "keys": keys, "runs": runs, "rounds": rounds})["median_us"]
 
 
@@ -219,31 +218,98 @@ def _mb(kb: float) -> str:
     return f"{kb / 1024:.1f}"
 
 
+def split_growth(r: dict, model: str, cache: str) -> dict:
+    """The memory growth of one process by whose pages it is (kB): the rollup's Anonymous, Pss and
+    VmRSS, shared memory (XNNPACK's ':memory' cache is a memfd), and the Rss/Pss of the model file,
+    the cache file, the runtime's own libraries (code first run at load) and every other file."""
+    b, a, files = r["before"], r["after"], r["files"]
+    runtime = [n for n in files if "ai_edge_litert" in n]
+    others = [n for n in files if n.startswith("/") and not n.startswith("/memfd:") and n not in (model, cache)
+              and n not in runtime]
+    return {"anon": a["Anonymous"] - b["Anonymous"], "pss": a["Pss"] - b["Pss"], "rss": a["VmRSS"] - b["VmRSS"],
+            "shmem": a.get("RssShmem", 0) - b.get("RssShmem", 0),
+            "model_rss": files.get(model, {}).get("Rss", 0), "cache_rss": files.get(cache, {}).get("Rss", 0),
+            "runtime_pss": sum(files[n]["Pss"] for n in runtime), "others_pss": sum(files[n]["Pss"] for n in others)}
+
+
 def table(results: dict, floor_bytes: int, keys: list[str]) -> list[str]:
-    """rest Δ = VmRSS Δ - anonymous Δ - shmem Δ - model and cache file pages: other files (library code
-    first run at load)."""
     floor_kb = floor_bytes / 1024
     ref = results[REFERENCE]
     head = ("| combination | anon Δ MiB | shmem Δ MiB | Pss Δ MiB | VmRSS Δ MiB | model file resident MiB "
-            "| cache file resident MiB | rest Δ MiB "
-            "| anon Δ / floor | Pss Δ / floor | load→first inference ms | " + " | ".join(f"{k} median µs" for k in keys)
-            + " | latency / reference |")
+            "| cache file resident MiB | runtime library pages (Pss) MiB | other files (Pss) MiB "
+            "| anon Δ / floor | Pss Δ / floor | load ms | load→first inference ms | "
+            + " | ".join(f"{k} median µs" for k in keys) + " | latency / reference |")
     out = [head, "|" + "---|" * (head.count("|") - 1)]
     for name, r in results.items():
-        d = {k: r[k] for k in ("anon", "pss", "rss")}
         lat = [r["median_us"][k] for k in keys]
         rel = max(r["median_us"][k] / ref["median_us"][k] for k in keys)
-        rest = r["rss"] - r["anon"] - r["shmem"] - r["model_rss"] - r["cache_rss"]
-        out.append(f"| {name} | {_mb(d['anon'])} | {_mb(r['shmem'])} | {_mb(d['pss'])} | {_mb(d['rss'])} | "
-                   f"{_mb(r['model_rss'])} | {_mb(r['cache_rss'])} | {_mb(rest)} | {d['anon'] / floor_kb:.3f} | {d['pss'] / floor_kb:.3f} | "
+        out.append(f"| {name} | {_mb(r['anon'])} | {_mb(r['shmem'])} | {_mb(r['pss'])} | {_mb(r['rss'])} | "
+                   f"{_mb(r['model_rss'])} | {_mb(r['cache_rss'])} | {_mb(r['runtime_pss'])} | {_mb(r['others_pss'])} | "
+                   f"{r['anon'] / floor_kb:.3f} | {r['pss'] / floor_kb:.3f} | {r['load_s'] * 1000:.1f} | "
                    f"{r['first_s'] * 1000:.1f} | " + " | ".join(f"{v:.0f}" for v in lat) + f" | {rel:.3f}× |")
     return out
+
+
+def measure(model: Path, keys: list[str], combinations, rounds: int) -> dict:
+    """Per combination, its memory processes' figures round by round (interleaved)."""
+    out = {name: [] for name, *_ in combinations}
+    for _ in range(rounds):
+        for name, loader, cache, flags in combinations:
+            r = run_memory(model, loader, cache, flags, keys)
+            r.update(split_growth(r, str(model), cache_path(model, "warm") if cache in ("cold", "warm") else ""))
+            out[name].append(r)
+    return out
+
+
+def medians(rounds: dict, latency: dict | None, keys: list[str]) -> dict:
+    med = {}
+    for name, rs in rounds.items():
+        m = {k: statistics.median(r[k] for r in rs) for k in ("anon", "pss", "rss", "shmem", "model_rss", "cache_rss",
+                                                                "runtime_pss", "others_pss", "load_s", "first_s")}
+        m["median_us"] = {k: latency[f"{name}/{k}"] for k in keys} if latency else {}
+        m["note"], m["cache_file_bytes"] = rs[0]["note"], rs[0]["cache_file_bytes"]
+        med[name] = m
+    return med
+
+
+def original_rows(med: dict, floor_bytes: int) -> list[str]:
+    """One original serving its own task, loaded the way the winner is: what its activations and the
+    runtime cost without any sharing, against which the zipped file's fixed costs can be read."""
+    out = ["| one original, combination | anon Δ MiB | Pss Δ MiB | model file resident MiB | cache file resident MiB "
+           "| runtime library pages (Pss) MiB | Pss Δ / its own unique weights | load→first inference ms |",
+           "|---|---|---|---|---|---|---|---|"]
+    for name, r in med.items():
+        out.append(f"| {name} | {_mb(r['anon'])} | {_mb(r['pss'])} | {_mb(r['model_rss'])} | {_mb(r['cache_rss'])} | "
+                   f"{_mb(r['runtime_pss'])} | {r['pss'] * 1024 / floor_bytes:.3f} | {r['first_s'] * 1000:.1f} |")
+    return out
+
+
+def targets(med: dict, floor: int, keys: list[str]) -> list[str]:
+    warm, ref = med["file+cache-warm"], med[REFERENCE]
+    lat = max(warm["median_us"][k] / ref["median_us"][k] for k in keys)
+    own = warm["pss"] - warm["runtime_pss"] - warm["others_pss"]
+    speed = ref["first_s"] / warm["first_s"]
+    verdict = lambda ok: "met" if ok else "missed"  # noqa: E731
+    return [
+        "targets for file+cache-warm (anon ≤ 0.1× floor, Pss ≤ 1.1× floor, load→first ≥ 5× faster than :memory, "
+        "latency ≤ 1.05×):",
+        f"  anonymous growth {warm['anon'] * 1024 / floor:.3f}× floor: {verdict(warm['anon'] * 1024 <= 0.1 * floor)}",
+        f"  Pss growth {warm['pss'] * 1024 / floor:.3f}× floor: {verdict(warm['pss'] * 1024 <= 1.1 * floor)}",
+        f"    of which the model's own pages (anonymous, shared memory, model and cache file) {own * 1024 / floor:.3f}× "
+        f"floor; the runtime's library pages first run at load {_mb(warm['runtime_pss'])} MiB, other files "
+        f"{_mb(warm['others_pss'])} MiB",
+        f"  load→first inference {speed:.1f}× faster than :memory: {verdict(speed >= 5)} (the load alone "
+        f"{ref['load_s'] / warm['load_s']:.1f}×: {ref['load_s'] * 1000:.1f} vs {warm['load_s'] * 1000:.1f} ms)",
+        f"  per-task latency {lat:.3f}× the reference: {verdict(lat <= 1.05)}",
+        f"  cache file {warm['cache_file_bytes']:,} bytes"]
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, help="a zipped .tflite (copied into a scratch directory)")
     p.add_argument("--build-wide", type=Path, metavar="DIR", help="build the wide pair in DIR and use it")
+    p.add_argument("--original", type=Path, help="also measure this original (one task's own file, e.g. the "
+                   "converter's MODEL.baseline_TASK.tflite) with a warm cache file, in the same rounds")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every combination")
     p.add_argument("--runs", type=int, default=20, help="timed runs per task and combination in each latency round")
     p.add_argument("--json", type=Path, help="also write the per-round figures here")
@@ -259,24 +325,15 @@ def main(argv=None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="memfloor-"))
     model = scratch / "model.tflite"
     shutil.copyfile(args.model, model)
-    rounds = {name: [] for name, _, _ in COMBINATIONS}
-    for _ in range(args.rounds):
-        for name, loader, cache in COMBINATIONS:
-            r = run_memory(model, loader, cache, keys)
-            b, a = r["before"], r["after"]
-            r.update(anon=a["Anonymous"] - b["Anonymous"], pss=a["Pss"] - b["Pss"], rss=a["VmRSS"] - b["VmRSS"],
-                     shmem=a.get("RssShmem", 0) - b.get("RssShmem", 0))
-            rounds[name].append(r)
-    latency = run_latency(model, keys, args.runs, args.rounds)
+    rounds = measure(model, keys, COMBINATIONS, args.rounds)
+    med = medians(rounds, run_latency(model, keys, args.runs, args.rounds), keys)
+    original = {}
+    if args.original:
+        o_info, o_model = describe_model(args.original), scratch / "original.tflite"
+        shutil.copyfile(args.original, o_model)
+        warm_rows = [c for c in COMBINATIONS if c[2] == "warm" and c[1] == "from_file"]
+        original = medians(measure(o_model, o_info["tasks"], warm_rows, args.rounds), None, [])
     shutil.rmtree(scratch, ignore_errors=True)
-    med = {}
-    for name, rs in rounds.items():
-        m = {k: statistics.median(r[k] for r in rs) for k in ("anon", "pss", "rss", "shmem", "model_rss", "cache_rss",
-                                                                "first_s")}
-        m["median_us"] = {k: latency[f"{name}/{k}"] for k in keys}
-        m["note"] = rs[0]["note"]
-        m["cache_file_bytes"] = rs[0]["cache_file_bytes"]
-        med[name] = m
     print(f"model {args.model} ({info['file_bytes']:,} bytes), unique weight bytes (floor) {floor:,} "
           f"= {floor / 2**20:.1f} MiB; tasks {', '.join(keys)}; {args.rounds} interleaved rounds, {args.runs} "
           f"timed runs per task; medians over rounds; reference for latency: {REFERENCE}\n")
@@ -284,21 +341,13 @@ def main(argv=None) -> int:
     for name, m in med.items():
         if m["note"]:
             print(f"\n{name}: {m['note']}")
-    warm, ref = med["file+cache-warm"], med[REFERENCE]
-    lat = max(warm["median_us"][k] / ref["median_us"][k] for k in keys)
-    print("\ntargets for file+cache-warm (anon ≤ 0.1× floor, Pss ≤ 1.1× floor, load→first ≥ 5× faster than "
-          ":memory, latency ≤ 1.05×):")
-    print(f"  anonymous growth {warm['anon'] * 1024 / floor:.3f}× floor: {'met' if warm['anon'] * 1024 <= 0.1 * floor else 'missed'}")
-    print(f"  Pss growth {warm['pss'] * 1024 / floor:.3f}× floor: {'met' if warm['pss'] * 1024 <= 1.1 * floor else 'missed'}")
-    weights = warm["anon"] + warm["shmem"] + warm["model_rss"] + warm["cache_rss"]
-    print(f"    of which anonymous + shmem + model file + cache file pages {weights * 1024 / floor:.3f}× floor; "
-          f"the rest ({(warm['rss'] - weights) / 1024:.1f} MiB) are other files' pages (library code run at load)")
-    speed = ref["first_s"] / warm["first_s"]
-    print(f"  load→first inference {speed:.1f}× faster than :memory: {'met' if speed >= 5 else 'missed'}")
-    print(f"  per-task latency {lat:.3f}× the reference: {'met' if lat <= 1.05 else 'missed'}")
-    print(f"  cache file {warm['cache_file_bytes']:,} bytes")
+    if original:
+        print(f"\n{args.original} ({o_info['unique_weight_bytes']:,} bytes of weights), serving its own task:\n")
+        print("\n".join(original_rows(original, o_info["unique_weight_bytes"])))
+    print("\n" + "\n".join(targets(med, floor, keys)))
     if args.json:
-        args.json.write_text(json.dumps({"floor_bytes": floor, "rounds": rounds, "medians": med}, indent=1))
+        args.json.write_text(json.dumps({"floor_bytes": floor, "rounds": rounds, "medians": med,
+                                         "original": original}, indent=1))
     return 0
 
 
