@@ -81,6 +81,7 @@ class Settings:
     retrain_mlp: int = 90             # light retraining iterations after each zipped layer
     retrain_lenet5: int = 100
     retrain_resnet: int = 40
+    resnet_schedule: str = "layer"   # "end": one retraining call after the last layer (one graph trace, not nine)
     retrain_lr: float = 1e-4
     calib_dense: int = 10000          # calibration images for the Hessians (ZipConfig default)
     calib_conv: int = 2000
@@ -96,7 +97,8 @@ class Settings:
     @classmethod
     def quick_settings(cls) -> "Settings":
         return cls(quick=True, n_train=2000, n_test=1000, mlp_epochs=1, lenet5_epochs=1, resnet_epochs=1,
-                   resnet_train=1000, prune_epochs=1, retrain_mlp=5, retrain_lenet5=5, retrain_resnet=2,
+                   resnet_train=1000, prune_epochs=1, retrain_mlp=5, retrain_lenet5=5, retrain_resnet=18,
+                   resnet_schedule="end",
                    calib_dense=500, calib_conv=300, calib_resnet=100, validation_split=0.2, budget_pp=2.0,
                    lenet300_seeds=[0],
                    fig2_layer1=[0, 150, 300], fig2_layer2=[0, 50, 100], random_seeds=[0])
@@ -106,10 +108,11 @@ def no_retrain() -> RetrainSettings:
     return RetrainSettings(iterations=0)
 
 
-def retrain(s: Settings, iterations: int, paper: bool = False) -> RetrainSettings:
+def retrain(s: Settings, iterations: int, paper: bool = False, schedule: str = "layer") -> RetrainSettings:
     """Light retraining as configured; ``paper``: the paper's loss (labels only, no distillation)."""
     extra = {"distill": 0.0} if paper else {}
-    return RetrainSettings(iterations=iterations, learning_rate=s.retrain_lr, batch_size=s.batch_size, **extra)
+    return RetrainSettings(iterations=iterations, learning_rate=s.retrain_lr, batch_size=s.batch_size,
+                           schedule=schedule, **extra)
 
 
 # ----- output ----------------------------------------------------------------------------------
@@ -250,7 +253,8 @@ def net_errors(net, datas: dict[str, TaskData]) -> dict[str, float]:
 
 
 def retrain_iterations(plan) -> int:
-    return int(sum(layer.retrain.get("iterations", 0) for layer in plan.layers))
+    per_layer = sum(layer.retrain.get("iterations", 0) for layer in plan.layers)
+    return int(per_layer + plan.final_retrain.get("iterations", 0))
 
 
 def layer_counts(plan) -> list[int]:
@@ -583,7 +587,7 @@ def exp_resnet(out: Path, datas: dict[str, TaskData], s: Settings) -> dict:
         say(f"  resnet {label}")
         t0 = time.perf_counter()
         cfg = ZipConfig(shared=shared, seed=s.zip_seed, calibration_samples=s.calib_resnet,
-                        retrain=retrain(s, iters, paper=paper) if iters else no_retrain())
+                        retrain=retrain(s, iters, paper, s.resnet_schedule) if iters else no_retrain())
         result = zip_pair(paths, two, cfg)
         errs = net_errors(result.network, two)
         params = result.plan.params
@@ -606,8 +610,8 @@ def exp_resnet(out: Path, datas: dict[str, TaskData], s: Settings) -> dict:
           f"{num(recs['fine']['params'])} Keras parameters for the fine task) trained {s.resnet_epochs} epoch(s) on "
           f"{recs['fine']['train_images']} images: fine (10 item types, seed 1) {pct(base['fine'])}, coarse "
           f"(5 groups, seed 2) {pct(base['coarse'])}; {recs['fine']['iterations']} training iterations each. "
-          f"Channels per zipped layer: {' / '.join(str(w) for w in widths)}. Retraining: {it} iterations after "
-          "each zipped layer.\n",
+          f"Channels per zipped layer: {' / '.join(str(w) for w in widths)}. Retraining: {it} iterations "
+          f"{'after each zipped layer' if s.resnet_schedule == 'layer' else 'once, after the last layer'}.\n",
           markdown_table(["configuration", "Ñ_l per layer", "error fine", "error coarse", "retraining iterations",
                           "shared params", "stored params (of separate)"], table), ""]
     return {"reference": recs, "rows": rows, "markdown": "\n".join(md)}
