@@ -45,7 +45,7 @@ def deploy(models: list[str | os.PathLike], out_dir: str | os.PathLike, data="fa
            names: list[str] | None = None, data_dir=None, push: bool = False, serial: str | None = None,
            app: str | None = None, joint: bool = True, quantize: str = "none", bench: bool = True,
            threads: int = 1, runs: int = 50, runtime: str = DEPLOY_RUNTIME, xnnpack_cache: str | None = None,
-           progress: bool = True, **zip_options) -> DeployResult:
+           transient_indirection: bool = False, progress: bool = True, **zip_options) -> DeployResult:
     """Run (or resume) every stage; returns where each output is and which stages ran."""
     from . import api
 
@@ -56,7 +56,8 @@ def deploy(models: list[str | os.PathLike], out_dir: str | os.PathLike, data="fa
     tasks = api.task_names([str(m) for m in models], names)
     config = api.start_distribution(zip_options["config"] if "config" in zip_options
                                     else api.make_config(**zip_options))
-    bench_settings = dict(threads=threads, runs=runs, runtime=runtime, xnnpack_cache=xnnpack_cache)
+    bench_settings = dict(threads=threads, runs=runs, runtime=runtime, xnnpack_cache=xnnpack_cache,
+                          transient_indirection=transient_indirection)
     with output_lock(out):
         out.mkdir(parents=True, exist_ok=True)
         bar = Progress(3 + int(bench) + int(push), label="deploy", enabled=progress)

@@ -5,6 +5,7 @@ whose settings changed."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -318,3 +319,17 @@ def test_deploy_benches_again_when_the_runtime_changes(redeploy, capsys):
     assert redeploy(runtime="interpreter").stages == {"zip": "skipped", "convert": "skipped", "bench": "skipped"}
     result = redeploy(runtime="compiled", xnnpack_cache="off", runs=2)
     assert result.stages["bench"] == "done" and result.report["settings"]["xnnpack_cache"] == "off"
+
+    # a report written before --transient-indirection existed ran without it: still current
+    from mtz_mobile.bench.currency import bench_staleness
+
+    path = result.out_dir / "bench" / "report.json"
+    old = json.loads(path.read_text())
+    del old["settings"]["xnnpack_transient_indirection"]
+    path.write_text(json.dumps(old))
+    settings = dict(runtime="compiled", xnnpack_cache="off", runs=2)
+    assert bench_staleness(path.parent, result.model, result.baselines.values(), settings) is None
+    capsys.readouterr()
+    result = redeploy(runtime="compiled", xnnpack_cache="off", runs=2, transient_indirection=True)
+    assert result.stages["bench"] == "done" and result.report["settings"]["xnnpack_transient_indirection"] is True
+    assert "xnnpack_transient_indirection False → True" in capsys.readouterr().err

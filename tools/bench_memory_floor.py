@@ -35,19 +35,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from mtz_mobile.bench.probe import CACHE_SUFFIX, TRANSIENT_INDIRECTION_FLAGS  # noqa: E402
 
-CACHE_SUFFIX = ".xnnpack_cache"
-# XNNPACK delegate flags: the default build's QS8 | QU8, plus TRANSIENT_INDIRECTION_BUFFER (0x20), which
-# rebuilds the convolutions' indirection buffers in the shared workspace on every run instead of keeping
-# one per operator for the model's lifetime: less anonymous memory, some latency
-DEFAULT_FLAGS, TRANSIENT_INDIRECTION = 0x03, 0x03 | 0x20
 # (name, loader, cache, XNNPACK flags): cache None = off, ":memory", "cold" = file absent, "warm" =
 # file present; flags None = the runtime's default
 COMBINATIONS = (
     ("file+:memory", "from_file", ":memory", None),
     ("file+cache-cold", "from_file", "cold", None),
     ("file+cache-warm", "from_file", "warm", None),
-    ("file+cache-warm+transient-indirection", "from_file", "warm", TRANSIENT_INDIRECTION),
+    ("file+cache-warm+transient-indirection", "from_file", "warm", TRANSIENT_INDIRECTION_FLAGS),
     ("file+off", "from_file", None, None),
     ("buffer(mmap)+:memory", "from_buffer", ":memory", None),
     ("buffer(mmap)+cache-warm", "from_buffer", "warm", None),

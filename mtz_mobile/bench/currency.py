@@ -12,7 +12,10 @@ from mtz_mobile.fileio import sha256_of
 from .host import HostSettings
 from .report import read_report
 
-SETTING_KEYS = ("runtime", "xnnpack_cache", "threads", "runs", "warmup", "switch_steps", "memory_repeats")
+SETTING_KEYS = ("runtime", "xnnpack_cache", "xnnpack_transient_indirection", "threads", "runs", "warmup",
+                "switch_steps", "memory_repeats")
+# what a report written before a setting existed measured with
+BEFORE_THE_SETTING = {"xnnpack_transient_indirection": False}
 
 
 def bench_staleness(report_dir, model, baselines=(), settings=None) -> str | None:
@@ -37,7 +40,8 @@ def bench_staleness(report_dir, model, baselines=(), settings=None) -> str | Non
     if sorted(b["sha256"] for b in report["baselines"]) != sorted(sha256_of(b) for b in baselines):
         return "baselines changed"
     saved = report["settings"]
-    changed = [f"{k} {saved.get(k)} → {want[k]}" for k in SETTING_KEYS if saved.get(k) != want[k]]
+    saved = {k: saved.get(k, BEFORE_THE_SETTING.get(k)) for k in SETTING_KEYS}
+    changed = [f"{k} {saved[k]} → {want[k]}" for k in SETTING_KEYS if saved[k] != want[k]]
     if changed:
         return f"bench settings changed ({', '.join(changed)})"
     files = [report["files"]["markdown"]] + report["files"]["charts"]

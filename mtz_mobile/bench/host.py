@@ -27,7 +27,7 @@ from mtz_mobile.progress import Progress
 
 from .common import default_warmup, ratio
 from .memory import memory_ratios, versus_one_original
-from .probe import CACHE_SUFFIX, MARKER, RUNTIMES
+from .probe import CACHE_SUFFIX, MARKER, RUNTIMES, TRANSIENT_INDIRECTION_FLAGS
 
 CACHE_STATES = ("on", "off", "file")
 MEMORY_CACHE_PATH = ":memory"
@@ -36,7 +36,8 @@ RUNTIME_DETAIL = {
     "interpreter": "ai_edge_litert.interpreter.Interpreter (mtz_mobile.litert_runtime.make_interpreter), "
                    "XNNPACK applied by default; this runtime has no XNNPACK weight-cache option",
     "compiled": "ai_edge_litert.compiled_model.CompiledModel on HardwareAccelerator.CPU with "
-                "CpuOptions(num_threads, xnnpack_weight_cache_path), one shared LiteRT Environment per process",
+                "CpuOptions(num_threads, xnnpack_weight_cache_path, xnnpack_flags), one shared LiteRT Environment per "
+                "process",
 }
 
 
@@ -47,6 +48,7 @@ class HostSettings:
     runs: int = 50
     warmup: int | None = None
     xnnpack_cache: str | None = None  # None: file for compiled, off for interpreter (see resolve)
+    transient_indirection: bool = False  # compiled only: XNNPACK's TRANSIENT_INDIRECTION_BUFFER flag
     switch_steps: int | None = None
     memory_repeats: int = 3
     timeout_s: float = 600.0
@@ -80,13 +82,21 @@ class HostSettings:
         if self.runtime == "interpreter" and self.xnnpack_cache != "off":
             raise MTZError("the interpreter runtime cannot turn XNNPACK's weight cache on (ai-edge-litert's "
                            f"Interpreter has no such option): use --runtime compiled --xnnpack-cache {self.xnnpack_cache}")
+        if self.transient_indirection and self.runtime != "compiled":
+            raise MTZError("--transient-indirection sets an XNNPACK flag through CpuOptions, which only the compiled "
+                           "runtime has: use --runtime compiled")
         self.cache_path = {"on": MEMORY_CACHE_PATH, "file": FILE_CACHE_PATH}.get(self.xnnpack_cache, "")
         return self
+
+    @property
+    def xnnpack_flags(self) -> int | None:
+        return TRANSIENT_INDIRECTION_FLAGS if self.transient_indirection else None
 
     def to_json(self) -> dict:
         return {"runtime": self.runtime, "runtime_detail": RUNTIME_DETAIL[self.runtime], "threads": self.threads,
                 "runs": self.runs, "warmup": self.warmup, "xnnpack": True, "xnnpack_cache": self.xnnpack_cache,
                 "xnnpack_cache_path": self.cache_path or None, "xnnpack_cache_chosen_by": self.cache_chosen_by,
+                "xnnpack_transient_indirection": self.transient_indirection,
                 "switch_steps": self.switch_steps, "memory_repeats": self.memory_repeats}
 
 
@@ -298,7 +308,7 @@ def _bench_host(model_path, baselines, settings: HostSettings, out_dir, progress
     bar.step("storage")
     report["storage"] = storage_figures(model, base)
     common = {"runtime": settings.runtime, "threads": settings.threads, "cache_path": settings.cache_path,
-              "cache_beside": settings.xnnpack_cache == "file"}
+              "cache_beside": settings.xnnpack_cache == "file", "xnnpack_flags": settings.xnnpack_flags}
     cache_files = _prepare_cache_files(model, base, settings, common) if common["cache_beside"] else None
     report["memory"] = _measure_memory(plan, settings, common, bar)
     if cache_files is not None:

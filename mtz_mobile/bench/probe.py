@@ -23,6 +23,10 @@ SMAPS_KEYS = ("Pss", "Private_Dirty", "Private_Clean", "Shared_Clean", "Shared_D
 METRIC_KEYS = STATUS_KEYS + ("Pss", "Anonymous")
 # --xnnpack-cache file: the weight cache of MODEL lives in MODEL + this suffix (see weight_cache.py)
 CACHE_SUFFIX = ".xnnpack_cache"
+# --transient-indirection: XNNPACK delegate flags = the default build's QS8 | QU8 (0x03) plus
+# TRANSIENT_INDIRECTION_BUFFER (0x20), with which convolutions rebuild their indirection buffers in the
+# shared workspace on every run instead of holding one per operator: less anonymous memory, slower runs
+TRANSIENT_INDIRECTION_FLAGS = 0x23
 
 
 def _read_kb(path: str, keys) -> dict[str, int]:
@@ -95,9 +99,9 @@ class InterpreterModel:
 
         warm_input_generator()
 
-    def __init__(self, path: str, threads: int, cache_path: str):
-        if cache_path:
-            raise ValueError("the Interpreter runtime has no XNNPACK weight cache option")
+    def __init__(self, path: str, threads: int, cache_path: str, xnnpack_flags: int | None = None):
+        if cache_path or xnnpack_flags is not None:
+            raise ValueError("the Interpreter runtime has no XNNPACK weight cache or flags option")
         from mtz_mobile.litert_runtime import make_interpreter
         import numpy as np
 
@@ -121,7 +125,8 @@ class InterpreterModel:
 
 class CompiledModelFile:
     """One file in ai_edge_litert.compiled_model.CompiledModel on the CPU accelerator, with
-    CpuOptions(num_threads, xnnpack_weight_cache_path) — "" leaves the weight cache off."""
+    CpuOptions(num_threads, xnnpack_weight_cache_path, xnnpack_flags) — "" leaves the weight cache
+    off, flags None leaves the runtime's default."""
 
     _environment = None
 
@@ -140,14 +145,14 @@ class CompiledModelFile:
             cls._environment = Environment.create(options=EnvironmentOptions(runtime_path=runtime_path))
         return cls._environment
 
-    def __init__(self, path: str, threads: int, cache_path: str):
+    def __init__(self, path: str, threads: int, cache_path: str, xnnpack_flags: int | None = None):
         import numpy as np
         from ai_edge_litert.compiled_model import CompiledModel
         from ai_edge_litert.hardware_accelerator import HardwareAccelerator
         from ai_edge_litert.options import CpuOptions, Options
 
-        options = Options(HardwareAccelerator.CPU,
-                          cpu_options=CpuOptions(num_threads=threads, xnnpack_weight_cache_path=cache_path or ""))
+        options = Options(HardwareAccelerator.CPU, cpu_options=CpuOptions(
+            num_threads=threads, xnnpack_weight_cache_path=cache_path or "", xnnpack_flags=xnnpack_flags))
         self.model = CompiledModel.from_file(path, environment=self.prepare(), options=options)
         rng = np.random.default_rng(0)
         self.keys = list(self.model.get_signature_list())
@@ -182,7 +187,7 @@ RUNTIMES = {"interpreter": InterpreterModel, "compiled": CompiledModelFile}
 def load(path: str, request: dict):
     """``cache_beside``: each file's weight cache in a file next to it, else ``cache_path`` for all."""
     cache = path + CACHE_SUFFIX if request.get("cache_beside") else request.get("cache_path") or ""
-    return RUNTIMES[request["runtime"]](path, int(request["threads"]), cache)
+    return RUNTIMES[request["runtime"]](path, int(request["threads"]), cache, request.get("xnnpack_flags"))
 
 
 def _memory(request: dict) -> dict:

@@ -121,7 +121,9 @@ def _header(r: dict) -> list[str]:
     cache = s["xnnpack_cache"] + (f" ({s['xnnpack_cache_path']})" if s.get("xnnpack_cache_path") else "")
     out += [f"- Where: {where}",
             f"- Runtime: **{s['runtime']}** — {s['runtime_detail']}",
-            f"- XNNPACK: on; weight cache **{cache}** (chosen by {s['xnnpack_cache_chosen_by']})",
+            f"- XNNPACK: on; weight cache **{cache}** (chosen by {s['xnnpack_cache_chosen_by']})"
+            + ("; **transient indirection buffers** (XNNPACK flags 0x23: convolutions rebuild them each run)"
+               if s.get("xnnpack_transient_indirection") else ""),
             f"- Threads {s['threads']}, timed runs {s['runs']} per signature after {s['warmup']} warm-up runs", ""]
     base = r["baselines"]
     out.append("Files: zipped `" + model["path"] + "`" + (

@@ -25,7 +25,8 @@ HOST = {f.name: f.default for f in fields(HostSettings) if f.init}
 WEB = "web"   # bench --runtime web: LiteRT.js in the browser (mtz_mobile.web.bench)
 _ANDROID_ONLY = ("adb_serial", "benchmark_binary")
 _WEB_ONLY = ("trials",)
-_HOST_ONLY = ("threads", "runtime", "xnnpack_cache", "switch_steps")  # LiteRT.js: one thread, no cache option
+# LiteRT.js: one thread, no cache or flags option
+_HOST_ONLY = ("threads", "runtime", "xnnpack_cache", "transient_indirection", "switch_steps")
 
 
 def add_commands(sub) -> None:
@@ -78,6 +79,10 @@ def _add_host_settings(p, bench: bool = False, runtime: str = HOST["runtime"]) -
                         "off for interpreter, which has no such option"
                         + (f"; Android: each of {states} unless given, file = one cache file per signature on the "
                            "device, built by a cold run before the measured one)" if bench else ")"))
+    p.add_argument("--transient-indirection", action="store_true",
+                   help="compiled runtime on the host: XNNPACK's TRANSIENT_INDIRECTION_BUFFER flag, convolutions "
+                        "rebuild their indirection buffers on every run instead of holding them (less anonymous "
+                        "memory, slower runs; docs/RESULTS.md, issue 16)")
 
 
 def _add_push_target(p) -> None:
@@ -88,6 +93,10 @@ def _add_push_target(p) -> None:
 
 
 def _bench(args) -> int:
+    if args.transient_indirection and (args.runtime == WEB or args.adb_serial is not None
+                                       or args.benchmark_binary is not None):
+        raise MTZError("--transient-indirection applies to the host's compiled runtime only (LiteRT.js and "
+                       "benchmark_model are not given XNNPACK flags here): drop it")
     if args.runtime == WEB:
         return _bench_web(args)
     if args.adb_serial is not None or args.benchmark_binary is not None:
@@ -126,7 +135,8 @@ def _bench_android(args) -> dict:
                        "drop --runtime")
     # benchmark_model runs in every weight-cache state unless one is asked for
     caches = ANDROID_CACHE_STATES if args.xnnpack_cache is None else (args.xnnpack_cache,)
-    kwargs = api_kwargs(args, "runtime", "switch_steps", "xnnpack_cache", "adb_serial", *_WEB_ONLY)
+    kwargs = api_kwargs(args, "runtime", "switch_steps", "xnnpack_cache", "transient_indirection", "adb_serial",
+                        *_WEB_ONLY)
     return bench_android(serial=args.adb_serial, caches=caches, **kwargs)
 
 
