@@ -115,8 +115,8 @@ def test_a_zip_with_few_calibration_images_equals_the_same_zip_in_the_s_form(tmp
     assert used.count("metric") == 2 and used.count("refit") >= 1   # both layers, and the refit of the second
     used.clear()
     monkeypatch.setattr(low_rank, "ROWS_PER_INPUT", 0.0)
-    # float64 products: λ is 1e-4 of the Hessians' scale, so the S-form amplifies float32 rounding ~1e4-fold
-    monkeypatch.setattr(HessianAccumulator.__init__, "__defaults__", (None, np.float64))
+    # the S-form as a zip runs it: with 40 rows against 785 and 161 inputs it takes float64 products
+    # itself (mtz_math.product_dtype); in float32 its d would be off by ~1e-3 and this would fail
     slow = zipped()
     assert used == []
     for a, b in zip(fast.plan.layers, slow.plan.layers):

@@ -19,7 +19,7 @@ from mtz_mobile.graph.ops import conv_output_size, patch_rows
 from .activations import ActivationCache, batch_size
 from .config import ZipConfig
 from .low_rank import FactoredHessian, LowRankGeometry, RowAccumulator, as_dense, keeps_rows
-from .mtz_math import ROWS, HessianAccumulator, PairGeometry, hessian_dtype
+from .mtz_math import ROWS, HessianAccumulator, PairGeometry, hessian_dtype, product_dtype
 
 
 class Calibration:
@@ -120,7 +120,8 @@ def task_hessian(net: ZippedNetwork, calib: Calibration, i: int, task: str, grou
     src = node.inputs[0]
     width = hessian_width(net, i, groups)
     kept, keep = instances(net, calib, i, task)
-    acc = RowAccumulator(width) if keeps_rows(kept, width + 1) else HessianAccumulator(width)
+    acc = (RowAccumulator(width) if keeps_rows(kept, width + 1)
+           else HessianAccumulator(width, products=product_dtype(kept, width + 1)))
     for values in calib.node_values(net, task, src):
         if groups and node.op == "conv2d":  # sampled as its rows are gathered
             x, _ = conv_instances(calib, np.concatenate([values[g] for g in groups], axis=-1), node.attrs, keep, rng)

@@ -48,8 +48,20 @@ ROWS = 32768            # instances per float32 GEMM: its rounding stays ~1e-7 r
                         # and one GEMM over a million rows is what threaded OpenBLAS is slowest at
 
 
+RANK_MARGIN = 2         # instances per input below which a Hessian's smallest eigenvalues are mostly rounding
+
+
 def hessian_dtype(dim: int):
     return np.float32 if dim > FLOAT32_ABOVE else np.float64
+
+
+def product_dtype(instances: int, dim: int):
+    """The GEMM precision of a Hessian over ``dim`` inputs (bias included) summed from ``instances``
+    rows. Below RANK_MARGIN·dim rows it is (nearly) rank-deficient: its smallest eigenvalues are
+    float32 rounding, which S⁻¹ amplifies ~1e4-fold (λ is 1e-4 of the Hessians' scale) — d off by
+    ~1e-3 relative and outputs by ~1e-2 against float64 (tests/test_low_rank.py). So such a Hessian,
+    where it is held in float64, gets float64 products: at most 2·dim³ flops, as its rows are few."""
+    return np.float64 if instances < RANK_MARGIN * dim and hessian_dtype(dim) == np.float64 else np.float32
 
 
 class HessianAccumulator:
