@@ -15,6 +15,8 @@ from mtz_mobile.schemas import validate_json
 from mtz_mobile.fileio import check_output, disk_full_error, is_disk_full, partial_dir, write_atomic
 from mtz_mobile.markdown import markdown_table
 
+from .probe import TRANSIENT_INDIRECTION_FLAGS
+
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
 REPORT_FORMAT = "mtz-mobile/bench-report"
 
@@ -122,7 +124,8 @@ def _header(r: dict) -> list[str]:
     out += [f"- Where: {where}",
             f"- Runtime: **{s['runtime']}** — {s['runtime_detail']}",
             f"- XNNPACK: on; weight cache **{cache}** (chosen by {s['xnnpack_cache_chosen_by']})"
-            + ("; **transient indirection buffers** (XNNPACK flags 0x23: convolutions rebuild them each run)"
+            + (f"; **transient indirection buffers** (XNNPACK flags {TRANSIENT_INDIRECTION_FLAGS:#x}: convolutions "
+               "rebuild them each run)"
                if s.get("xnnpack_transient_indirection") else ""),
             f"- Threads {s['threads']}, timed runs {s['runs']} per signature after {s['warmup']} warm-up runs", ""]
     base = r["baselines"]
