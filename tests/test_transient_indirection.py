@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from mtz_mobile.bench import bench_host, render_markdown, validate_report
-from mtz_mobile.bench.probe import TRANSIENT_INDIRECTION_FLAGS, CompiledModelFile
+from mtz_mobile.bench.probe import TRANSIENT_INDIRECTION_FLAGS
 from mtz_mobile.cli import main
+from test_weight_cache import outputs
 
 SIDE, CONVS = 64, 10  # ten 3×3 convolutions on 64×64 maps: 10 × 64·64·9 pointers = 2.8 MiB of indirection
 
@@ -30,25 +31,8 @@ def conv_file(tmp_path_factory):
     return path
 
 
-def outputs(path, flags) -> np.ndarray:
-    from ai_edge_litert.compiled_model import CompiledModel
-    from ai_edge_litert.hardware_accelerator import HardwareAccelerator
-    from ai_edge_litert.options import CpuOptions, Options
-
-    options = Options(HardwareAccelerator.CPU, cpu_options=CpuOptions(num_threads=1, xnnpack_flags=flags))
-    model = CompiledModel.from_file(str(path), environment=CompiledModelFile.prepare(), options=options)
-    key = list(model.get_signature_list())[0]
-    index = model.get_signature_index(key)
-    ins, outs = model.create_input_buffers(index), model.create_output_buffers(index)
-    ins[0].write(np.random.default_rng(1).random((1, SIDE, SIDE, 3), dtype=np.float32))
-    model.run_by_index(index, ins, outs)
-    out = outs[0].read(4, np.float32).copy()
-    model.close()
-    return out
-
-
 def test_the_flag_leaves_the_outputs_exact(conv_file):
-    assert np.array_equal(outputs(conv_file, TRANSIENT_INDIRECTION_FLAGS), outputs(conv_file, None))
+    assert np.array_equal(outputs(conv_file, flags=TRANSIENT_INDIRECTION_FLAGS), outputs(conv_file))
 
 
 def test_the_bench_runs_with_the_flag_and_holds_less_anonymous_memory(conv_file):

@@ -16,15 +16,14 @@ from mtz_mobile.cli import main
 from mtz_mobile.fileio import sha256_of
 
 
-def outputs(path, cache: str = "") -> np.ndarray:
-    """The first signature's output for a fixed input, in this process (CompiledModel on the CPU)."""
+def outputs(path, cache: str = "", flags: int | None = None) -> np.ndarray:
+    """The first signature's output for a fixed input, in this process (CompiledModel on the CPU,
+    with the bench's options)."""
     from ai_edge_litert.compiled_model import CompiledModel
-    from ai_edge_litert.hardware_accelerator import HardwareAccelerator
-    from ai_edge_litert.options import CpuOptions, Options
 
     from mtz_mobile.bench.probe import CompiledModelFile
 
-    options = Options(HardwareAccelerator.CPU, cpu_options=CpuOptions(num_threads=1, xnnpack_weight_cache_path=cache))
+    options = CompiledModelFile.options(1, cache, flags)
     model = CompiledModel.from_file(str(path), environment=CompiledModelFile.prepare(), options=options)
     key = list(model.get_signature_list())[0]
     index = model.get_signature_index(key)

@@ -52,71 +52,43 @@ COMBINATIONS = (
 REFERENCE = "file+:memory"
 
 CHILD = r'''
-import json, mmap, re, sys, time
+import json, mmap, statistics, sys, time
 req = json.loads(sys.argv[1])
-from mtz_mobile.bench.probe import proc_status, resident_by_file, warm_input_generator, _random_input
-import numpy as np
+from mtz_mobile.bench.probe import CompiledModelFile, InterpreterModel, proc_status, resident_by_file
 
-rng = np.random.default_rng(0)
 keep = []
 
 def setup(loader):
     # the runtime imported and set up, the input generator run: "before" counts neither
-    from mtz_mobile.bench.probe import CompiledModelFile, InterpreterModel
-    if loader == "interpreter":
-        return InterpreterModel.prepare()
-    return CompiledModelFile.prepare()
+    (InterpreterModel if loader == "interpreter" else CompiledModelFile).prepare()
 
-def load(loader, model_path, cache, flags, env):
-    # returns (run(key), note)
-    if loader == "interpreter":
-        from mtz_mobile.litert_runtime import make_interpreter
-        interp = make_interpreter(model_path, num_threads=1, xnnpack=True)
-        runners = {k: interp.get_signature_runner(k) for k in req["keys"]}
-        inputs = {k: {n: _random_input(d["shape"], d["dtype"], rng) for n, d in r.get_input_details().items()}
-                  for k, r in runners.items()}
-        keep.append(interp)
-        return (lambda k: runners[k](**inputs[k])), ""
-    from ai_edge_litert.compiled_model import CompiledModel
-    from ai_edge_litert.hardware_accelerator import HardwareAccelerator
-    from ai_edge_litert.options import CpuOptions, Options
-    options = Options(HardwareAccelerator.CPU, cpu_options=CpuOptions(num_threads=1, xnnpack_weight_cache_path=cache or "", xnnpack_flags=flags))
+def load(loader, model_path, cache, flags):
+    # the bench's own loaders (mtz_mobile.bench.probe); returns (run(key), note)
     note = ""
-    if loader == "from_file":
-        model = CompiledModel.from_file(model_path, environment=env, options=options)
+    if loader == "interpreter":
+        model = InterpreterModel(model_path, 1, "")
+    elif loader == "from_file":
+        model = CompiledModelFile(model_path, 1, cache or "", flags)
     else:
         f = open(model_path, "rb")
         data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         try:
-            model = CompiledModel.from_buffer(data, environment=env, options=options)
+            model = CompiledModelFile.from_buffer(data, 1, cache or "", flags)
             note = "from_buffer accepted the mmap"
         except TypeError as exc:
             note = "from_buffer refused the mmap (" + " ".join(str(exc).split())[:90] + "); given bytes(mmap), a heap copy"
             data = bytes(data)
-            model = CompiledModel.from_buffer(data, environment=env, options=options)
+            model = CompiledModelFile.from_buffer(data, 1, cache or "", flags)
         keep.append(data)
     keep.append(model)
-    bufs = {}
-    for k in req["keys"]:
-        i = model.get_signature_index(k)
-        ins, outs = model.create_input_buffers(i), model.create_output_buffers(i)
-        for b, d in zip(ins, model.get_input_tensor_details(k).values()):
-            b.write(_random_input(d["shape"], d["dtype"], rng))
-        sizes = [(int(np.prod(d["shape"])), np.dtype(d["dtype"])) for d in model.get_output_tensor_details(k).values()]
-        bufs[k] = (i, ins, outs, sizes)
-    def run(k):
-        i, ins, outs, sizes = bufs[k]
-        model.run_by_index(i, ins, outs)
-        for b, (n, dt) in zip(outs, sizes):
-            b.read(n, dt)
-    return run, note
+    return model.run, note
 
 clock = time.perf_counter
 if req["kind"] == "memory":
-    env = setup(req["loader"])
+    setup(req["loader"])
     before, files_before = proc_status(), resident_by_file()
     t0 = clock()
-    run, note = load(req["loader"], req["model"], req["cache"], req["flags"], env)
+    run, note = load(req["loader"], req["model"], req["cache"], req["flags"])
     load_s = clock() - t0
     for k in req["keys"]:
         run(k)
@@ -129,8 +101,8 @@ if req["kind"] == "memory":
     print("RESULT " + json.dumps({"before": before, "after": after, "load_s": load_s, "first_s": first_s, "note": note,
                                   "files": {n: g for n, g in growth.items() if g["Rss"] or g["Pss"]}}))
 else:  # latency: every combination loaded in this one process, runs interleaved in rounds
-    env = setup("from_file")
-    runs = {name: load(loader, path, cache, flags, env)[0] for name, loader, path, cache, flags in req["combos"]}
+    setup("from_file")
+    runs = {name: load(loader, path, cache, flags)[0] for name, loader, path, cache, flags in req["combos"]}
     lat = {f"{name}/{k}": [] for name in runs for k in req["keys"]}
     for name, run in runs.items():
         for k in req["keys"]:
@@ -140,7 +112,7 @@ else:  # latency: every combination loaded in this one process, runs interleaved
             for k in req["keys"]:
                 for _ in range(req["runs"]):
                     t = time.perf_counter_ns(); run(k); lat[f"{name}/{k}"].append((time.perf_counter_ns() - t) / 1000)
-    print("RESULT " + json.dumps({"median_us": {key: float(np.median(v)) for key, v in lat.items()}}))
+    print("RESULT " + json.dumps({"median_us": {key: statistics.median(v) for key, v in lat.items()}}))
 '''
 
 
@@ -208,6 +180,20 @@ def build_wide(out: Path, data=None):
                     retrain=RetrainSettings(iterations=0))
     zip_networks(models, {"a": data, "b": data}, cfg, out / "zip", progress=False)
     return convert_zip(out / "zip", out / "model.tflite", joint=True, baselines=True)
+
+
+def build_wide_apart(out: Path) -> Path:
+    """build_wide in a child process. The build loads the file in LiteRT to check it: a parent that
+    kept LiteRT's library mapped would share its pages with every measured child, and Pss would
+    charge each child half of them."""
+    code = ("import importlib.util, sys; from pathlib import Path; "
+            "spec = importlib.util.spec_from_file_location('floor', sys.argv[1]); "
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); m.build_wide(Path(sys.argv[2]))")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, "-c", code, __file__, str(out)], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"building the wide pair failed:\n{proc.stderr[-2000:]}")
+    return out / "model.tflite"
 
 
 def _mb(kb: float) -> str:
@@ -311,7 +297,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, help="also write the per-round figures here")
     args = p.parse_args(argv)
     if args.build_wide:
-        args.model = Path(build_wide(args.build_wide).path)
+        args.model = build_wide_apart(args.build_wide)
     if args.model is None:
         p.error("give --model or --build-wide")
     from mtz_mobile.bench.host import describe_model

@@ -139,32 +139,51 @@ class CompiledModelFile:
         from ai_edge_litert import compiled_model
         from ai_edge_litert.environment import Environment, EnvironmentOptions
 
-        warm_input_generator()
         if cls._environment is None:
+            warm_input_generator()
             runtime_path = os.path.dirname(os.path.abspath(compiled_model.__file__))
             cls._environment = Environment.create(options=EnvironmentOptions(runtime_path=runtime_path))
         return cls._environment
 
     def __init__(self, path: str, threads: int, cache_path: str, xnnpack_flags: int | None = None):
-        import numpy as np
         from ai_edge_litert.compiled_model import CompiledModel
+
+        options = self.options(threads, cache_path, xnnpack_flags)
+        self._serve(CompiledModel.from_file(path, environment=self.prepare(), options=options))
+
+    @classmethod
+    def from_buffer(cls, data, threads: int, cache_path: str, xnnpack_flags: int | None = None) -> "CompiledModelFile":
+        """The same over the model's bytes (CompiledModel.from_buffer), which
+        tools/bench_memory_floor.py compares against the file."""
+        from ai_edge_litert.compiled_model import CompiledModel
+
+        self = cls.__new__(cls)
+        options = cls.options(threads, cache_path, xnnpack_flags)
+        self._serve(CompiledModel.from_buffer(data, environment=cls.prepare(), options=options))
+        return self
+
+    @staticmethod
+    def options(threads: int, cache_path: str, xnnpack_flags: int | None):
         from ai_edge_litert.hardware_accelerator import HardwareAccelerator
         from ai_edge_litert.options import CpuOptions, Options
 
-        options = Options(HardwareAccelerator.CPU, cpu_options=CpuOptions(
+        return Options(HardwareAccelerator.CPU, cpu_options=CpuOptions(
             num_threads=threads, xnnpack_weight_cache_path=cache_path or "", xnnpack_flags=xnnpack_flags))
-        self.model = CompiledModel.from_file(path, environment=self.prepare(), options=options)
+
+    def _serve(self, model) -> None:
+        """Every signature's input (random, fixed seed) and output buffers, made once."""
+        import numpy as np
+
+        self.model = model
         rng = np.random.default_rng(0)
-        self.keys = list(self.model.get_signature_list())
+        self.keys = list(model.get_signature_list())
         self.buffers = {}
         for key in self.keys:
-            index = self.model.get_signature_index(key)
-            ins = self.model.create_input_buffers(index)
-            outs = self.model.create_output_buffers(index)
-            details = self.model.get_input_tensor_details(key)
-            for buf, d in zip(ins, details.values()):
+            index = model.get_signature_index(key)
+            ins, outs = model.create_input_buffers(index), model.create_output_buffers(index)
+            for buf, d in zip(ins, model.get_input_tensor_details(key).values()):
                 buf.write(_random_input(d["shape"], d["dtype"], rng))
-            out_details = list(self.model.get_output_tensor_details(key).values())
+            out_details = list(model.get_output_tensor_details(key).values())
             sizes = [(int(np.prod(d["shape"])), np.dtype(d["dtype"])) for d in out_details]
             self.buffers[key] = (index, ins, outs, sizes)
 
