@@ -90,7 +90,7 @@ def _zip_stage(models, zip_dir: Path, tasks: list[str], data, names, data_dir, c
                zip_options: dict, bar: Progress) -> str:
     from . import api  # deferred: the zipper starts TensorFlow
 
-    stale = zip_staleness(zip_dir, dict(zip(tasks, models)), data, config)
+    stale = zip_staleness(zip_dir, dict(zip(tasks, models)), data, config, data_dir)
     if stale is None:
         bar.step("zip: complete, skipped")
         return "skipped"

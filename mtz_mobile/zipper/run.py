@@ -34,6 +34,7 @@ from mtz_mobile.graph.network import BLOCK_DTYPE, ZippedNetwork
 from .adaptive import adaptive_layer
 from .calibration import Calibration
 from .config import ZipConfig, shared_count
+from .currency import data_digest
 from .plan import Plan, TaskRecord
 from .step import LayerStep, pending_groups, retrain_tasks, zip_layer
 from .validation import Validation
@@ -145,7 +146,8 @@ def _check_labels(task: str, data: TaskData, outputs: int) -> None:
 
 def _new_plan(models: dict[str, ParsedModel], data: dict[str, TaskData], config: ZipConfig) -> Plan:
     records = [TaskRecord(t, f"{t}.keras", m.sha256, data[t].spec, list(m.input_shape), list(data[t].labels),
-                          dict(data[t].preprocessing), m.nodes[-1].activation) for t, m in models.items()]
+                          dict(data[t].preprocessing), m.nodes[-1].activation, data_digest(data[t]))
+               for t, m in models.items()]
     return Plan(records, dict(config.to_json(), sparse_detected=_is_sparse(models, config.sparse)),
                 tool_version=__version__)
 
