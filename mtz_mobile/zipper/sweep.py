@@ -32,7 +32,6 @@ from mtz_mobile.graph.network import ZippedNetwork
 
 from .config import ZipConfig
 from .frontier import write_frontier
-from .run import start_partial, zip_networks
 
 SWEEP_FORMAT = "mtz-mobile/sweep"
 DEFAULT_LEVELS = (0.0, 0.25, 0.5, 0.625, 0.75, 0.875, 1.0)
@@ -115,6 +114,8 @@ def _start(partial: Path, models, held, config: ZipConfig, levels, alphas, budge
             raise MTZError(f"the partial sweep at {partial} had other settings, models or data: resume with the "
                            "same arguments or delete it")
         return saved
+    from .run import start_partial  # deferred: the zipper starts TensorFlow (`--help` stays light)
+
     start_partial(partial, models)
     write_json_atomic(partial / "sweep.json", fresh)
     return fresh
@@ -125,6 +126,8 @@ def _test_errors(net: ZippedNetwork, data: dict[str, TaskData]) -> dict[str, flo
 
 
 def _point(k: int, level: float, models, held, cfg: ZipConfig, originals: dict, budget_pp, progress) -> dict:
+    from .run import zip_networks  # deferred: the zipper starts TensorFlow
+
     t0 = time.perf_counter()
     result = zip_networks(models, held, cfg, progress=progress)
     zipped = _test_errors(result.network, held)
@@ -187,6 +190,8 @@ def reproduce_point(sweep_dir: str | Path, index: int | str, data: dict[str, Tas
                        "frontier.md's rows")
     point = points[index]
     models = {t["name"]: read_model(Path(sweep_dir) / "sources" / t["source"]) for t in state["tasks"]}
+    from .run import zip_networks  # deferred: the zipper starts TensorFlow
+
     held = {t: data[t].holdout(point["config"]["validation_split"]) for t in models}
     result = zip_networks(models, held, ZipConfig.from_json(point["config"]), out_dir, overwrite=overwrite,
                           progress=progress)
