@@ -8,6 +8,9 @@ JOINT_KEY = "all"         # the optional signature that runs every task (outputs
 MANIFEST_METADATA = "mtz_manifest"  # the model metadata entry holding the manifest JSON
 APP_PACKAGE = "dev.mtzmobile.demo"  # the Android demo's application id (`mtz-mobile push --app`)
 DEVICE_MODEL_NAME = "model.tflite"  # the app's model: files/<this> when pushed, assets/<this> when bundled
+# the app's bundled assets and the demo's model, relative to the repository root (where README runs commands)
+ANDROID_ASSETS_DIR = "android_demo/app/src/main/assets"
+DEMO_MODEL = "demo_out/model.tflite"
 XNNPACK_CACHE_SUFFIX = ".xnnpack_cache"  # XNNPACK's weight cache file beside a model: MODEL<this>
 XNNPACK_STAMP_SUFFIX = ".json"           # the cache's stamp (model sha256, runtime, cache size and sha256)
 

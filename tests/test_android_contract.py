@@ -1,7 +1,7 @@
 """The Android demo against the Python side, for what tests/test_kotlin_jvm.py cannot check by
 running the app's Kotlin on the JVM: the converter's manifest is what the schema says, the shared
 names are spelled only in Contract.kt, the Gradle build and the Android-only files (which cannot be
-compiled here) use the application id and the JVM-tested code, and tools/export_android_assets.py
+compiled here) use the application id and the JVM-tested code, and `mtz-mobile export-android` (mtz_mobile/android_assets.py)
 writes what the app reads."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from mtz_mobile.graph import keras_io
 from mtz_mobile.zipper.config import RetrainSettings
 from mtz_mobile.zipper import ZipConfig, zip_networks
 
-from scripts import load_tool
+from mtz_mobile import android_assets as tool
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "android_demo"
@@ -35,8 +35,6 @@ SRC = APP / "src" / "main" / "java" / "dev" / "mtzmobile" / "demo"
 ANDROID_TEST = APP / "src" / "androidTest" / "java" / "dev" / "mtzmobile" / "demo"
 KOTLIN = {p.name: p.read_text() for p in sorted(SRC.glob("*.kt"))}
 
-
-tool = load_tool("export_android_assets")
 
 
 @pytest.fixture(scope="module")
@@ -146,10 +144,10 @@ def test_the_gradle_wrapper_is_gradles_and_verifies_what_it_downloads(tmp_path):
 
 def test_generated_assets_stay_out_of_git():
     ignored = (DEMO / ".gitignore").read_text().split()
-    rel = tool.DEFAULT_ASSETS.relative_to(DEMO).as_posix()
+    rel = (REPO / tool.DEFAULT_ASSETS).relative_to(DEMO).as_posix()
     assert f"{rel}/{names.DEVICE_MODEL_NAME}" in ignored
     assert f"{rel}/{tool.SAMPLES_NAME}" in ignored
-    assert tool.DEFAULT_ASSETS == APP / "src" / "main" / "assets"
+    assert REPO / tool.DEFAULT_ASSETS == APP / "src" / "main" / "assets"
 
 
 def test_the_app_preprocesses_as_the_manifest_says():

@@ -12,7 +12,7 @@ from mtz_mobile.bench import bench_host, load_schema, read_report, validate_repo
 from mtz_mobile.cli import main
 from mtz_mobile.errors import MTZError
 
-from scripts import load_tool
+from wide_pair import build_wide
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -155,7 +155,7 @@ def wide_pair(tmp_path_factory, fmnist):
     fully zipped without retraining (random pairing, no compensation: what a merge computes does not
     change what the runtime keeps in memory) and converted as `deploy` does (joint signature, baselines).
     The LeNet-sized `deployed` model is too small for RSS: the runtime alone is ~48 MB."""
-    return load_tool("bench_memory_floor").build_wide(tmp_path_factory.mktemp("wide"), fmnist)
+    return build_wide(tmp_path_factory.mktemp("wide"), fmnist)
 
 
 def test_weight_cache_serves_both_tasks_in_one_originals_memory(wide_pair):
@@ -179,7 +179,7 @@ def test_weight_cache_file_keeps_one_file_backed_copy(wide_pair, tmp_path):
     """Issue 16: with the cache in a file beside the model (warm), serving every task of the wide
     pair adds almost no anonymous memory and one copy of the weights in Pss (the packed weights,
     mapped from the cache file); with ':memory' a ~16 MiB heap buffer stays beside the shared-memory
-    copy. tools/bench_memory_floor.py measures it side by side; the Pss bound leaves room for the
+    copy. tools/experiments/bench_memory_floor.py measures it side by side; the Pss bound leaves room for the
     few MiB of library pages the runtime touches at first load (1.21x measured; ':memory' 1.9x)."""
     import shutil
 

@@ -1,6 +1,6 @@
 """Fuzzing the Python readers (`inspect`, the bench's loader) with seeded damage to a real zipped
 file: each case ends in a result or a one-line MTZError, never another exception or a hang.
-`tools/fuzz_readers.py` runs the same for longer."""
+`tools/checks/fuzz_readers.py` runs the same for longer."""
 
 import json
 
@@ -11,15 +11,13 @@ from converters.manifest import MANIFEST_METADATA
 from mtz_mobile.bench.host import describe_model
 from mtz_mobile.errors import MTZError
 
-from scripts import load_tool
-
-fuzz_readers = load_tool("fuzz_readers")
+from fuzzing import fuzz
 
 CASES = 400
 
 
 def test_damaged_copies_of_a_zipped_file_end_in_a_result_or_one_line(deployed, tmp_path):
-    tally = fuzz_readers.fuzz(deployed.model, CASES, seed=0, workdir=tmp_path)
+    tally = fuzz(deployed.model, CASES, seed=0, workdir=tmp_path)
     assert tally["ok"] + tally["refused"] == CASES
     assert tally["refused"] >= CASES // 4 and tally["ok"] > 0   # the damage reaches the structure, not only weights
     assert all(tally[kind] > 0 for kind in ("flip", "word", "truncate", "zero", "splice"))

@@ -1,4 +1,4 @@
-"""tools/reproduce.py end to end in its --quick mode (data slices, one epoch, a few iterations):
+"""tools/experiments/reproduce.py end to end in its --quick mode (data slices, one epoch, a few iterations):
 every experiment writes its JSON, CSV and Markdown (and Fig. 2's PNG) with plausible values."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ EXPERIMENTS = ("lenet300", "fig2", "table1", "table3", "resnet")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("reproduce") / "tmp"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "reproduce.py"), "--exp", "all", "--quick",
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "experiments" / "reproduce.py"), "--exp", "all", "--quick",
                            "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, proc.stdout

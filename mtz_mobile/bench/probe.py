@@ -154,7 +154,7 @@ class CompiledModelFile:
     @classmethod
     def from_buffer(cls, data, threads: int, cache_path: str, xnnpack_flags: int | None = None) -> "CompiledModelFile":
         """The same over the model's bytes (CompiledModel.from_buffer), which
-        tools/bench_memory_floor.py compares against the file."""
+        tools/experiments/bench_memory_floor.py compares against the file."""
         from ai_edge_litert.compiled_model import CompiledModel
 
         self = cls.__new__(cls)

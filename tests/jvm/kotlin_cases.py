@@ -24,7 +24,7 @@ from mtz_mobile.graph.keras_io import read_model
 from mtz_mobile.zipper import ZipConfig, zip_networks
 from mtz_mobile.zipper.config import RetrainSettings
 
-from scripts import load_tool
+from mtz_mobile import android_assets as tool
 
 NO_RETRAIN = RetrainSettings(iterations=0, batch_size=64, learning_rate=1e-3)
 
@@ -45,8 +45,6 @@ APP_VIEW = {
 APP_IGNORES = {("tasks", "source"), ("baselines",), ("sharing", "shared_fraction_definition"), ("sharing", "layers"),
                ("sharing", "file", "task_weight_bytes"), ("sharing", "file", "duplicated_bytes")}
 
-
-tool = load_tool("export_android_assets")
 
 
 def app_view(value, view=APP_VIEW):

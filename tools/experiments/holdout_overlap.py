@@ -2,7 +2,7 @@
 """Why the fine/coarse hold-outs must be the same images: a zip's coarse-task error increase on the
 old (per-task) coarse hold-out, split by whether the fine reference trained on each image.
 
-    python tools/holdout_overlap.py ZIP [--shape @32x32x3]
+    python tools/experiments/holdout_overlap.py ZIP [--shape @32x32x3]
 
 ZIP is a zip directory of a fine (task "fine", fashion-mnist) and coarse (task "coarse",
 fashion-mnist-coarse) pair whose references held out 10 % per class of their own labels (seed 0),

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Time whole zips of real graphs (no retraining), split by what the time went to.
 
-    python tools/bench_zip_graphs.py --resnet-pair                  # two build_resnet() on 28×28×1
-    python tools/bench_zip_graphs.py --resnet-pair --calibration 1000 --repeats 3
-    python tools/bench_zip_graphs.py --mobilenet-v2 --calibration 500 --repeats 1
-    python tools/bench_zip_graphs.py --vgg16 --calibration 256 --out results/vgg/zip   # then convert, bench
-    (also --lenet300, --lenet5, --wide-mlp: the pairs tools/cost_curves.py runs)
+    python tools/experiments/bench_zip_graphs.py --resnet-pair                  # two build_resnet() on 28×28×1
+    python tools/experiments/bench_zip_graphs.py --resnet-pair --calibration 1000 --repeats 3
+    python tools/experiments/bench_zip_graphs.py --mobilenet-v2 --calibration 500 --repeats 1
+    python tools/experiments/bench_zip_graphs.py --vgg16 --calibration 256 --out results/vgg/zip   # then convert, bench
+    (also --lenet300, --lenet5, --wide-mlp: the pairs tools/experiments/cost_curves.py runs)
 
 The split is exclusive (a function's time less the time of the timed functions it calls):
 forward passes (the networks' forward, and the activation cache filling), Hessians (im2col and

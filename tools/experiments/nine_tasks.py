@@ -2,9 +2,9 @@
 """The journal paper's nine-task setting (issue 15, item 2): nine correlated tasks on the same
 Fashion-MNIST images, one small ResNet per task, zipped 2, 3, 5 and 9 at a time into one file.
 
-    python tools/nine_tasks.py --out results/nine_tasks                  # training sized for ~10 min on 2 cores
-    python tools/nine_tasks.py --out results/nine_tasks --counts 2,9 --retrain-iterations 140
-    python tools/nine_tasks.py --out /tmp/nine_smoke --quick             # smoke run, a few minutes
+    python tools/experiments/nine_tasks.py --out results/nine_tasks                  # training sized for ~10 min on 2 cores
+    python tools/experiments/nine_tasks.py --out results/nine_tasks --counts 2,9 --retrain-iterations 140
+    python tools/experiments/nine_tasks.py --out /tmp/nine_smoke --quick             # smoke run, a few minutes
 
 Tasks, in zipping order (every count zips the first k): fine (10 item types), coarse (the 5 groups
 of ``fashion-mnist-coarse``), footwear (5, 7, 9 vs rest), upper (0, 2, 4, 6 vs rest), bag (8 vs rest),
@@ -18,7 +18,7 @@ Each count k, in OUT/k{k}/: every hidden layer fully shared with next-layer comp
 default config), then --retrain-iterations joint steps of light retraining once after the last
 layer (default: a tenth of the fine reference's training iterations). Once, not after every layer:
 nine tasks are 8 × 9 zip steps, so that budget spread over them would be about one step per
-retraining call, each of which pays a graph trace (as in tools/mobilenet_results.py).
+retraining call, each of which pays a graph trace (as in tools/experiments/mobilenet_results.py).
 ``pipeline.deploy`` then converts the zip to one .tflite with baselines and benchmarks it on the
 host (CompiledModel, XNNPACK weight cache on). A count whose OUT/k{k}/result.json exists is not
 run again. Writes OUT/nine_tasks.{json,csv,md} and the chart (--chart; default docs/nine_tasks.png,
@@ -65,7 +65,7 @@ BATCH = 128
 VALIDATION_SPLIT = 0.1
 FULL = dict(train=20000, test=None, epochs=5, patience=2, counts=[2, 3, 5, 9], runs=10, calibration=1000)
 QUICK = dict(train=2000, test=500, epochs=1, patience=1, counts=[2, 3], runs=3, calibration=100)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def say(*parts) -> None:

@@ -6,9 +6,9 @@ Unavoidable: the two Hessians, Xᵀ X over n samples per task (plain float32 GEM
 pairwise products Wᵀ M W given M (M W_B then W_Aᵀ (M W_B), float64). The ratio is
 zip time / unavoidable time; medians over --repeats runs.
 
-    python tools/bench_zip.py                       # N ∈ {300, 1024, 4096}, d ∈ {785, 4609}
-    python tools/bench_zip.py --units 300 --inputs 785 --repeats 5
-    python tools/bench_zip.py --units --vgg-images 500 --repeats 1   # one VGG-16-sized conv layer
+    python tools/experiments/bench_zip.py                       # N ∈ {300, 1024, 4096}, d ∈ {785, 4609}
+    python tools/experiments/bench_zip.py --units 300 --inputs 785 --repeats 5
+    python tools/experiments/bench_zip.py --units --vgg-images 500 --repeats 1   # one VGG-16-sized conv layer
 """
 
 from __future__ import annotations

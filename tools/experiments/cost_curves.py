@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Zip time and peak memory against parameter count, for every network the project zips.
 
-    python tools/cost_curves.py --out docs/cost_curves                  # every pair, default calibration
-    python tools/cost_curves.py --out results/costs --only lenet300 lenet5 resnet-pair
-    python tools/cost_curves.py --out docs/cost_curves --reuse docs/cost_curves/runs.json   # redraw
-    python tools/cost_curves.py --out docs/cost_curves --reuse docs/cost_curves/costs.csv results/vgg128/vgg16.json
+    python tools/experiments/cost_curves.py --out docs/cost_curves                  # every pair, default calibration
+    python tools/experiments/cost_curves.py --out results/costs --only lenet300 lenet5 resnet-pair
+    python tools/experiments/cost_curves.py --out docs/cost_curves --reuse docs/cost_curves/runs.json   # redraw
+    python tools/experiments/cost_curves.py --out docs/cost_curves --reuse docs/cost_curves/costs.csv results/vgg128/vgg16.json
 
-Each pair is zipped (every hidden layer, no retraining) by ``tools/bench_zip_graphs.py`` in a
+Each pair is zipped (every hidden layer, no retraining) by ``tools/experiments/bench_zip_graphs.py`` in a
 fresh process, so that each peak RSS is that zip's own; a run already measured can be given with
 ``--reuse`` (its JSON from ``bench_zip_graphs.py --json``, or an earlier costs.csv whose rows are
 kept as they are) instead of being run again. Writes

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""The MobileNetV2 pair (tools/mobilenet_results.py) fully shared, with the task weight α chosen on
+"""The MobileNetV2 pair (tools/experiments/mobilenet_results.py) fully shared, with the task weight α chosen on
 the training hold-out: α weights the fine task against the coarse one in the Hessians of every
 merge and in the retraining loss.
 
-    python tools/mobilenet_alpha.py --out results/mobilenet_alpha --refs results/mobilenet
+    python tools/experiments/mobilenet_alpha.py --out results/mobilenet_alpha --refs results/mobilenet
 
 For each α of ``--alphas`` one ``mtz-mobile sweep`` at level 1 (every hidden layer shared) with
 light retraining after the last layer (1/10 of the fine reference's iterations, Adam 1e-3, cosine
@@ -64,7 +64,7 @@ def table(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--refs", type=Path, required=True, help="tools/mobilenet_results.py's OUT (its reference/)")
+    p.add_argument("--refs", type=Path, required=True, help="tools/experiments/mobilenet_results.py's OUT (its reference/)")
     p.add_argument("--alphas", type=float, nargs="+", default=[0.5, 0.65, 0.8, 0.9, 0.95])
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="extra zip seeds at the chosen α")
     p.add_argument("--calibration", type=int, default=2000)

@@ -2,9 +2,9 @@
 """The paper's experiments on Fashion-MNIST (He, Zhou & Thiele, NeurIPS 2018, arXiv 1805.09791),
 written as JSON, CSV and Markdown tables (and a PNG for Fig. 2) under --out.
 
-    python tools/reproduce.py --exp all --out results/            # everything (about 18 min on 2 cores)
-    python tools/reproduce.py --exp fig2 --out results/           # one experiment
-    python tools/reproduce.py --exp all --quick --out /tmp/smoke  # smoke run on data slices (about 2 min)
+    python tools/experiments/reproduce.py --exp all --out results/            # everything (about 18 min on 2 cores)
+    python tools/experiments/reproduce.py --exp fig2 --out results/           # one experiment
+    python tools/experiments/reproduce.py --exp all --quick --out /tmp/smoke  # smoke run on data slices (about 2 min)
 
 Experiments (tasks a/b = two LeNets trained with seeds 1 and 2 on the 10 item types, hidden units
 and channels randomly permuted afterwards; "fine"/"coarse" = the 10 item types / 5 coarse groups

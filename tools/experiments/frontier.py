@@ -2,8 +2,8 @@
 error stops improving, the sharing-vs-error frontier of each pairing method over three zip seeds,
 and the adaptive search at a 0.5 pp budget checked on the whole test set.
 
-    python tools/frontier.py --out results/frontier             # everything (cached: re-runs resume)
-    python tools/frontier.py --out /tmp/f --quick               # a smoke run on a slice of the data
+    python tools/experiments/frontier.py --out results/frontier             # everything (cached: re-runs resume)
+    python tools/experiments/frontier.py --out /tmp/f --quick               # a smoke run on a slice of the data
 
 Writes ``OUT/refs/`` (the references and their records), ``OUT/sweeps/<method>_s<seed>/`` (one
 ``mtz-mobile sweep`` each), ``OUT/adaptive_s<seed>/`` (zip directories) and ``OUT/summary.md``,
@@ -37,7 +37,7 @@ METHODS = {"mtz": {}, "random": {"method": "random"},
            "paper": {"compensation": "none", "retrain_distill": 0.0},
            "mtz-labels": {"retrain_distill": 0.0},   # the default with the paper's labels-only loss
            # the harder task (fine: 10 classes) weighted 0.95 in the Hessians and the loss: the value the
-           # MobileNetV2 pair's validation chose (tools/mobilenet_alpha.py), not chosen on this pair
+           # MobileNetV2 pair's validation chose (tools/experiments/mobilenet_alpha.py), not chosen on this pair
            "mtz-alpha0.95": {"alpha": 0.95}}
 
 

@@ -1,8 +1,7 @@
-#!/usr/bin/env python3
 """Bundle a converted model and a few labelled test images into the Android demo's assets.
 
-    python tools/export_android_assets.py [MODEL.tflite] [--zip ZIPDIR] [--data TASK=SPEC ...]
-                                          [--data-dir DIR] [--per-source N] [--out-dir DIR]
+    mtz-mobile export-android [MODEL.tflite] [--zip ZIPDIR] [--data TASK=SPEC ...]
+                              [--data-dir DIR] [--per-source N] [--out-dir DIR]
 
 MODEL defaults to demo_out/model.tflite (`mtz-mobile convert demo_out/zipped --out
 demo_out/model.tflite --joint`). Writes, each atomically, into
@@ -27,26 +26,21 @@ plan.json (--zip), else from its labels (Fashion-MNIST's 10 item types or 5 coar
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-
 from converters import flatbuffer as fb
 from converters.manifest import read_manifest
-from mtz_mobile.contract import DEVICE_MODEL_NAME
+from mtz_mobile.contract import ANDROID_ASSETS_DIR, DEMO_MODEL, DEVICE_MODEL_NAME
 from mtz_mobile.data import COARSE_LABELS, FASHION_LABELS, TaskData, load_specs
 from mtz_mobile.errors import MTZError
 from mtz_mobile.fileio import write_atomic
 
-DEFAULT_MODEL = REPO / "demo_out" / "model.tflite"
-DEFAULT_ASSETS = REPO / "android_demo" / "app" / "src" / "main" / "assets"
+DEFAULT_MODEL = Path(DEMO_MODEL)
+DEFAULT_ASSETS = Path(ANDROID_ASSETS_DIR)
 SAMPLES_NAME = "samples.json"
 SAMPLES_FORMAT = "mtz-mobile/android-samples"
 SAMPLES_VERSION = 1
@@ -186,36 +180,3 @@ def export_assets(model_path=DEFAULT_MODEL, out_dir=DEFAULT_ASSETS, zip_dir=None
     write_atomic(paths["model"], model_bytes)
     write_atomic(paths["samples"], json.dumps(samples, separators=(",", ":")) + "\n")
     return paths
-
-
-def _data_override(text: str) -> tuple[str, str]:
-    name, sep, spec = text.partition("=")
-    if not sep or not name or not spec:
-        raise argparse.ArgumentTypeError(f"{text!r} is not TASK=SPEC")
-    return name, spec
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="export_android_assets.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", nargs="?", default=str(DEFAULT_MODEL), help=f"the .tflite (default {DEFAULT_MODEL})")
-    parser.add_argument("--zip", dest="zip_dir", help="the zip directory the model came from (its plan.json "
-                                                      "names each task's data)")
-    parser.add_argument("--data", action="append", type=_data_override, default=[],
-                        help="TASK=SPEC: a task's data spec (fashion-mnist, fashion-mnist-coarse, npz:PATH)")
-    parser.add_argument("--data-dir", help="directory with Fashion-MNIST's *-idx?-ubyte.gz files")
-    parser.add_argument("--per-source", type=int, default=10, help="test images per image source (default 10)")
-    parser.add_argument("--out-dir", default=str(DEFAULT_ASSETS), help=f"assets directory (default {DEFAULT_ASSETS})")
-    args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        paths = export_assets(args.model, args.out_dir, args.zip_dir, dict(args.data), args.data_dir, args.per_source)
-    except MTZError as exc:
-        print(f"export_android_assets: error: {exc}", file=sys.stderr)
-        return 2
-    for path in paths.values():
-        print(f"wrote {path} ({path.stat().st_size:,} bytes)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,7 +5,7 @@ For each zip directory and each mode: the zipped .tflite, the separate per-task 
 converter, same mode), the unique-weight floor (weights and biases, each buffer once) and the
 shared bytes every task signature references — all read back from the written files.
 
-    python tools/storage_table.py results/zips/lenet300 results/zips/lenet5 --out results/storage
+    python tools/experiments/storage_table.py results/zips/lenet300 results/zips/lenet5 --out results/storage
 """
 
 from __future__ import annotations

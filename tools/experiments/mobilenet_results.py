@@ -1,7 +1,7 @@
 """Figures for the MobileNetV2 pair (docs/RESULTS.md, "Mobile graphs"):
 
-    python tools/mobilenet_results.py --out results/mobilenet             # everything
-    python tools/mobilenet_results.py --out results/mobilenet --no-adaptive --no-bench
+    python tools/experiments/mobilenet_results.py --out results/mobilenet             # everything
+    python tools/experiments/mobilenet_results.py --out results/mobilenet --no-adaptive --no-bench
 
 Two MobileNetV2 (alpha 0.35, Fashion-MNIST padded to 32×32×3): task ``fine`` (10 item types) and
 task ``coarse`` (5 groups), trained from scratch (cached in OUT/reference). Then, on the same

@@ -17,8 +17,8 @@ inference of every task, and each task's median latency. The
 memory processes run in ``--rounds`` interleaved rounds (medians shown); latency is timed with
 every combination loaded in one process, interleaved in the same rounds (side by side).
 
-    python tools/bench_memory_floor.py --model M.tflite            # a converted zipped file
-    python tools/bench_memory_floor.py --build-wide /tmp/wide       # build the wide pair first
+    python tools/experiments/bench_memory_floor.py --model M.tflite            # a converted zipped file
+    python tools/experiments/bench_memory_floor.py --build-wide /tmp/wide       # build the wide pair first
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from mtz_mobile.bench.probe import CACHE_SUFFIX, TRANSIENT_INDIRECTION_FLAGS  # noqa: E402
 
@@ -150,47 +150,13 @@ def run_latency(model: Path, keys: list[str], runs: int, rounds: int) -> dict:
     return _child({"kind": "latency", "combos": combos, "keys": keys, "runs": runs, "rounds": rounds})["median_us"]
 
 
-def build_wide(out: Path, data=None):
-    """Two random 784-2048-2048-10 MLPs (non-zero biases: the converter drops a zero one), fully
-    zipped without retraining, converted with the joint signature and baselines; the Conversion.
-    tests/test_bench.py's wide_pair builds its pair here."""
-    import keras
-    import numpy as np
-
-    from converters import convert_zip
-    from mtz_mobile.data import load_task_data
-    from mtz_mobile.graph.keras_io import read_model
-    from mtz_mobile.reference import build_mlp
-    from mtz_mobile.zipper import ZipConfig, zip_networks
-    from mtz_mobile.zipper.config import RetrainSettings
-
-    data = data if data is not None else load_task_data("fashion-mnist").head(4000, 2000)
-    out.mkdir(parents=True, exist_ok=True)
-    models = {}
-    for task, seed in (("a", 1), ("b", 2)):
-        keras.utils.set_random_seed(seed)
-        model = build_mlp(data.x_train.shape[1:], (2048, 2048), data.num_classes)
-        rng = np.random.default_rng(seed)
-        for layer in model.layers[1:]:
-            kernel, bias = layer.get_weights()
-            layer.set_weights([kernel, rng.normal(0, 0.1, bias.shape).astype(np.float32)])
-        model.save(out / f"{task}.keras")
-        models[task] = read_model(out / f"{task}.keras")
-    cfg = ZipConfig(shared=["all"], method="random", compensation="none", calibration_samples=64,
-                    retrain=RetrainSettings(iterations=0))
-    zip_networks(models, {"a": data, "b": data}, cfg, out / "zip", progress=False)
-    return convert_zip(out / "zip", out / "model.tflite", joint=True, baselines=True)
-
-
 def build_wide_apart(out: Path) -> Path:
     """build_wide in a child process. The build loads the file in LiteRT to check it: a parent that
     kept LiteRT's library mapped would share its pages with every measured child, and Pss would
     charge each child half of them."""
-    code = ("import importlib.util, sys; from pathlib import Path; "
-            "spec = importlib.util.spec_from_file_location('floor', sys.argv[1]); "
-            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); m.build_wide(Path(sys.argv[2]))")
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, "-c", code, __file__, str(out)], capture_output=True, text=True, env=env)
+    code = "import sys; from pathlib import Path; from wide_pair import build_wide; build_wide(Path(sys.argv[1]))"
+    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}", TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"building the wide pair failed:\n{proc.stderr[-2000:]}")
     return out / "model.tflite"

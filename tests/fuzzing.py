@@ -1,31 +1,22 @@
-#!/usr/bin/env python3
-"""Fuzz the Python readers of our files: `mtz-mobile inspect`'s (converters.inspection) and the
+"""Fuzzing the Python readers of our files: `mtz-mobile inspect`'s (converters.inspection) and the
 bench's loader (mtz_mobile.bench.host.describe_model) on seeded mutations of a real zipped .tflite.
 
 Every input must end in a result or an MTZError of one line, within a time limit: never another
 exception, never a hang. The mutations favour the flatbuffer's tables (the file's first and last
 kilobytes) over the weight bytes in between, where a flipped byte changes a number and nothing else.
-
-    python tools/fuzz_readers.py demo_out/model.tflite --cases 20000 --seed 1
-    (tests/test_fuzz_readers.py runs a few hundred cases in CI)
+tests/test_fuzz_readers.py runs a few hundred cases in CI; tools/checks/fuzz_readers.py runs more.
 """
 
 from __future__ import annotations
 
-import argparse
 import signal
-import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from mtz_mobile.errors import MTZError  # noqa: E402
+from mtz_mobile.errors import MTZError
 
 
 def _position(rng: np.random.Generator, size: int) -> int:
@@ -118,19 +109,3 @@ def _kept(case: int, kind: str, damaged: bytes, workdir: Path | None, what: str)
     keep = Path(workdir or ".") / f"fuzz_case_{case}.tflite"
     keep.write_bytes(damaged)
     return f"case {case} ({kind}) {what}; input kept as {keep}"
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("model", type=Path, help="a zipped .tflite (mtz-mobile convert)")
-    ap.add_argument("--cases", type=int, default=5000)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    tally = fuzz(args.model, args.cases, args.seed)
-    print(f"{args.cases} cases, none crashed or hung: {tally['ok']} read, {tally['refused']} refused with one line; "
-          + ", ".join(f"{k} {v}" for k, v in sorted(tally.items()) if k not in ("ok", "refused")))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
