@@ -20,16 +20,16 @@ from . import quiet
 def build_parser() -> argparse.ArgumentParser:
     from mtz_mobile import __version__
 
-    from . import device_commands, file_commands, web_commands, zip_commands
-    from .options import HelpFormatter, add_verbose
+    from . import android_commands, device_commands, file_commands, web_commands, zip_commands
+    from .options import HelpFormatter, SuggestingParser, add_verbose
 
-    parser = argparse.ArgumentParser(prog="mtz-mobile", formatter_class=HelpFormatter,
+    parser = SuggestingParser(prog="mtz-mobile", formatter_class=HelpFormatter,
                                      description="Zip trained networks for correlated tasks into one multi-task "
                                                  "network (Multi-Task Zipping).")
     parser.add_argument("--version", action="version", version=f"mtz-mobile {__version__}")
     add_verbose(parser)
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (zip_commands, file_commands, device_commands, web_commands):
+    for module in (zip_commands, file_commands, device_commands, android_commands, web_commands):
         module.add_commands(sub)
     return parser
 

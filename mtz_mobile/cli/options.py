@@ -10,6 +10,8 @@ keyword, so handlers pass ``vars(args)`` on without naming options.
 from __future__ import annotations
 
 import argparse
+import difflib
+import re
 import types
 import typing
 
@@ -18,6 +20,36 @@ from mtz_mobile.flat_options import field_default, flat_fields
 # argparse destinations that steer the CLI itself and are no API keyword
 VERBOSE_DEST = "show_logs"
 _CLI_ONLY = {"command", "handler", VERBOSE_DEST}
+
+
+class SuggestingParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors name the nearest option or choice to a mistyped one
+    (Python 3.12's ``suggest_on_error``, which 3.11 lacks): ``--retrian-iterations`` → ``--retrain-iterations``."""
+
+    active: "SuggestingParser | None" = None   # the (sub)parser that parsed last: it knows the command's options
+
+    def parse_known_args(self, args=None, namespace=None):
+        SuggestingParser.active = self
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str):
+        super().error(message + suggestion(message, SuggestingParser.active or self))
+
+
+def suggestion(message: str, parser: argparse.ArgumentParser) -> str:
+    """'; did you mean X?' for an unknown option or an invalid choice in argparse's ``message``, else ''."""
+    choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if choice:
+        word, candidates = choice[1], re.findall(r"'([^']*)'", choice[2])
+    else:
+        unknown = re.search(r"unrecognized arguments: (.*)", message)
+        words = [w.split("=")[0] for w in (unknown[1].split() if unknown else []) if w.startswith("-")]
+        if not words:
+            return ""
+        word = words[0]
+        candidates = [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
+    near = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f"; did you mean {near[0]}?" if near else ""
 
 
 class HelpFormatter(argparse.HelpFormatter):
