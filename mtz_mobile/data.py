@@ -1,37 +1,21 @@
 """Task data: Fashion-MNIST from its idx files (or Keras' download), a user's own .npz, or a
 user's own image folder.
 
-A task's data is named by a *spec* string so that plan.json can record where it came from
-and ``evaluate`` can load it again (the same spec always loads the same arrays)::
+A task's data is named by a *spec* string (grammar and table in ``data_spec``) so that plan.json
+can record where it came from and ``evaluate`` can load it again (the same spec always loads the
+same arrays)::
 
-    KIND[@HxWxC[:RULE]][:PATH]
+    KIND[@HxWxC[:pad|:resize]][:raw][:PATH]
 
-- ``fashion-mnist``          the 10 item types;
-- ``fashion-mnist-coarse``   the same images, 5 coarse groups (tops, bottoms, dresses,
-  footwear, bags) — a different task on the same inputs;
-- ``npz:PATH``               arrays ``x_train, y_train, x_test, y_test`` (optional ``labels``,
-  optional ``x_val, y_val``: a validation set of the user's own);
-- ``dir:PATH``               images laid out as ``keras.utils.image_dataset_from_directory``
-  reads them: ``PATH/train/CLASS/*`` and ``PATH/test/CLASS/*`` (optionally ``PATH/validation/CLASS/*``),
-  or ``PATH/CLASS/*`` split per class by a fixed seed (see ``image_folder``); the class folder
-  names become the labels.
+``fit_images`` does the ``@HxWxC`` fitting: ``pad`` zero-pads around the unchanged image, centred
+(the odd pixel of padding goes to the bottom/right; H and W must be at least the image's);
+``resize`` resizes bilinearly (``tf.image.resize``, no antialiasing, on the CPU so that every
+machine computes the same arrays); then a grey image is repeated into 3 equal channels when C is 3.
 
-The optional modifier ``@HxWxC`` (e.g. ``fashion-mnist@32x32x3``, ``npz@64x64x3:resize:data.npz``)
-fits the loaded images to H×W×C for models that want larger or colour input, by ``fit_images``:
-
-- ``pad`` (the default): zero-padding around the unchanged image, centred (the odd pixel of
-  padding goes to the bottom/right); H and W must be at least the image's;
-- ``resize``: bilinear resizing (``tf.image.resize``, no antialiasing, on the CPU so that every
-  machine computes the same arrays), to any size;
-
-then a grey image is repeated into 3 equal channels when C is 3 (C is 1 or 3; colour is never
-turned grey). The modifier sits between the kind and the path, so a path is always the verbatim
-rest of the spec and never mistaken for a modifier; the one case to spell out is a path that
-itself begins with ``pad:`` or ``resize:`` after a modifier: write the rule (``npz@32x32x3:pad:pad:x.npz``).
-
-Images are float32; 8-bit pixels (Fashion-MNIST, image folders, uint8 npz arrays) are scaled to
-[0, 1] and ``TaskData.preprocessing`` records the scale for the app. Models are built to read
-these values as they are (see ``reference``).
+Images are float32. 8-bit pixels (Fashion-MNIST, image folders, uint8 npz arrays) are divided by
+255, to [0, 1], unless the spec says ``:raw`` (0–255 as they are, for a model with its own
+Rescaling, e.g. a Keras application built with ``include_preprocessing=True``); float npz arrays are
+taken as stored. ``TaskData.preprocessing`` records the scale for the app.
 
 Whatever chooses something by measuring it (the adaptive search, the sweep, early stopping)
 measures on ``TaskData.holdout``: the data's own validation set, else a stratified, seeded part of
@@ -51,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MTZError
+from .data_spec import FIT_RULES, KINDS, SUMMARY, DataSpec, parse_spec, shape_text  # noqa: F401 (re-export)
 from .image_folder import split_per_class
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -188,53 +173,6 @@ def load_fashion_mnist_raw(data_dir: str | os.PathLike | None = None) -> dict[st
     raise MTZError("Fashion-MNIST not found; tried " + "; ".join(tried))
 
 
-KINDS = ("fashion-mnist", "fashion-mnist-coarse", "npz", "dir")
-FIT_RULES = ("pad", "resize")
-_SPEC = re.compile(r"(?P<kind>[a-z][a-z-]*)"
-                   r"(?:@(?P<h>\d+)x(?P<w>\d+)x(?P<c>\d+)(?::(?P<rule>pad|resize)(?=:|$))?)?"
-                   r"(?::(?P<path>.*))?", re.S)
-_SPEC_HELP = "use fashion-mnist, fashion-mnist-coarse, npz:PATH or dir:PATH, optionally with @HxWxC[:pad|:resize] " \
-             "after the kind (fashion-mnist@32x32x3)"
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """A parsed spec; ``str()`` writes it back in a form that parses to the same thing."""
-
-    kind: str
-    path: str | None = None
-    shape: tuple[int, int, int] | None = None
-    rule: str = "pad"
-
-    def __str__(self) -> str:
-        text = self.kind
-        if self.shape is not None:
-            text += "@" + "x".join(str(d) for d in self.shape)
-            path_reads_as_rule = self.path is not None and re.match(r"(pad|resize)(:|$)", self.path)
-            if self.rule != "pad" or path_reads_as_rule:
-                text += ":" + self.rule
-        return text if self.path is None else f"{text}:{self.path}"
-
-
-def parse_spec(spec: str) -> DataSpec:
-    """The parts of a spec string (grammar in the module docstring); MTZError when malformed."""
-    m = _SPEC.fullmatch(spec)
-    if m is None or m["kind"] not in KINDS:
-        raise MTZError(f"unknown data spec {spec!r}: {_SPEC_HELP}")
-    kind, path = m["kind"], m["path"]
-    if kind in ("npz", "dir") and not path:
-        raise MTZError(f"data spec {spec!r} names no file: give {kind}:PATH (or {kind}@HxWxC:PATH)")
-    if kind not in ("npz", "dir") and path is not None:
-        raise MTZError(f"data spec {spec!r}: {kind} takes no path; {_SPEC_HELP}")
-    shape = None
-    if m["h"] is not None:
-        shape = (int(m["h"]), int(m["w"]), int(m["c"]))
-        if min(shape[:2]) < 1 or shape[2] not in (1, 3):
-            raise MTZError(f"data spec {spec!r} asks for {shape[0]}x{shape[1]}x{shape[2]}: "
-                           "height and width must be positive and channels 1 (grey) or 3 (colour)")
-    return DataSpec(kind, path, shape, m["rule"] or "pad")
-
-
 def _pad(x: np.ndarray, h: int, w: int) -> np.ndarray:
     n, ih, iw, c = x.shape
     if h < ih or w < iw:
@@ -315,7 +253,7 @@ def _check_arrays(arrays: dict[str, np.ndarray], labels: list[str] | None, where
     return n_cls
 
 
-def _load_npz(path: Path) -> TaskData:
+def _load_npz(path: Path, raw: bool = False) -> TaskData:
     if not path.exists():
         raise MTZError(f"data file {path} does not exist: give --data npz:PATH with x_train, y_train, x_test, y_test")
     with np.load(path, allow_pickle=False) as z:
@@ -328,7 +266,7 @@ def _load_npz(path: Path) -> TaskData:
         arrays = {f"{k}_{split}": z[f"{k}_{split}"] for split in splits for k in ("x", "y")}
         labels = [str(s) for s in z["labels"]] if "labels" in z else None
     n_cls = _check_arrays(arrays, labels, str(path))
-    scale = 1 / 255.0 if arrays["x_train"].dtype == np.uint8 else 1.0
+    scale = 1 / 255.0 if arrays["x_train"].dtype == np.uint8 and not raw else 1.0
     x = {split: arrays[f"x_{split}"].astype(np.float32) * scale for split in splits}
     y = {split: arrays[f"y_{split}"].astype(np.int64) for split in splits}
     return TaskData("", x["train"], y["train"], x["test"], y["test"], labels or [str(i) for i in range(n_cls)],
@@ -337,24 +275,54 @@ def _load_npz(path: Path) -> TaskData:
 
 
 def _load_base(parsed: DataSpec, data_dir) -> TaskData:
+    scale = 1.0 if parsed.raw else 1 / 255.0   # of 8-bit pixels (data_spec: ":raw")
     if parsed.kind == "npz":
-        return _load_npz(Path(parsed.path))
+        return _load_npz(Path(parsed.path), parsed.raw)
     if parsed.kind == "dir":
         from .image_folder import load_image_folder
 
-        arrays, classes = load_image_folder(parsed.path)
+        arrays, classes = load_image_folder(parsed.path, parsed.raw)
         return TaskData("", arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], classes,
-                        x_val=arrays.get("x_val"), y_val=arrays.get("y_val"),
+                        {"scale": scale, "mean": 0.0}, x_val=arrays.get("x_val"), y_val=arrays.get("y_val"),
                         validation_source="validation/ folder" if "x_val" in arrays else None)
     raw = load_fashion_mnist_raw(data_dir)
-    x_train = raw["x_train"].astype(np.float32) / 255.0
-    x_test = raw["x_test"].astype(np.float32) / 255.0
+    x_train = raw["x_train"].astype(np.float32) if parsed.raw else raw["x_train"].astype(np.float32) / 255.0
+    x_test = raw["x_test"].astype(np.float32) if parsed.raw else raw["x_test"].astype(np.float32) / 255.0
     y_train = raw["y_train"].astype(np.int64)
     y_test = raw["y_test"].astype(np.int64)
+    pre = {"scale": scale, "mean": 0.0}
     if parsed.kind == "fashion-mnist-coarse":
         return TaskData("", x_train, COARSE_OF_FINE[y_train], x_test, COARSE_OF_FINE[y_test], list(COARSE_LABELS),
-                        strata=y_train)   # the hold-out of fashion-mnist: the same images
-    return TaskData("", x_train, y_train, x_test, y_test, list(FASHION_LABELS))
+                        pre, strata=y_train)   # the hold-out of fashion-mnist: the same images
+    return TaskData("", x_train, y_train, x_test, y_test, list(FASHION_LABELS), pre)
+
+
+def source_shape(spec: str, data_dir=None) -> tuple[int, ...]:
+    """The shape of one sample that ``spec`` loads, read cheaply (a header, one image), before loading:
+    (H, W, C) for images, grey ones with C = 1."""
+    parsed = parse_spec(spec)
+    if parsed.shape is not None:
+        return parsed.shape
+    if parsed.kind == "dir":
+        from .image_folder import folder_image_shape
+
+        return folder_image_shape(parsed.path)
+    if parsed.kind == "npz":
+        shape = _npz_sample_shape(Path(parsed.path))
+        return shape + (1,) if len(shape) == 2 else shape
+    return (28, 28, 1)
+
+
+def _npz_sample_shape(path: Path) -> tuple[int, ...]:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z, z.open("x_train.npy") as f:
+            version = np.lib.format.read_magic(f)
+            shape = np.lib.format._read_array_header(f, version)[0]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return _load_npz(path).x_train.shape[1:]   # whatever is wrong, the loader says it in one line
+    return tuple(int(d) for d in shape[1:])
 
 
 def load_task_data(spec: str, data_dir: str | os.PathLike | None = None) -> TaskData:

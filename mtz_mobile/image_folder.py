@@ -7,7 +7,8 @@
 training) becomes the test set. Class names are the folder names in sorted order (Keras' own
 order), so label i is the i-th name. Every image is read at the size and colour mode of the first
 image of the first class (grey when that one is single-channel, else RGB); Keras resizes the
-others bilinearly. Pixels come back as float32 in [0, 1], like Fashion-MNIST.
+others bilinearly. Pixels come back as float32 in [0, 1], like Fashion-MNIST, or as they are,
+0–255, with ``raw`` (a spec's ``:raw``).
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def _read_format(first: Path) -> tuple[tuple[int, int], str]:
     return (height, width), ("grayscale" if mode in _GREY_MODES else "rgb")
 
 
-def _read(root: Path, classes: list[str], size: tuple[int, int], color_mode: str) -> tuple[np.ndarray, np.ndarray]:
+def _read(root: Path, classes: list[str], size: tuple[int, int], color_mode: str,
+          raw: bool) -> tuple[np.ndarray, np.ndarray]:
     import keras
 
     try:
@@ -74,7 +76,8 @@ def _read(root: Path, classes: list[str], size: tuple[int, int], color_mode: str
     for x, y in ds.as_numpy_iterator():
         xs.append(x)
         ys.append(y)
-    return np.concatenate(xs).astype(np.float32) / 255.0, np.concatenate(ys).astype(np.int64)
+    x = np.concatenate(xs).astype(np.float32)
+    return (x if raw else x / 255.0), np.concatenate(ys).astype(np.int64)
 
 
 def split_per_class(y: np.ndarray, fraction: float = TEST_FRACTION,
@@ -92,7 +95,15 @@ def split_per_class(y: np.ndarray, fraction: float = TEST_FRACTION,
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-def load_image_folder(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], list[str]]:
+def folder_image_shape(path: str | os.PathLike) -> tuple[int, int, int]:
+    """(H, W, C) that ``load_image_folder`` reads every image at, from its first image alone."""
+    root = Path(path)
+    first = root / "train" if (root / "train").is_dir() and (root / "test").is_dir() else root
+    (height, width), mode = _read_format(_images_under(first / class_folders(first)[0])[0])
+    return height, width, 1 if mode == "grayscale" else 3
+
+
+def load_image_folder(path: str | os.PathLike, raw: bool = False) -> tuple[dict[str, np.ndarray], list[str]]:
     """``{"x_train", "y_train", "x_test", "y_test"}`` and the class names (see the module docstring)."""
     root = Path(path)
     if (root / "train").is_dir() and (root / "test").is_dir():
@@ -102,19 +113,19 @@ def load_image_folder(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], l
             raise MTZError(f"{root}/train and {root}/test have different class folders ({', '.join(classes)} vs "
                            f"{', '.join(test_classes)}): give both the same classes")
         size, mode = _read_format(_images_under(root / "train" / classes[0])[0])
-        x_train, y_train = _read(root / "train", classes, size, mode)
-        x_test, y_test = _read(root / "test", classes, size, mode)
+        x_train, y_train = _read(root / "train", classes, size, mode, raw)
+        x_test, y_test = _read(root / "test", classes, size, mode, raw)
         if (root / "validation").is_dir():
             if class_folders(root / "validation") != classes:
                 raise MTZError(f"{root}/validation has other class folders than {root}/train: give it the same "
                                "classes or remove it")
-            x_val, y_val = _read(root / "validation", classes, size, mode)
+            x_val, y_val = _read(root / "validation", classes, size, mode, raw)
             return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test,
                     "x_val": x_val, "y_val": y_val}, classes
     else:
         classes = class_folders(root)
         size, mode = _read_format(_images_under(root / classes[0])[0])
-        x, y = _read(root, classes, size, mode)
+        x, y = _read(root, classes, size, mode, raw)
         train, test = split_per_class(y)
         if len(test) == 0:
             raise MTZError(f"{root} has too few images to split off a test set: put at least two images in a "
