@@ -15,6 +15,7 @@ import re
 import types
 import typing
 
+from mtz_mobile.data_spec import SUMMARY as SPEC_SUMMARY
 from mtz_mobile.flat_options import field_default, flat_fields
 
 # argparse destinations that steer the CLI itself and are no API keyword
@@ -163,8 +164,8 @@ class AppendOverDefault(argparse.Action):
 
 
 def add_data_options(parser: argparse.ArgumentParser, what: str = "per model or one for all") -> None:
-    parser.add_argument("--data", action=AppendOverDefault, default="fashion-mnist",
-                        help=f"data spec {what}, e.g. fashion-mnist, fashion-mnist-coarse, npz:PATH")
+    parser.add_argument("--data", action=AppendOverDefault, default="fashion-mnist", metavar="SPEC",
+                        help=f"data spec {what} (give --data once per model, in the models' order): {SPEC_SUMMARY}")
     add_data_dir(parser)
 
 
