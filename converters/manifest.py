@@ -7,6 +7,7 @@ from pathlib import Path
 
 from mtz_mobile import __version__
 from mtz_mobile.errors import MTZError
+from mtz_mobile.graph.model_files import model_format
 from mtz_mobile.zipper.plan import Plan
 from mtz_mobile.schemas import validate_json
 
@@ -41,6 +42,15 @@ def _layout(shape: list[int]) -> str:
     return {1: "N", 2: "HW", 3: "HWC"}.get(len(shape) - 1, "N")
 
 
+def _source(file: str, sha256: str, rank: int) -> dict:
+    """The task's model file; an ONNX model's own input layout is named beside it, as its users
+    feed NCHW tensors and the file's signatures take NHWC ones (input.layout)."""
+    fmt = model_format(file)
+    if fmt != "onnx":
+        return {"file": file, "sha256": sha256, "format": fmt}
+    return {"file": file, "sha256": sha256, "format": fmt, "input_layout": "NCHW" if rank == 3 else "NC"}
+
+
 def build_manifest(plan: Plan, model, report: LayoutReport, quantization: str,
                    baselines: dict[str, dict] | None = None) -> dict:
     """``baselines``: task → {file, sha256} of the single-task files converted alongside, recorded so
@@ -55,7 +65,7 @@ def build_manifest(plan: Plan, model, report: LayoutReport, quantization: str,
                       "labels": list(task.labels),
                       "preprocessing": {"scale": float(task.preprocessing.get("scale", 1.0)),
                                         "mean": float(task.preprocessing.get("mean", 0.0))},
-                      "source": {"file": task.source, "sha256": task.sha256}})
+                      "source": _source(task.source, task.sha256, len(task.input_shape))})
     joint = None
     if JOINT_KEY in signature_subgraphs(model):
         inputs, outputs = signature_tensors(model, JOINT_KEY)

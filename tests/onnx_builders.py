@@ -28,20 +28,30 @@ class OnnxNet:
         self.inits.append(numpy_helper.from_array(np.asarray(array, np.float32), name))
         return name
 
+    def ints(self, values) -> str:
+        name = f"{self.name('shape')}.value"
+        self.inits.append(numpy_helper.from_array(np.asarray(values, np.int64), name))
+        return name
+
     def node(self, op: str, inputs: list[str], **attrs) -> str:
         name = self.name(op)
         self.nodes.append(helper.make_node(op, inputs, [name + "_out"], name=name, **attrs))
         return name + "_out"
 
-    def conv(self, x, cin, cout, k=3, s=1, p=None, groups=1, bn=True, act="Relu", bias=False):
+    def conv(self, x, cin, cout, k=3, s=1, p=None, groups=1, bn=True, act="Relu", bias=False, perm_in=None,
+             perm_out=None):
+        """``perm_in``/``perm_out`` reorder input and output channels of the same random weights (a
+        permuted copy computes the same function when the next layer's ``perm_in`` is this ``perm_out``)."""
         p = k // 2 if p is None else p
-        w = self.rng.normal(0, 1.5 / np.sqrt(cin // groups * k * k), (cout, cin // groups, k, k))
-        ins = [x, self.weight(w)] + ([self.weight(self.rng.normal(0, 0.1, cout), "b")] if bias else [])
+        out = np.arange(cout) if perm_out is None else perm_out
+        w = self.rng.normal(0, 1.5 / np.sqrt(cin // groups * k * k), (cout, cin // groups, k, k))[out]
+        w = w if perm_in is None or groups > 1 else w[:, perm_in]
+        ins = [x, self.weight(w)] + ([self.weight(self.rng.normal(0, 0.1, cout)[out], "b")] if bias else [])
         y = self.node("Conv", ins, kernel_shape=[k, k], strides=[s, s], pads=[p, p, p, p], group=groups)
         if bn:
             stats = [self.rng.uniform(0.5, 1.5, cout), self.rng.uniform(-0.3, 0.3, cout),
                      self.rng.uniform(-0.3, 0.3, cout), self.rng.uniform(0.5, 1.5, cout)]
-            y = self.node("BatchNormalization", [y] + [self.weight(v, "bn") for v in stats], epsilon=1e-5)
+            y = self.node("BatchNormalization", [y] + [self.weight(v[out], "bn") for v in stats], epsilon=1e-5)
         return self.act(y, act)
 
     def act(self, y, act):
@@ -85,9 +95,12 @@ class OnnxNet:
             c = hidden
         return self.dense(x, c, classes)
 
-    def dense(self, x, cin, cout):
-        w = self.rng.normal(0, 1.0 / np.sqrt(cin), (cout, cin))
-        return self.node("Gemm", [x, self.weight(w), self.weight(self.rng.normal(0, 0.1, cout), "b")], transB=1)
+    def dense(self, x, cin, cout, perm_in=None, perm_out=None):
+        out = np.arange(cout) if perm_out is None else perm_out
+        w = self.rng.normal(0, 1.0 / np.sqrt(cin), (cout, cin))[out]
+        w = w if perm_in is None else w[:, perm_in]
+        b = self.rng.normal(0, 0.1, cout)[out]
+        return self.node("Gemm", [x, self.weight(w), self.weight(b, "b")], transB=1)
 
     def model(self, out: str, batch="N") -> onnx.ModelProto:
         inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, *self.in_shape])
@@ -122,6 +135,20 @@ def resnet_like(seed=0, in_shape=(3, 20, 20), classes=10, width=8) -> onnx.Model
     x = n.basic_block(x, width, width * 2, stride=2)
     x = n.node("AveragePool", [x], kernel_shape=[2, 2], strides=[2, 2])
     return n.model(n.head(x, width * 2 * 4, classes, pool=False))
+
+
+def conv_chain(seed=0, in_shape=(1, 28, 28), widths=(8, 12, 16), classes=10, perms=None) -> onnx.ModelProto:
+    """Conv (stride 2) → depthwise → 1×1 Conv → pool → Dense → Dense, every hidden layer's units
+    reordered by ``perms`` (one permutation per hidden weight layer but the depthwise, which
+    follows its input's order): the same function for every ``perms``."""
+    p1, p2, p3 = perms or (None, None, None)
+    n = OnnxNet(in_shape, seed)
+    x = n.conv("input", in_shape[0], widths[0], k=3, s=2, act="Relu6", perm_out=p1)
+    x = n.conv(x, widths[0], widths[0], k=3, groups=widths[0], act="Relu6", perm_out=p1)
+    x = n.conv(x, widths[0], widths[1], k=1, act="Relu", perm_in=p1, perm_out=p2)
+    x = n.node("Flatten", [n.node("GlobalAveragePool", [x])], axis=1)
+    x = n.node("Relu", [n.dense(x, widths[1], widths[2], perm_in=p2, perm_out=p3)])
+    return n.model(n.dense(x, widths[2], classes, perm_in=p3))
 
 
 def mlp(seed=0, in_shape=(1, 28, 28), hidden=(48, 24), classes=10) -> onnx.ModelProto:

@@ -25,8 +25,9 @@ def model_format(path: str | os.PathLike) -> str:
 
 
 def source_name(task: str, path: str | os.PathLike) -> str:
-    """The name a task's model is kept under in a zip directory's sources/."""
-    return f"{task}.{model_format(path)}"
+    """The name a task's model is kept under in a zip directory's sources/ (a model parsed in
+    memory, with no file, is named as a Keras one, as before ONNX was read)."""
+    return f"{task}.onnx" if Path(path).suffix.lower() == ".onnx" else f"{task}.keras"
 
 
 def read_model(path: str | os.PathLike):

@@ -285,7 +285,7 @@ class OnnxGraphReader:
 
     def op_Gemm(self, node) -> None:
         c = self.const(node, 2, "bias") if len(node.input) > 2 and node.input[2] else None
-        kernel, bias = oo.gemm_weights(node, self.const(node, 1, "weights"), c, 0, self.path)
+        kernel, bias = oo.gemm_weights(node, self.const(node, 1, "weights"), c, self.path)
         self._dense(node, kernel, bias)
 
     def op_MatMul(self, node) -> None:
@@ -323,5 +323,6 @@ class OnnxGraphReader:
             raise MTZError(f"{self.path}: {oo.label(node)} multiplies {shapes[0]} by {shapes[1]}: only a map by a "
                            "per-channel gate (squeeze-and-excite) is supported")
         is_gate = [int(np.prod(s[:-1])) == 1 for s in shapes]
-        self.append(ParsedNode(self.node_name(node), "multiply", ins, {"map": 1 if is_gate[0] and not is_gate[1] else 0},
-                               out_shape=self.shape(node.output[0])), node.output[0])
+        attrs = {"map": 1 if is_gate[0] and not is_gate[1] else 0}
+        self.append(ParsedNode(self.node_name(node), "multiply", ins, attrs, out_shape=self.shape(node.output[0])),
+                    node.output[0])

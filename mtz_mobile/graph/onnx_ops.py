@@ -93,13 +93,15 @@ def pool_settings(node, in_hw, path: str) -> tuple[dict, list[int]]:
     return settings, kernel
 
 
-def gemm_weights(node, b: np.ndarray, c: np.ndarray | None, units_hint: int, path: str) -> tuple[np.ndarray, np.ndarray]:
+def gemm_weights(node, b: np.ndarray, c: np.ndarray | None, path: str) -> tuple[np.ndarray, np.ndarray]:
     """A Gemm's kernel (in, out) and bias (out,): alpha·A·op(B) + beta·C."""
     a = attributes(node)
     if int(a.get("transA", 0)):
         raise MTZError(f"{path}: {label(node)} transposes its input (transA=1): not supported")
+    if b.ndim != 2:
+        raise MTZError(f"{path}: {label(node)} has {b.ndim}-d weights: only (in, out) matrices")
     kernel = (b.T if int(a.get("transB", 0)) else b) * float(a.get("alpha", 1.0))
-    units = kernel.shape[1] if kernel.ndim == 2 else units_hint
+    units = kernel.shape[1]
     bias = np.zeros(units, np.float32) if c is None else np.broadcast_to(
         np.asarray(c, np.float32) * float(a.get("beta", 1.0)), (1, units)).reshape(units)
     return np.asarray(kernel, np.float32), np.asarray(bias, np.float32)

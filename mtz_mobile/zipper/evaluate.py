@@ -6,7 +6,7 @@ import os
 from dataclasses import asdict, dataclass
 
 from mtz_mobile.data import TaskData, error_rate, load_specs
-from mtz_mobile.graph.keras_io import load_keras_model
+from mtz_mobile.graph.model_files import load_original
 from mtz_mobile.markdown import markdown_table
 from .plan import ZipDir, load_zip_dir
 
@@ -38,7 +38,7 @@ def evaluate_zip(zipdir: ZipDir, datas: dict[str, TaskData] | None = None, data_
             # a 0.1 zip's search chose its counts on some test images: report on the rest
             data, _ = data.split_test_validation(settings["validation_samples"], seed=settings["seed"])
         x, y = data.x_test[:limit], data.y_test[:limit]
-        original = load_keras_model(zipdir.source_path(task.name))
+        original = load_original(zipdir.source_path(task.name))   # Keras, or ONNX in onnxruntime
         orig_err = error_rate(original.predict(x, batch_size=4096, verbose=0), y)
         zipped_err = error_rate(zipdir.network.predict(task.name, x), y)
         results.append(TaskEvaluation(task.name, task.data, len(y), orig_err, zipped_err))

@@ -29,7 +29,9 @@ from mtz_mobile.errors import MTZError
 from mtz_mobile.fileio import (disk_full_error, is_disk_full, output_lock, partial_dir, publish_dir,
                                write_json_atomic, write_npz_atomic)
 from mtz_mobile.graph.keras_io import ParsedModel
+from mtz_mobile.graph.model_files import source_name
 from mtz_mobile.graph.network import BLOCK_DTYPE, ZippedNetwork
+from mtz_mobile.progress import Progress
 
 from .adaptive import adaptive_layer
 from .calibration import Calibration
@@ -132,8 +134,8 @@ def _check_inputs(original: ZippedNetwork, models, data: dict[str, TaskData], co
     if out_dir is not None:
         for t in tasks:
             if not Path(models[t].path).is_file():
-                raise MTZError(f"model of task {t} has no file ({models[t].path}): save it as .keras and read it "
-                               "with read_model, so the zip directory can keep its source")
+                raise MTZError(f"model of task {t} has no file ({models[t].path}): save it as .keras or .onnx and read "
+                               "it with read_model, so the zip directory can keep its source")
 
 
 def _check_labels(task: str, data: TaskData, outputs: int) -> None:
@@ -145,7 +147,7 @@ def _check_labels(task: str, data: TaskData, outputs: int) -> None:
 
 
 def _new_plan(models: dict[str, ParsedModel], data: dict[str, TaskData], config: ZipConfig) -> Plan:
-    records = [TaskRecord(t, f"{t}.keras", m.sha256, data[t].spec, list(m.input_shape), list(data[t].labels),
+    records = [TaskRecord(t, source_name(t, m.path), m.sha256, data[t].spec, list(m.input_shape), list(data[t].labels),
                           dict(data[t].preprocessing), m.nodes[-1].activation, data_digest(data[t]))
                for t, m in models.items()]
     return Plan(records, dict(config.to_json(), sparse_detected=_is_sparse(models, config.sparse)),
@@ -187,7 +189,7 @@ def start_partial(partial: Path, models: dict[str, ParsedModel]) -> None:
     try:
         (partial / "sources").mkdir(parents=True)
         for t, m in models.items():
-            _copy_source(Path(m.path), partial / "sources" / f"{t}.keras")
+            _copy_source(Path(m.path), partial / "sources" / source_name(t, m.path))
     except OSError as exc:
         shutil.rmtree(partial, ignore_errors=True)
         if is_disk_full(exc):
@@ -208,6 +210,8 @@ def _run_steps(original: ZippedNetwork, net: ZippedNetwork, plan: Plan, data: di
             validation.check_budget(config.max_error_increase)
     steps = [(n, k, i) for n in range(1, len(tasks)) for k, i in enumerate(hidden)]
     done = start
+    overall = Progress(len(steps), label="zip", enabled=progress)   # layer k of N, elapsed, time left
+    overall.done = start
     while done < len(steps):
         n, k, i = steps[done]
         step = LayerStep(net, original, calib, i, k, tasks[:n], tasks[n], data, config,
@@ -220,6 +224,9 @@ def _run_steps(original: ZippedNetwork, net: ZippedNetwork, plan: Plan, data: di
             records = [zip_layer(step)]
         plan.layers += records
         done += len(records)
+        last_n, last_k, last_i = steps[done - 1]   # an adaptive step decides the layers after it too
+        overall.advance(done, f"task {tasks[last_n]}: layer {last_k + 1} of {len(hidden)} "
+                              f"({original.nodes[last_i].name}) zipped")
         if partial is not None:   # once the layer and the layers it decided are all in the network
             Checkpoint(partial).save(plan, net, config, done)
         if on_layer_done is not None:
