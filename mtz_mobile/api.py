@@ -16,7 +16,7 @@ from pathlib import Path
 from .data import TaskData, load_specs, specs_for
 from .errors import MTZError
 from .flat_options import flat_fields, from_flat
-from .graph.keras_io import read_model
+from .graph.model_files import read_model
 from .reference import train_reference_pair
 from .zipper.config import ZipConfig
 from .zipper.evaluate import evaluate_dir as evaluate, evaluation_json, evaluation_table  # noqa: F401 (re-export)
@@ -68,7 +68,7 @@ def zip_models(model_paths: list[str | os.PathLike], out_dir: str | os.PathLike 
                data_dir: str | os.PathLike | None = None, config: ZipConfig | None = None, resume: bool = False,
                overwrite: bool = False, progress: bool = True, from_sweep: str | os.PathLike | None = None,
                point: int | str | None = None, **options) -> ZipResult:
-    """Zip trained Keras models. ``data`` is one spec for all tasks, one per model, or loaded data.
+    """Zip trained models (.keras, or .onnx as torch.onnx.export writes them). ``data`` is one spec for all tasks, one per model, or loaded data.
     ``from_sweep=DIR, point=K`` zips point K of a sweep again instead (its models, data and settings);
     ``point="best"``: the one sharing the most among those within the sweep's budget."""
     if from_sweep is not None or point is not None:

@@ -52,7 +52,7 @@ def deploy(models: list[str | os.PathLike], out_dir: str | os.PathLike, data="fa
     out = check_output(out_dir, directory=True)
     for m in models:
         if not Path(m).is_file():
-            raise MTZError(f"model {m} not found: give the trained .keras files to deploy")
+            raise MTZError(f"model {m} not found: give the trained .keras or .onnx files to deploy")
     tasks = api.task_names([str(m) for m in models], names)
     config = api.start_distribution(zip_options["config"] if "config" in zip_options
                                     else api.make_config(**zip_options))

@@ -43,7 +43,7 @@ def add_commands(sub) -> None:
     # Keras' one line per epoch is progress the user waits for, not library noise
     p.set_defaults(verbose=2)
 
-    p = command(sub, "zip", "zip two or more trained .keras models (Algorithm 1 + light retraining)", _zip)
+    p = command(sub, "zip", "zip two or more trained .keras or .onnx models (Algorithm 1 + light retraining)", _zip)
     add_zip_inputs(p, out_help="output directory (plan.json, weights.npz, sources/)", models_nargs="*")
     add_dataclass_options(p, ZipConfig)
     p.add_argument("--from-sweep", metavar="DIR", help="zip a point of this sweep again, bit for bit (no models "
@@ -78,7 +78,7 @@ def add_commands(sub) -> None:
 
 def add_zip_inputs(p, out_help: str, models_dest: str = "model_paths", models_nargs: str = "+") -> None:
     """The models, --out, --names and data options that zip, sweep and deploy share."""
-    p.add_argument(models_dest, metavar="models", nargs=models_nargs, help="the trained .keras models")
+    p.add_argument(models_dest, metavar="models", nargs=models_nargs, help="the trained .keras or .onnx (NCHW, from torch.onnx.export) models")
     p.add_argument("--out", dest="out_dir", metavar="OUT", required=True, help=out_help)
     p.add_argument("--names", type=name_list, help="task names, comma-separated (default: file stems)")
     add_data_options(p)

@@ -27,7 +27,8 @@ import numpy as np
 from mtz_mobile.data import TaskData, error_rate
 from mtz_mobile.errors import MTZError
 from mtz_mobile.fileio import output_lock, partial_dir, publish_dir, write_json_atomic
-from mtz_mobile.graph.keras_io import ParsedModel, read_model
+from mtz_mobile.graph.keras_io import ParsedModel
+from mtz_mobile.graph.model_files import read_model, source_name
 from mtz_mobile.graph.network import ZippedNetwork
 
 from .config import ZipConfig
@@ -102,7 +103,7 @@ def _check_alphas(config: ZipConfig, alphas, n_tasks: int) -> list[float]:
 def _start(partial: Path, models, held, config: ZipConfig, levels, alphas, budget_pp, resume: bool) -> dict:
     fresh = {"format": SWEEP_FORMAT, "settings": config.to_json(), "levels": levels, "alphas": alphas,
              "budget_pp": budget_pp,
-             "tasks": [{"name": t, "source": f"{t}.keras", "sha256": m.sha256, "data": held[t].spec,
+             "tasks": [{"name": t, "source": source_name(t, m.path), "sha256": m.sha256, "data": held[t].spec,
                         "validation": held[t].validation_source} for t, m in models.items()],
              "points": []}
     if resume:
