@@ -13,6 +13,7 @@ import os
 import re
 from pathlib import Path
 
+from .backend import activate
 from .data import TaskData, load_specs, specs_for
 from .errors import MTZError
 from .flat_options import flat_fields, from_flat
@@ -100,7 +101,9 @@ def sweep_models(model_paths: list[str | os.PathLike], out_dir: str | os.PathLik
 
 def start_distribution(config: ZipConfig) -> ZipConfig:
     """Multi-worker retraining must own TensorFlow's collectives before the first operation
-    (reading a model is one): everything that zips calls this first."""
+    (reading a model is one): everything that zips calls this first. Keras' backend, too, is fixed
+    when Keras is first imported (reading a model does)."""
+    activate(config.check_backend())
     if config.retrain.strategy == "multi-worker":
         from .zipper.retrain import make_strategy
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mtz_mobile.backend import activate, ops_for
 from mtz_mobile.data import TaskData
 from mtz_mobile.graph.network import ZippedNetwork
 from mtz_mobile.graph.ops import conv_output_size, patch_rows
@@ -26,9 +27,9 @@ class Calibration:
     """Each task's calibration images and the forward passes the Hessians need."""
 
     def __init__(self, net: ZippedNetwork, data: dict[str, TaskData], config: ZipConfig):
-        from mtz_mobile.graph.ops import TFOps  # deferred: TensorFlow starts here
-
-        self.ops = TFOps()
+        # Keras' backend (TensorFlow, or JAX without TensorFlow) starts here, on the device it sees
+        self.backend = activate(config.check_backend())
+        self.ops = ops_for(self.backend)
         self.config = config
         self._soft: dict = {}
         self.x = {}

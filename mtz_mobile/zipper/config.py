@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from mtz_mobile.backend import BACKENDS, requested
 from mtz_mobile.data import check_validation_split
 from mtz_mobile.errors import MTZError
 
@@ -98,6 +99,10 @@ class ZipConfig:
     confidence: float = option(0.95, "confidence level of the bound on each task's error increase")
     retrain: RetrainSettings = field(default_factory=RetrainSettings)
     seed: int = option(0, "seed of calibration sampling, random pairing and retraining")
+    # The zipper's forward passes and retraining run on Keras 3's backend (mtz_mobile.backend): jax needs
+    # no TensorFlow, so a GPU machine without TensorFlow's CUDA wheels zips; the zip reads the same on any.
+    backend: str = option("auto", "Keras backend the zipper computes with: tensorflow, jax, or auto "
+                                  "(KERAS_BACKEND, else tensorflow)", choices=BACKENDS)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -122,9 +127,11 @@ class ZipConfig:
                                      ("retraining schedule", self.retrain.schedule, SCHEDULES),
                                      ("learning-rate schedule", self.retrain.learning_rate_schedule, LR_SCHEDULES),
                                      ("sparse", self.sparse, SPARSITY),
-                                     ("sparse mask", self.sparse_mask, SPARSE_MASKS)):
+                                     ("sparse mask", self.sparse_mask, SPARSE_MASKS),
+                                     ("backend", self.backend, BACKENDS)):
             if value not in allowed:
                 raise MTZError(f"unknown {name} {value!r}: use one of {', '.join(allowed)}")
+        self.check_backend()
         if self.damping < 0:
             raise MTZError(f"damping must be non-negative, got {self.damping}")
         if self.calibration_samples <= 0 or self.max_instances <= 0:
@@ -145,6 +152,14 @@ class ZipConfig:
         check_validation_split(self.validation_split)
         if not 0.5 <= self.confidence < 1.0:
             raise MTZError(f"confidence {self.confidence} is outside [0.5, 1): give e.g. 0.95")
+
+    def check_backend(self) -> str:
+        """The backend this zip runs on (see mtz_mobile.backend), refusing what only TensorFlow can do."""
+        backend = requested(self.backend)
+        if self.retrain.strategy != "default" and backend != "tensorflow":
+            raise MTZError(f"--strategy {self.retrain.strategy} is tf.distribute's, TensorFlow only: drop it, or zip "
+                           f"with --backend tensorflow (this zip runs on {backend})")
+        return backend
 
     def layer_value(self, k: int):
         per_layer = self.threshold if self.threshold is not None else self.shared

@@ -1,7 +1,9 @@
 """Light retraining (Algorithm 1, line 10): a few joint steps, loss α·L_A + (1−α)·L_B.
 
 Each step draws one batch of every task's training data. Shared blocks are single variables,
-so both tasks' gradients reach them. Work goes to a GPU when TensorFlow sees one; with
+so both tasks' gradients reach them. On Keras' JAX backend the steps are retrain_jax's (one
+jitted step, no TensorFlow); on TensorFlow they are this module's. Work goes to a GPU when the
+backend sees one; with
 ``strategy="mirrored"`` the steps run under ``tf.distribute.MirroredStrategy`` over every
 visible device, with ``strategy="multi-worker"`` under ``tf.distribute.MultiWorkerMirroredStrategy``
 over the processes that ``TF_CONFIG`` names. Pruned weights (masks) stay exactly zero.
@@ -15,14 +17,14 @@ import os
 import re
 
 import numpy as np
-import tensorflow as tf
 
+from mtz_mobile.backend import active
 from mtz_mobile.errors import MTZError
-from mtz_mobile.graph.joint_model import JointModel
 from mtz_mobile.graph.network import ZippedNetwork
 from mtz_mobile.progress import Progress
 
 from .config import STRATEGIES, RetrainSettings
+from .retrain_common import batches as _batches, learning_rate, training_arrays  # noqa: F401 (learning_rate: API)
 
 # A collective that waits longer than this for a peer fails instead of hanging: a worker that
 # died mid-run ends the job with an error. Generous, since the first step also waits for the
@@ -35,6 +37,8 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     """One strategy object per process: a second MirroredStrategy would reuse the first one's
     collective instance keys for differently shaped gradients and abort. A multi-worker program
     calls this before any other TensorFlow work (see ``_multi_worker``)."""
+    import tensorflow as tf  # deferred here and below: the JAX backend's zips never import it
+
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -65,6 +69,8 @@ def cluster_from_tf_config() -> tuple[list[str], int]:
 
 
 def _multi_worker() -> tf.distribute.Strategy:
+    import tensorflow as tf
+
     cluster_from_tf_config()
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=COLLECTIVE_TIMEOUT_S)
     try:
@@ -78,38 +84,9 @@ def _multi_worker() -> tf.distribute.Strategy:
                        "call mtz_mobile.zipper.retrain.make_strategy('multi-worker') first") from None
 
 
-def learning_rate(settings: RetrainSettings):
-    """Adam's rate for one retraining call: a constant, or a schedule over its steps."""
-    if settings.learning_rate_schedule == "constant":
-        return settings.learning_rate
-    # Warm-up: the first steps on a freshly merged network have large, noisy gradients, and
-    # Adam's second-moment estimate is not settled yet.
-    warmup = settings.iterations // 20
-    return tf.keras.optimizers.schedules.CosineDecay(
-        settings.learning_rate / (warmup + 1), decay_steps=settings.iterations - warmup,
-        warmup_target=settings.learning_rate if warmup else None, warmup_steps=warmup)
-
-
-def _batches(arrays: dict[str, tuple], batch: int, seed: int):
-    """Endless batches, one per task per step, each task's data reshuffled every epoch (numpy,
-    seeded). Fed through a generator: a dataset built from the arrays themselves would embed them
-    as graph constants that the traced step (and the optimizer it captures) keeps alive after
-    retraining returns — about twice the training data per call."""
-    rngs = {t: np.random.default_rng([seed, n]) for n, t in enumerate(arrays)}
-    orders = {t: rngs[t].permutation(len(a[0])) for t, a in arrays.items()}
-    pos = {t: 0 for t in arrays}
-    while True:
-        out = []
-        for t, parts in arrays.items():
-            if pos[t] + batch > len(orders[t]):
-                orders[t], pos[t] = rngs[t].permutation(len(parts[0])), 0
-            idx = np.sort(orders[t][pos[t]:pos[t] + batch])
-            pos[t] += batch
-            out.append(tuple(p[idx] for p in parts))
-        yield tuple(out)
-
-
 def _dataset(arrays: dict[str, tuple], batch: int, seed: int) -> tf.data.Dataset:
+    import tensorflow as tf
+
     spec = tuple(tuple(tf.TensorSpec((batch,) + p.shape[1:], tf.float32 if p.dtype.kind == "f" else tf.int64)
                        for p in parts) for parts in arrays.values())
     ds = tf.data.Dataset.from_generator(lambda: _batches(arrays, batch, seed), output_signature=spec)
@@ -124,6 +101,8 @@ def _dataset(arrays: dict[str, tuple], batch: int, seed: int) -> tf.data.Dataset
 
 def _per_example_loss(logits, batch, settings: RetrainSettings, has_soft_targets: bool):
     """Cross-entropy on the labels, mixed with the originals' soft targets when distilling."""
+    import tensorflow as tf
+
     per_example = tf.keras.losses.sparse_categorical_crossentropy(batch[1], logits, from_logits=True)
     if has_soft_targets and settings.distill > 0:
         temp = settings.temperature
@@ -140,6 +119,18 @@ def retrain(net: ZippedNetwork, data: dict[str, tuple[np.ndarray, np.ndarray]], 
     """Run ``settings.iterations`` joint steps on ``net`` in place; returns step count and losses."""
     if settings.iterations <= 0:
         return {"iterations": 0}
+    if active() != "tensorflow":
+        from .retrain_jax import retrain_jax
+
+        return retrain_jax(net, data, weights, settings, seed, masks, soft_targets, progress, label)
+    return _retrain_tf(net, data, weights, settings, seed, masks, soft_targets, progress, label)
+
+
+def _retrain_tf(net, data, weights, settings, seed, masks, soft_targets, progress, label) -> dict:
+    import tensorflow as tf
+
+    from mtz_mobile.graph.joint_model import JointModel
+
     strategy = make_strategy(settings.strategy)  # first: a multi-worker one must precede other TensorFlow work
     tf.config.experimental.enable_op_determinism()
     tf.random.set_seed(seed)
@@ -151,12 +142,7 @@ def retrain(net: ZippedNetwork, data: dict[str, tuple[np.ndarray, np.ndarray]], 
         optimizer.build(variables)
     mask_vars = {k: tf.constant(m.astype(np.float32)) for k, m in (masks or {}).items()}
 
-    arrays = {t: (np.asarray(data[t][0], np.float32), np.asarray(data[t][1], np.int64))
-              + (() if soft_targets is None else (np.asarray(soft_targets[t], np.float32),)) for t in tasks}
-    for t, (x, _, *rest) in arrays.items():
-        if len(x) < settings.batch_size:
-            raise MTZError(f"task {t} has {len(x)} training samples, fewer than one batch of "
-                           f"{settings.batch_size}: lower --batch-size")
+    arrays = training_arrays(data, tasks, settings, soft_targets)
     iterator = iter(strategy.experimental_distribute_dataset(_dataset(arrays, settings.batch_size, seed)))
     global_batch = settings.batch_size
 
@@ -183,7 +169,7 @@ def retrain(net: ZippedNetwork, data: dict[str, tuple[np.ndarray, np.ndarray]], 
     first, last = _run_steps(step, iterator, settings, tasks, label, progress and _is_chief(strategy))
     model.write_back()
     return {"iterations": settings.iterations, "replicas": strategy.num_replicas_in_sync,
-            "device": _device_kind(),
+            "device": _device_kind(), "backend": "tensorflow",
             "loss_first": {t: float(v) for t, v in zip(tasks, first)},
             "loss_last": {t: float(v) for t, v in zip(tasks, last)}}
 
@@ -192,6 +178,8 @@ def _run_steps(step, iterator, settings: RetrainSettings, tasks: list[str], labe
     """The steps, with the first and last step's per-task losses. Across workers a step whose
     collective fails (a peer died or stopped answering within COLLECTIVE_TIMEOUT_S) ends the job:
     the survivors cannot go on without it, and TensorFlow's own message is one of many lines."""
+    import tensorflow as tf
+
     bar = Progress(settings.iterations, label=label, enabled=progress)
     first = last = None
     for it in range(settings.iterations):
@@ -230,4 +218,6 @@ def _is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 
 def _device_kind() -> str:
+    import tensorflow as tf
+
     return "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
