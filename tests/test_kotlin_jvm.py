@@ -1,5 +1,6 @@
 """The Android app's pure-Kotlin parts (manifest reader and parser, Contract names, input
-preprocessing, samples, benchmark statistics), compiled with JetBrains' Kotlin compiler and run
+preprocessing, samples, benchmark statistics, the weight cache, and the lifecycle and failure paths
+of the model, its host and the benchmark behind a small interface over LiteRT), compiled with JetBrains' Kotlin compiler and run
 under JUnit 4 on the JVM against real .tflite files the converter writes here, damaged and edited
 copies of them, and the Python side's own numbers.
 
@@ -37,7 +38,9 @@ JARS = {  # what: path (Debian's packages, installed by tools/install.sh)
 ANDROID_IMPORT = re.compile(r"^import (android|androidx|com\.google\.ai\.edge)\.", re.M)
 # The Android-free app files the JVM tests exercise (every other app file imports Android or LiteRT).
 PURE = {"Contract.kt", "Manifest.kt", "TfliteMetadata.kt", "ModelInput.kt", "BenchmarkStats.kt", "Samples.kt",
-        "WeightCache.kt"}
+        "WeightCache.kt", "Engine.kt", "ModelFile.kt", "ZippedModel.kt", "Benchmark.kt", "ModelHost.kt"}
+# The files that import Android or LiteRT: the activity, the Context/Debug calls, LiteRT behind Engine.
+ANDROID_ONLY = {"MainActivity.kt", "AndroidPlatform.kt", "LiteRtEngine.kt"}
 MAIN_CLASS = "dev.mtzmobile.demo.JvmTests"
 
 
@@ -59,8 +62,9 @@ def test_android_free_app_code_is_in_android_free_files():
     """What the JVM compiles: the app files that import neither Android nor LiteRT."""
     names = {p.name for p in pure_sources()}
     assert names == PURE, f"Android-free app files changed: {sorted(names ^ PURE)}; update PURE and the JVM tests"
-    for name in ("ZippedModel.kt", "Benchmark.kt", "MainActivity.kt", "ModelFile.kt"):
-        assert ANDROID_IMPORT.search((APP_SRC / name).read_text()), name
+    assert {p.name for p in APP_SRC.glob("*.kt")} - names == ANDROID_ONLY
+    litert = {p.name for p in APP_SRC.glob("*.kt") if "import com.google.ai.edge.litert" in p.read_text()}
+    assert litert == {"LiteRtEngine.kt"}, f"LiteRT imported outside its adapter: {litert}"
 
 
 # --- the toolchain and the compiled jar ----------------------------------------------------------
@@ -210,3 +214,49 @@ def test_the_apps_weight_cache_check_agrees_with_the_benchs(junit, plan):
     check(junit, plan, "WeightCacheTest")
     stamped = next(c for c in plan["weight_caches"] if c["expect"] == "stamp")
     assert weight_cache.check(stamped["model"]) == "valid"
+
+
+# --- the app's failure paths and lifecycle (LifecycleTest: a double stands for LiteRT only) -------
+
+def check_lifecycle(junit, group: str) -> None:
+    if isinstance(junit, str):
+        pytest.fail(junit, pytrace=False)
+    ran = junit.get("LifecycleTest", {})
+    assert set(ran) == {t for names in cases.LIFECYCLE_TESTS.values() for t in names}, sorted(ran)
+    failed = [f"{name}: {ran[name][1]}" for name in cases.LIFECYCLE_TESTS[group] if not ran[name][0]]
+    assert not failed, "\n".join(failed)
+
+
+def test_native_and_memory_errors_become_one_line_and_the_worker_survives(junit):
+    """UnsatisfiedLinkError and OutOfMemoryError from the compile: "The model could not be loaded: …"
+    in one line, and the next load works."""
+    check_lifecycle(junit, "errors")
+
+
+def test_every_resource_is_released_on_failure(junit):
+    """A stamp that cannot be written closes the compiled model; an output buffer that cannot be
+    created closes the input buffer made before it."""
+    check_lifecycle(junit, "leaks")
+
+
+def test_a_failed_benchmark_leaves_the_tasks_running(junit):
+    check_lifecycle(junit, "benchmark")
+
+
+def test_the_benchmark_reports_hashing_compile_and_first_inference_apart_at_1_and_n_threads(junit):
+    check_lifecycle(junit, "timings")
+    check_lifecycle(junit, "threads")
+
+
+def test_cache_files_xnnpack_rewrites_or_extends_are_stamped_again(junit, plan):
+    """A stamped cache XNNPACK rejected and rebuilt is stamped again (not rebuilt on every start); a
+    cache XNNPACK flagged stale at close (weights missing from it) or left unfinished (header version
+    0) is named so, not "corrupted", and rebuilt (WeightCacheTest's xnnpack_* cases, on LiteRT's file)."""
+    check_lifecycle(junit, "cache_states")
+    for name in ("xnnpack_stale", "xnnpack_unfinished"):
+        ok, message = junit["WeightCacheTest"][f"check_cache[{name}]"]
+        assert ok, message
+
+
+def test_one_compile_survives_recreation_and_one_writer_holds_the_cache_file(junit):
+    check_lifecycle(junit, "recreation")

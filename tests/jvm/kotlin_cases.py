@@ -376,6 +376,12 @@ def weight_cache_cases(root: Path, models: dict[str, Path]) -> list[dict]:
         edit(model, weight_cache.cache_file(model), weight_cache.stamp_file(model))
         return model
 
+    def header(cache, offset, value: bytes):  # XNNPackCacheHeader: u64 version, u64, u64, u8 stale at 24
+        data = bytearray(cache.read_bytes())
+        assert int.from_bytes(data[:8], "little") == 4, "LiteRT's cache header is no longer version 4"
+        data[offset:offset + len(value)] = value
+        cache.write_bytes(bytes(data))
+
     def flip(cache):
         data = bytearray(cache.read_bytes())
         data[len(data) // 2] ^= 0xFF
@@ -396,11 +402,46 @@ def weight_cache_cases(root: Path, models: dict[str, Path]) -> list[dict]:
         twin = damage(name + "_python", edit)
         out.append({"name": name, "model": str(model), "runtime": runtime, "expect": expect,
                     "python_found": weight_cache.check(twin)})
+    # XNNPACK's own marks, which the Python side's check calls "contents changed (corrupted?)": the
+    # stale flag it sets at close when weights were missing, the invalid header a build starts with
+    for name, (offset, value, expect) in {
+        "xnnpack_stale": (24, b"\x01", "stale (XNNPACK marked it: weights missing from it)"),
+        "xnnpack_unfinished": (0, bytes(8), "unfinished (XNNPACK's build of it did not complete)"),
+    }.items():
+        model = damage(name, lambda m, c, s, o=offset, v=value: header(c, o, v))
+        out.append({"name": name, "model": str(model), "runtime": runtime, "expect": expect})
     model = damage("other_runtime", lambda m, c, s: None)
     out.append({"name": "other_runtime", "model": str(model), "runtime": f"{runtime}/aarch64", "expect": "LiteRT changed"})
     model = damage("stamped_by_kotlin", lambda m, c, s: s.unlink())   # Kotlin stamps it; Python checks after
     out.append({"name": "stamped_by_kotlin", "model": str(model), "runtime": runtime, "expect": "stamp"})
     return out
+
+
+# LifecycleTest's tests, by the app defect each guards against (tests/test_kotlin_jvm.py checks each group)
+LIFECYCLE_TESTS = {
+    "errors": ["nativeAndMemoryErrorsBecomeCouldNotBeLoaded"],
+    "leaks": ["aStampThatCannotBeWrittenClosesTheCompiledModel", "aBufferThatCannotBeCreatedClosesTheOnesBeforeIt"],
+    "benchmark": ["aFailedBenchmarkKeepsTheTasksRunning"],
+    "timings": ["theBenchmarkReportsHashingCompileAndFirstInferenceApart"],
+    "cache_states": ["aCacheXnnpackRewritesIsStampedAgain", "aCacheXnnpackMarksStaleAtCloseIsNamedSoAndRebuilt"],
+    "recreation": ["oneWriterOfTheCacheFileAtATime", "aRecreatedActivityReusesTheCompiledModel"],
+    "threads": ["bigCoresAreReadFromSysfs"],
+}
+
+
+def lifecycle_case(root: Path, models: dict[str, Path]) -> dict:
+    """LifecycleTest's files: a converted model, the same with 24 MB of padding after it (hashing it
+    takes measurable time; the reader ignores bytes past the flatbuffer), and the XNNPACK cache file
+    LiteRT wrote for the model here (weight_cache_cases)."""
+    from mtz_mobile.bench import weight_cache
+
+    large = root / "lifecycle" / "large.tflite"
+    large.parent.mkdir()
+    large.write_bytes(models["two_tasks_joint"].read_bytes() + bytes(24 << 20))
+    (root / "lifecycle" / "scratch").mkdir()
+    cache = weight_cache.cache_file(root / "cache_source" / "model.tflite")
+    return {"model": str(models["two_tasks_joint"]), "large_model": str(large), "cache": str(cache),
+            "scratch": str(root / "lifecycle" / "scratch")}
 
 
 def write_plan(root: Path, small_models, fmnist) -> dict:
@@ -415,12 +456,14 @@ def write_plan(root: Path, small_models, fmnist) -> dict:
                       "mutations": 3000}],
             **input_cases(root, models, manifests), "stats": stats_cases(),
             "weight_caches": weight_cache_cases(root, models)}
+    plan["lifecycle"] = lifecycle_case(root, models)
     path = root / "plan.json"
     path.write_text(json.dumps(plan))
     counts = {"ContractTest": 1, "ModelFilesTest": len(plan["models"]), "FuzzTest": len(plan["fuzz"]),
               "PreprocessingTest": len(plan["preprocessing"]), "ModelInputTest": len(plan["joint"]),
               "SamplesTest": len(plan["samples"]), "BenchmarkStatsTest": len(plan["stats"]),
-              "WeightCacheTest": len(plan["weight_caches"])}
+              "WeightCacheTest": len(plan["weight_caches"]),
+              "LifecycleTest": sum(map(len, LIFECYCLE_TESTS.values()))}
     for group in ("good", "damaged", "schema"):
         counts[f"ModelFilesTest/{group}"] = sum(c["name"].startswith(group + "/") for c in plan["models"])
     return {"path": path, "counts": counts, "manifests": manifests, "schema_accepts": schema_accepts_violations,

@@ -22,6 +22,7 @@ object JvmTests {
         SamplesTest::class.java,
         BenchmarkStatsTest::class.java,
         WeightCacheTest::class.java,
+        LifecycleTest::class.java,
     )
 
     @JvmStatic

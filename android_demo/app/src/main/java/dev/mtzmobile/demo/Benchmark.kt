@@ -1,13 +1,12 @@
 package dev.mtzmobile.demo
 
-import android.os.Debug
 import org.json.JSONArray
 import org.json.JSONObject
 import java.io.File
 import java.io.IOException
 import java.util.Locale
 
-/** This process's memory, in kB: PSS (Debug.getPss) and, from /proc/self/status, RSS and its parts. */
+/** A process's memory, in kB: PSS and, from /proc/PID/status, RSS and its parts (AndroidPlatform.kt's androidMemory). */
 data class MemorySnapshot(val pssKb: Long, val rssKb: Long?, val rssAnonKb: Long?, val rssFileKb: Long?) {
     fun toJson(): JSONObject = JSONObject()
         .put("pss_kb", pssKb)
@@ -16,17 +15,11 @@ data class MemorySnapshot(val pssKb: Long, val rssKb: Long?, val rssAnonKb: Long
         .put("rss_file_kb", rssFileKb ?: JSONObject.NULL)
 
     companion object {
-        fun now(): MemorySnapshot {
-            val status = procStatus()
-            // RssAnon: what the runtime allocated (arenas; packed weights only where no cache file maps them);
-            // RssFile: pages of the model file and of its weight cache file.
-            return MemorySnapshot(Debug.getPss(), status["VmRSS"], status["RssAnon"], status["RssFile"])
-        }
-
-        /** "Key:   123 kB" lines of /proc/self/status; RssAnon/RssFile need Linux 4.5 or newer. */
-        private fun procStatus(): Map<String, Long> =
-            try {
-                File("/proc/self/status").readLines().mapNotNull { line ->
+        // RssAnon: what the runtime allocated (arenas; packed weights only where no cache file maps them);
+        // RssFile: pages of the model file and of its weight cache file. Linux 4.5 or newer.
+        fun fromStatus(pssKb: Long, status: File): MemorySnapshot {
+            val values = try {
+                status.readLines().mapNotNull { line ->
                     val parts = line.split(Regex("\\s+"))
                     val value = parts.getOrNull(1)?.toLongOrNull()
                     if (parts.size >= 3 && parts[0].endsWith(":") && value != null) parts[0].dropLast(1) to value else null
@@ -34,7 +27,35 @@ data class MemorySnapshot(val pssKb: Long, val rssKb: Long?, val rssAnonKb: Long
             } catch (e: IOException) {
                 emptyMap()
             }
+            return MemorySnapshot(pssKb, values["VmRSS"], values["RssAnon"], values["RssFile"])
+        }
     }
+}
+
+/** One benchmark pass at [threads] LiteRT threads on a freshly opened model. */
+data class ThreadRun(
+    val threads: Int,
+    val timings: LoadTimings,
+    val weightCacheFound: String,
+    /** The first call of the first signature: what a user waits for after the load. */
+    val firstInferenceMicros: Double,
+    val signatures: List<SignatureTiming>,
+    val beforeLoad: MemorySnapshot,
+    val afterLoad: MemorySnapshot,
+    val afterRuns: MemorySnapshot,
+) {
+    fun toJson(): JSONObject = JSONObject()
+        .put("threads", threads)
+        .put("hash_ms", timings.hashMillis)
+        .put("compile_ms", timings.compileMillis)
+        .put("first_inference_us", firstInferenceMicros)
+        .put("xnnpack_weight_cache_found", weightCacheFound)
+        .put("signatures", JSONArray(signatures.map {
+            JSONObject().put("key", it.key).put("runs", it.runs).put("warmup", it.warmup)
+                .put("first_us", it.firstMicros).put("median_us", it.medianMicros).put("p90_us", it.p90Micros)
+        }))
+        .put("memory", JSONObject().put("before_load", beforeLoad.toJson()).put("after_load", afterLoad.toJson())
+            .put("after_runs", afterRuns.toJson()))
 }
 
 data class BenchmarkResult(
@@ -42,12 +63,7 @@ data class BenchmarkResult(
     val fileBytes: Long,
     val sharedWeightBytes: Long,
     val weightBytes: Long,
-    val loadMillis: Double,
-    val weightCacheFound: String,
-    val timings: List<SignatureTiming>,
-    val beforeLoad: MemorySnapshot,
-    val afterLoad: MemorySnapshot,
-    val afterRuns: MemorySnapshot,
+    val runs: List<ThreadRun>,
 ) {
     fun toJson(): JSONObject = JSONObject()
         .put("model", model)
@@ -55,48 +71,54 @@ data class BenchmarkResult(
         .put("weight_bytes", weightBytes)
         .put("shared_weight_bytes", sharedWeightBytes)
         .put("xnnpack_weight_cache", "file")
-        .put("xnnpack_weight_cache_found", weightCacheFound)
-        .put("load_ms", loadMillis)
-        .put("signatures", JSONArray(timings.map {
-            JSONObject().put("key", it.key).put("runs", it.runs).put("warmup", it.warmup)
-                .put("first_us", it.firstMicros).put("median_us", it.medianMicros).put("p90_us", it.p90Micros)
-        }))
-        .put("memory", JSONObject().put("before_load", beforeLoad.toJson()).put("after_load", afterLoad.toJson())
-            .put("after_runs", afterRuns.toJson()))
+        .put("runs", JSONArray(runs.map { it.toJson() }))
 
     fun toText(): String = buildString {
         appendLine("model: $model, ${"%,d".format(Locale.US, fileBytes)} bytes")
         appendLine("weights: ${"%,d".format(Locale.US, weightBytes)} bytes, of which " +
             "${"%,d".format(Locale.US, sharedWeightBytes)} used by two or more tasks (stored once)")
-        appendLine("XNNPACK weight cache: a file beside the model, found $weightCacheFound (shared blocks packed once)")
-        appendLine("load + compile: ${"%.1f".format(Locale.US, loadMillis)} ms")
-        appendLine()
-        appendLine(String.format(Locale.US, "%-10s %10s %10s %10s %6s", "signature", "first µs", "median µs", "p90 µs", "runs"))
-        for (t in timings) {
-            appendLine(String.format(Locale.US, "%-10s %10.1f %10.1f %10.1f %6d", t.key, t.firstMicros, t.medianMicros, t.p90Micros, t.runs))
-        }
-        appendLine()
-        appendLine(String.format(Locale.US, "%-12s %9s %9s %9s %9s", "memory kB", "PSS", "RSS", "RssAnon", "RssFile"))
-        for ((label, m) in listOf("before load" to beforeLoad, "after load" to afterLoad, "after runs" to afterRuns)) {
-            appendLine(String.format(Locale.US, "%-12s %9d %9s %9s %9s", label, m.pssKb, m.rssKb ?: "-", m.rssAnonKb ?: "-", m.rssFileKb ?: "-"))
+        for (r in runs) {
+            appendLine()
+            appendLine("${r.threads} thread(s); XNNPACK weight cache file found ${r.weightCacheFound}")
+            appendLine(String.format(Locale.US, "hashing %.1f ms, compile %.1f ms, first inference %.1f µs",
+                r.timings.hashMillis, r.timings.compileMillis, r.firstInferenceMicros))
+            appendLine(String.format(Locale.US, "%-10s %10s %10s %10s %6s", "signature", "first µs", "median µs", "p90 µs", "runs"))
+            for (t in r.signatures) {
+                appendLine(String.format(Locale.US, "%-10s %10.1f %10.1f %10.1f %6d", t.key, t.firstMicros, t.medianMicros, t.p90Micros, t.runs))
+            }
+            appendLine(String.format(Locale.US, "%-12s %9s %9s %9s %9s", "memory kB", "PSS", "RSS", "RssAnon", "RssFile"))
+            for ((label, m) in listOf("before load" to r.beforeLoad, "after load" to r.afterLoad, "after runs" to r.afterRuns)) {
+                appendLine(String.format(Locale.US, "%-12s %9d %9s %9s %9s", label, m.pssKb, m.rssKb ?: "-", m.rssAnonKb ?: "-", m.rssFileKb ?: "-"))
+            }
         }
     }
 }
 
 /**
  * Every task signature (and the joint one, when present) run [runs] times each on a freshly
- * compiled model: latency per call (preprocessing, input write, run, output read), the file
- * size, and this process's memory before loading, after loading, and after every signature ran.
- * In-process numbers: for a clean per-process measurement use `mtz-mobile bench` on the host.
+ * compiled model, once per thread count in [threadCounts] (1 and the big cores, as the host bench's
+ * --threads): hashing, compile and first inference apart, latency per call (preprocessing, input
+ * write, run, output read), and this process's memory before loading, after loading and after the
+ * runs. In-process numbers: for a clean per-process measurement use `mtz-mobile bench` on the host.
  */
 object Benchmark {
-    fun run(file: ModelFile, samples: SampleSet?, runs: Int = 100, warmup: Int = 10): BenchmarkResult {
+    fun run(
+        file: ModelFile, samples: SampleSet?, factory: EngineFactory, threadCounts: List<Int>,
+        memory: () -> MemorySnapshot, runs: Int = 100, warmup: Int = 10,
+    ): BenchmarkResult {
+        val passes = threadCounts.distinct().map { pass(file, samples, factory, it, memory, runs, warmup) }
+        val sharing = ZippedModel.readManifest(file).sharing.file
+        return BenchmarkResult(file.description, file.sizeBytes, sharing.sharedWeightBytes, sharing.weightBytes, passes)
+    }
+
+    private fun pass(
+        file: ModelFile, samples: SampleSet?, factory: EngineFactory, threads: Int,
+        memory: () -> MemorySnapshot, runs: Int, warmup: Int,
+    ): ThreadRun {
         System.gc()
-        val beforeLoad = MemorySnapshot.now()
-        val start = System.nanoTime()
-        return ZippedModel.open(file).use { model ->
-            val loadMillis = (System.nanoTime() - start) / 1e6
-            val afterLoad = MemorySnapshot.now()
+        val beforeLoad = memory()
+        return ZippedModel.open(file, factory, threads).use { model ->
+            val afterLoad = memory()
             val manifest = model.manifest
             val timings = ArrayList<SignatureTiming>()
             for (task in manifest.tasks) {
@@ -109,19 +131,8 @@ object Benchmark {
                 val raw = samples?.forTask(first)?.firstOrNull()?.raw ?: FloatArray(joint.input.elementCount)
                 timings += time(joint.signatureKey, runs, warmup) { model.runJoint(raw) }
             }
-            val afterRuns = MemorySnapshot.now()
-            BenchmarkResult(
-                model = file.description,
-                fileBytes = file.sizeBytes,
-                sharedWeightBytes = manifest.sharing.file.sharedWeightBytes,
-                weightBytes = manifest.sharing.file.weightBytes,
-                loadMillis = loadMillis,
-                weightCacheFound = model.weightCacheFound,
-                timings = timings,
-                beforeLoad = beforeLoad,
-                afterLoad = afterLoad,
-                afterRuns = afterRuns,
-            )
+            ThreadRun(threads, model.timings, model.weightCacheFound, timings.firstOrNull()?.firstMicros ?: Double.NaN,
+                timings, beforeLoad, afterLoad, memory())
         }
     }
 
@@ -137,5 +148,23 @@ object Benchmark {
             micros[i] = (System.nanoTime() - t) / 1e3
         }
         return BenchmarkStats.summarize(key, warmup, first, micros)
+    }
+}
+
+/** How many LiteRT threads a real app would use: the big cores. */
+object CpuCores {
+    /**
+     * The cores whose top frequency is above the slowest cluster's (the big and prime cores of a
+     * big.LITTLE phone), read from [cpuDir] (/sys/devices/system/cpu); every core when they are all
+     * alike, and [fallback] when the frequencies cannot be read.
+     */
+    fun big(cpuDir: File, fallback: Int): Int {
+        val freqs = (cpuDir.listFiles() ?: emptyArray())
+            .filter { it.name.matches(Regex("cpu\\d+")) }
+            .mapNotNull { File(it, "cpufreq/cpuinfo_max_freq").takeIf(File::isFile)?.readText()?.trim()?.toLongOrNull() }
+        if (freqs.isEmpty()) return fallback.coerceAtLeast(1)
+        val slowest = freqs.min()
+        val big = freqs.count { it > slowest }
+        return if (big == 0) freqs.size else big
     }
 }

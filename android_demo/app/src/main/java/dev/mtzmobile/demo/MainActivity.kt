@@ -12,9 +12,8 @@ import android.widget.Button
 import android.widget.ImageView
 import android.widget.Spinner
 import android.widget.TextView
+import java.io.File
 import java.util.Locale
-import java.util.concurrent.ExecutorService
-import java.util.concurrent.Executors
 import kotlin.math.abs
 
 /**
@@ -23,11 +22,12 @@ import kotlin.math.abs
  * CompiledModel on the bundled sample images.
  */
 class MainActivity : Activity() {
-    /** Every LiteRT call runs on this one thread. */
-    private val worker: ExecutorService = Executors.newSingleThreadExecutor()
-
-    /** The compiled model: read and written on the worker thread only. */
-    private var model: ZippedModel? = null
+    /**
+     * The compiled model and the worker thread every LiteRT call runs on. Retained across
+     * configuration changes (onRetainNonConfigurationInstance): a recreated activity shows the model
+     * already loaded instead of compiling it again; released when the activity finishes.
+     */
+    private lateinit var host: ModelHost
 
     // State of the UI thread.
     private var manifest: Manifest? = null
@@ -45,14 +45,6 @@ class MainActivity : Activity() {
     private lateinit var jointButton: Button
     private lateinit var benchmarkButton: Button
     private lateinit var reloadButton: Button
-
-    /** What loading the model gave, handed from the worker to the UI thread. */
-    private sealed class Loaded {
-        class Ready(val manifest: Manifest, val samples: SampleSet?, val samplesMatch: Boolean, val summary: String) :
-            Loaded()
-
-        class Failed(val message: String) : Loaded()
-    }
 
     override fun onCreate(savedInstanceState: Bundle?) {
         super.onCreate(savedInstanceState)
@@ -85,16 +77,21 @@ class MainActivity : Activity() {
         jointButton.setOnClickListener { runJoint() }
         benchmarkButton.setOnClickListener { benchmark() }
         reloadButton.setOnClickListener { load() }
-        load()
+
+        @Suppress("DEPRECATION")  // the framework Activity's retain API: no androidx dependency for one object
+        val retained = lastNonConfigurationInstance as? ModelHost
+        host = retained ?: newHost(this)
+        setBusy(true)
+        statusView.text = getString(R.string.loading)
+        host.attach { outcome -> runOnUiThread { show(outcome) } }
     }
+
+    @Deprecated("the framework Activity's retain API")
+    override fun onRetainNonConfigurationInstance(): Any = host
 
     override fun onDestroy() {
         super.onDestroy()
-        worker.execute {
-            model?.close()
-            model = null
-        }
-        worker.shutdown()
+        if (!isChangingConfigurations) host.release()
     }
 
     /** (Re)loads the model: files/model.tflite if pushed, else the bundled asset. */
@@ -102,31 +99,7 @@ class MainActivity : Activity() {
         setBusy(true)
         statusView.text = getString(R.string.loading)
         resultView.text = ""
-        worker.execute {
-            val outcome = try {
-                model?.close()
-                model = null
-                val file = ModelFile.locate(this)
-                if (file == null) {
-                    Loaded.Failed(noModelMessage())
-                } else {
-                    val opened = ZippedModel.open(file)
-                    model = opened
-                    val sampleSet = try {
-                        SampleSet.load(this)
-                    } catch (e: Exception) {
-                        Log.w(TAG, "cannot read ${Contract.SAMPLES_ASSET}", e)
-                        null
-                    }
-                    val match = sampleSet != null && sampleSet.modelSha256 == opened.modelSha256
-                    Loaded.Ready(opened.manifest, sampleSet, match, summary(opened, sampleSet, match))
-                }
-            } catch (e: Exception) {
-                Log.e(TAG, "loading the model failed", e)
-                Loaded.Failed("The model could not be loaded: ${e.message ?: e}")
-            }
-            runOnUiThread { show(outcome) }
-        }
+        host.load { outcome -> runOnUiThread { show(outcome) } }
     }
 
     private fun show(outcome: Loaded) {
@@ -172,19 +145,17 @@ class MainActivity : Activity() {
         val position = if (list.isEmpty()) "" else "sample ${sampleIndex.mod(list.size) + 1} of ${list.size}: "
         sampleImage.setImageBitmap(sample?.let { preview(it) })
         val checkHost = samplesMatchModel
-        worker.execute {
-            val m = model ?: return@execute
-            val text = try {
-                val raw = sample?.raw ?: FloatArray(task.input.elementCount)
-                val start = System.nanoTime()
-                val out = m.run(task, raw)
-                val micros = (System.nanoTime() - start) / 1e3
-                describe(task, position, sample, out, micros, checkHost)
-            } catch (e: Exception) {
-                Log.e(TAG, "task ${task.name} failed", e)
-                "Task ${task.name} failed: ${e.message ?: e}"
-            }
+        val raw = sample?.raw ?: FloatArray(task.input.elementCount)
+        host.withModel("task ${task.name}", { result: Result<Pair<FloatArray, Double>> ->
+            val text = result.fold(
+                { (out, micros) -> describe(task, position, sample, out, micros, checkHost) },
+                { "Task ${task.name} failed: ${ModelHost.oneLine(it)}" },
+            )
             runOnUiThread { if (!isDestroyed) resultView.text = text }
+        }) { m ->
+            val start = System.nanoTime()
+            val out = m.run(task, raw)
+            out to (System.nanoTime() - start) / 1e3
         }
     }
 
@@ -195,13 +166,9 @@ class MainActivity : Activity() {
         val task = manifest.tasks.getOrNull(taskIndex) ?: return
         val list = samples?.forTask(task).orEmpty()
         val sample = if (list.isEmpty()) null else list[sampleIndex.mod(list.size)]
-        worker.execute {
-            val m = model ?: return@execute
-            val text = try {
-                val raw = sample?.raw ?: FloatArray(joint.input.elementCount)
-                val start = System.nanoTime()
-                val outputs = m.runJoint(raw)
-                val micros = (System.nanoTime() - start) / 1e3
+        val raw = sample?.raw ?: FloatArray(joint.input.elementCount)
+        host.withModel("the joint signature", { result: Result<Pair<Map<String, FloatArray>, Double>> ->
+            val text = result.fold({ (outputs, micros) ->
                 buildString {
                     appendLine("Signature \"${joint.signatureKey}\": every task in one call")
                     for (t in manifest.tasks) {
@@ -212,68 +179,33 @@ class MainActivity : Activity() {
                     }
                     append(String.format(Locale.US, "Latency: %.1f µs for all %d tasks", micros, manifest.tasks.size))
                 }
-            } catch (e: Exception) {
-                Log.e(TAG, "the joint signature failed", e)
-                "The joint signature failed: ${e.message ?: e}"
-            }
+            }, { "The joint signature failed: ${ModelHost.oneLine(it)}" })
             runOnUiThread { if (!isDestroyed) resultView.text = text }
+        }) { m ->
+            val start = System.nanoTime()
+            val outputs = m.runJoint(raw)
+            outputs to (System.nanoTime() - start) / 1e3
         }
     }
 
-    /** Closes the demo's model, benchmarks a fresh one, then reopens the demo's. */
+    /** Benchmarks fresh models at 1 and N threads; the demo's model is reopened afterwards, also after a failure. */
     private fun benchmark() {
         setBusy(true)
         benchmarkView.text = getString(R.string.benchmark_running)
-        val sampleSet = samples
-        worker.execute {
-            val text = try {
-                model?.close()
-                model = null
-                val file = ModelFile.locate(this) ?: throw IllegalStateException(noModelMessage())
-                val result = Benchmark.run(file, sampleSet)
-                // One JSON line per run: `adb logcat -s MtzBench` collects them on the host.
-                Log.i(BENCH_TAG, result.toJson().toString())
-                model = ZippedModel.open(file)
-                result.toText()
-            } catch (e: Exception) {
-                Log.e(TAG, "benchmark failed", e)
-                "Benchmark failed: ${e.message ?: e}"
-            }
+        host.benchmark(samples) { text, json, reloaded ->
+            // One JSON line per run: `adb logcat -s MtzBench` collects them on the host.
+            if (json != null) Log.i(BENCH_TAG, json)
             runOnUiThread {
                 if (!isDestroyed) {
-                    setBusy(false)
-                    jointButton.isEnabled = manifest?.joint != null
                     benchmarkView.text = text
+                    if (reloaded != null) {
+                        show(reloaded)
+                    } else {
+                        setBusy(false)
+                        jointButton.isEnabled = manifest?.joint != null
+                    }
                 }
             }
-        }
-    }
-
-    private fun summary(m: ZippedModel, sampleSet: SampleSet?, samplesMatch: Boolean): String {
-        val mf = m.manifest
-        val sharing = mf.sharing
-        return buildString {
-            appendLine("Model: ${m.file.description}, ${"%,d".format(Locale.US, m.file.sizeBytes)} bytes")
-            appendLine("Made by mtz-mobile ${mf.toolVersion}, quantization ${mf.quantization}")
-            appendLine("${mf.tasks.size} tasks in one file and one CompiledModel: ${mf.tasks.joinToString { it.name }}")
-            appendLine(
-                "Weights: ${"%,d".format(Locale.US, sharing.file.weightBytes)} bytes, " +
-                    "${"%,d".format(Locale.US, sharing.file.sharedWeightBytes)} of them shared by two or more tasks",
-            )
-            appendLine(
-                String.format(
-                    Locale.US, "Parameters: %,d zipped vs %,d in the separate models (%.1f %% stored once for several tasks)",
-                    sharing.zippedParams, sharing.separateParams, 100 * sharing.sharedFraction,
-                ),
-            )
-            appendLine(if (mf.joint != null) "Joint signature \"${mf.joint.signatureKey}\": yes" else "Joint signature: none")
-            append(
-                when {
-                    sampleSet == null -> "No sample images: run tools/export_android_assets.py and rebuild."
-                    samplesMatch -> "${sampleSet.samples.size} sample images, exported with this model."
-                    else -> "${sampleSet.samples.size} sample images, exported with another model (no host comparison)."
-                },
-            )
         }
     }
 
@@ -328,15 +260,18 @@ class MainActivity : Activity() {
         return Bitmap.createScaledBitmap(bitmap, w * factor, h * factor, false)
     }
 
-    private fun noModelMessage(): String =
-        "No model. Looked for ${ModelFile.pushedPath(this).path} and assets/${Contract.DEVICE_MODEL_NAME}.\n\n" +
-            "Push one from the host:\n  mtz-mobile push model.tflite --app ${Contract.APP_PACKAGE}\n" +
-            "then tap \"Reload model\"; or bundle one before building:\n" +
-            "  python tools/export_android_assets.py model.tflite"
-
     companion object {
         private const val TAG = "MtzDemo"
         private const val BENCH_TAG = "MtzBench"
+
+        /** The demo's host: LiteRT on the big cores, logging each load to `adb logcat -s MtzLoad` for phone-check. */
+        fun newHost(activity: Activity): ModelHost {
+            val threads = CpuCores.big(File("/sys/devices/system/cpu"), Runtime.getRuntime().availableProcessors())
+            return ModelHost(AppLocator(activity), LiteRtEngine.FACTORY, threads, ::androidMemory, { what, t -> Log.e(TAG, what, t) },
+                onLoad = { line -> Log.i(LOAD_TAG, line) })
+        }
+
+        private const val LOAD_TAG = "MtzLoad"
 
         fun topK(values: FloatArray, k: Int): List<Int> = values.indices.sortedByDescending { values[it] }.take(k)
 

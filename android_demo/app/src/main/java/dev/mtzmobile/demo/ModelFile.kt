@@ -1,6 +1,5 @@
 package dev.mtzmobile.demo
 
-import android.content.Context
 import java.io.File
 import java.io.FileInputStream
 import java.nio.MappedByteBuffer
@@ -20,7 +19,10 @@ sealed class ModelSource {
     data class Asset(val name: String, val path: String) : ModelSource()
 }
 
-/** The model's bytes, memory-mapped read-only, and where they come from. */
+/**
+ * The model's bytes, memory-mapped read-only, and where they come from. Finding the file
+ * (ModelFile.locate) needs an Android Context: AndroidPlatform.kt.
+ */
 class ModelFile(val source: ModelSource, val bytes: MappedByteBuffer) {
     /** The file LiteRT compiles: the pushed file or the bundled asset's copy. */
     val path: String
@@ -41,47 +43,15 @@ class ModelFile(val source: ModelSource, val bytes: MappedByteBuffer) {
     fun sha256(): String = fileSha256(File(path))
 
     companion object {
-        /** Where a pushed model lives. */
-        fun pushedPath(context: Context): File = File(context.filesDir, Contract.DEVICE_MODEL_NAME)
-
-        /** The pushed model when there is one, else the bundled asset, else null (no model at all). */
-        fun locate(context: Context): ModelFile? {
-            val pushed = pushedPath(context)
-            if (pushed.isFile) return ModelFile(ModelSource.Pushed(pushed.absolutePath), mapFile(pushed))
-            val name = Contract.DEVICE_MODEL_NAME
-            if (context.assets.list("")?.contains(name) != true) return null
-            val copy = copyAssetOnce(context, name)
-            return ModelFile(ModelSource.Asset(name, copy.absolutePath), mapFile(copy))
+        /** [source]'s file, mapped. */
+        fun open(source: ModelSource): ModelFile = when (source) {
+            is ModelSource.Pushed -> ModelFile(source, mapFile(File(source.path)))
+            is ModelSource.Asset -> ModelFile(source, mapFile(File(source.path)))
         }
 
         // A mapping stays valid after its channel is closed (FileChannel.map).
         private fun mapFile(file: File): MappedByteBuffer = FileInputStream(file).use { stream ->
             stream.channel.map(FileChannel.MapMode.READ_ONLY, 0, stream.channel.size())
         }
-
-        /**
-         * The asset copied to noBackupFilesDir, named after the APK's install time so that an
-         * updated APK's model replaces the old copy; written to a temporary name and renamed, so a
-         * copy interrupted half-way is never used.
-         */
-        @Suppress("DEPRECATION")  // getPackageInfo(String, Int): the overload every API level has
-        private fun copyAssetOnce(context: Context, name: String): File {
-            val installed = context.packageManager.getPackageInfo(context.packageName, 0).lastUpdateTime
-            val dir = context.noBackupFilesDir
-            val copy = File(dir, "bundled-$installed-$name")
-            if (copy.isFile) return copy
-            dir.listFiles { f -> f.name.startsWith("bundled-") }?.forEach { it.delete() }
-            val part = File(dir, "${copy.name}.part")
-            context.assets.open(name).use { input -> part.outputStream().use { input.copyTo(it, 1 shl 16) } }
-            if (!part.renameTo(copy)) throw java.io.IOException("cannot rename $part to $copy")
-            return copy
-        }
     }
-}
-
-/** Reads assets/samples.json (tools/export_android_assets.py), or null when absent. */
-fun SampleSet.Companion.load(context: Context): SampleSet? {
-    if (context.assets.list("")?.contains(Contract.SAMPLES_ASSET) != true) return null
-    val text = context.assets.open(Contract.SAMPLES_ASSET).bufferedReader().use { it.readText() }
-    return SampleSet.parse(text)
 }
