@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,7 +118,21 @@ def convert_zip(zip_path: str | os.PathLike, out_path: str | os.PathLike, quanti
                        for t in zipdir.plan.tasks}
         data, manifest, layout = _convert_joint(zipdir, out_path, quantize, joint, representative, singles)
         written = _write_outputs(out_path, data, singles)
+    if joint:
+        print(f"convert: {joint_serving(manifest)}", file=sys.stderr)
     return Conversion(out_path, manifest, layout, written)
+
+
+def joint_serving(manifest: dict) -> str:
+    """How the page and the app will serve the joint signature: it feeds every task one input, so it
+    serves only tasks that preprocess their inputs alike; otherwise each task runs on its own."""
+    key, tasks = manifest["joint"]["signature_key"], manifest["tasks"]
+    ways = {(t["preprocessing"]["mean"], t["preprocessing"]["scale"]) for t in tasks}
+    if len(ways) == 1:
+        return f"joint signature '{key}': every task in one run (the tasks preprocess their inputs alike)"
+    each = ", ".join(f"{t['name']} (raw - {t['preprocessing']['mean']:g}) * {t['preprocessing']['scale']:.6g}" for t in tasks)
+    return (f"joint signature '{key}' written, but the tasks preprocess their inputs differently ({each}): "
+            "the page and the app run each task on its own signature instead")
 
 
 def _write_outputs(out_path: Path, data: bytes, singles: dict[str, bytes]) -> dict[str, Path]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import inspect
 import json
 import re
@@ -26,6 +27,7 @@ import pytest
 from PIL import Image
 
 from converters import convert_zip
+from converters.convert import joint_serving as convert_joint_serving
 from converters import flatbuffer as fb
 from converters.manifest import read_manifest
 from mtz_mobile.cli import build_parser, main
@@ -109,15 +111,26 @@ def sample_pixels(i: int) -> np.ndarray:
     return np.frombuffer(base64.b64decode(SAMPLES["samples"][i]["pixels"]), np.uint8).reshape(h, w)
 
 
+def model_input(raw: np.ndarray, spec: dict, pre: dict) -> np.ndarray:
+    """(raw - mean) * scale in float32, in the input's shape (the samples are already the input's size)."""
+    return ((raw.astype(np.float32) - np.float32(pre["mean"])) * np.float32(pre["scale"])).reshape(spec["shape"])
+
+
 def host_outputs(model: Path, manifest: dict, key: str, raw: np.ndarray) -> dict[str, np.ndarray]:
-    """The host's LiteRT on the same raw pixels, preprocessed as the app does: {task: output}."""
+    """The host's LiteRT on the same raw pixels, each task preprocessed its own way: {task: output}.
+    The joint signature takes one input: where the tasks preprocess alike it answers every task;
+    where they differ, each task's answer is its own signature's on its own input."""
     tasks = {t["signature_key"]: t for t in manifest["tasks"]}
-    spec = tasks[key]["input"] if key in tasks else manifest["joint"]["input"]
-    pre = (tasks[key] if key in tasks else manifest["tasks"][0])["preprocessing"]
-    x = ((raw.astype(np.float32) - np.float32(pre["mean"])) * np.float32(pre["scale"])).reshape(spec["shape"])
-    out = make_interpreter(model).get_signature_runner(key)(**{spec["name"]: x.astype(np.float32)})
+    interpreter = make_interpreter(model)
     if key in tasks:
+        spec, pre = tasks[key]["input"], tasks[key]["preprocessing"]
+        out = interpreter.get_signature_runner(key)(**{spec["name"]: model_input(raw, spec, pre)})
         return {tasks[key]["name"]: out[tasks[key]["output"]["name"]]}
+    ways = [t["preprocessing"] for t in manifest["tasks"]]
+    if any(p != ways[0] for p in ways):
+        return {t["name"]: host_outputs(model, manifest, t["signature_key"], raw)[t["name"]] for t in manifest["tasks"]}
+    spec = manifest["joint"]["input"]
+    out = interpreter.get_signature_runner(key)(**{spec["name"]: model_input(raw, spec, ways[0])})
     return {o["task"]: out[o["name"]] for o in manifest["joint"]["outputs"]}
 
 
@@ -181,6 +194,74 @@ def test_page_matches_host_litert_for_every_signature_and_switches_without_reloa
     assert requests.count("GET /model.tflite ") == 1 and requests.count("GET / ") == 1
 
 
+def served_pages(tmp_path: Path, pages: list[tuple[Path, list[dict]]]) -> list[dict]:
+    """Each (model, steps) served from a thread of this process (no start-up cost), driven at once."""
+    servers = [make_server(path, port=0, quiet=True) for path, _ in pages]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        return drive(tmp_path, [{"url": f"http://127.0.0.1:{s.server_address[1]}/", "steps": steps}
+                                for s, (_, steps) in zip(servers, pages)])
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+@pytest.fixture(scope="module")
+def mixed(zipped, tmp_path_factory):
+    """The same zip with task b's data recorded as (raw - 127.5) / 127.5 instead of raw / 255,
+    converted with --joint: the joint signature cannot serve both tasks with one input."""
+    root = tmp_path_factory.mktemp("mixed")
+    shutil.copytree(zipped.parent / "zip", root / "zip")
+    plan = json.loads((root / "zip" / "plan.json").read_text())
+    plan["tasks"][1]["preprocessing"] = {"scale": 1 / 127.5, "mean": 127.5}
+    (root / "zip" / "plan.json").write_text(json.dumps(plan))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["convert", str(root / "zip"), "--out", str(root / "mixed.tflite"), "--joint"]) == 0
+    return root / "mixed.tflite", err.getvalue()
+
+
+def test_convert_joint_says_how_the_joint_signature_will_be_served(mixed, zipped):
+    model, err = mixed
+    assert read_manifest(fb.load_model(model))["tasks"][1]["preprocessing"] == {"scale": 1 / 127.5, "mean": 127.5}
+    assert ("joint signature 'all' written, but the tasks preprocess their inputs differently "
+            "(a (raw - 0) * 0.00392157, b (raw - 127.5) * 0.00784314): the page and the app run each task on its "
+            "own signature instead") in err
+    manifest = read_manifest(fb.load_model(zipped))
+    assert convert_joint_serving(manifest) == ("joint signature 'all': every task in one run "
+                                               "(the tasks preprocess their inputs alike)")
+
+
+def test_joint_choice_runs_each_task_with_its_own_preprocessing_when_they_differ(mixed, zipped, tmp_path):
+    """Picking 'all' on a file whose tasks preprocess differently: every task's answer is its own
+    signature's on its own input (the host's LiteRT), not the joint signature's on task a's input.
+    On the file whose tasks agree, 'all' stays one run of the joint signature."""
+    require_browser()
+    model, _ = mixed
+    manifest = read_manifest(fb.load_model(model))
+    n = len(SAMPLES["samples"])
+    steps = [{"task": "all", "sample": i} for i in range(n)] + [{"task": "b"}, {"task": "all"}]
+    page, agree = served_pages(tmp_path, [(model, steps), (zipped, [{"task": "all", "sample": 0}])])
+    assert page["state"] == "ready" and page["pageErrors"] == [] and page["consoleErrors"] == [], page
+    assert len(page["steps"]) == len(steps), page.get("driverError")
+    joint_on_a_input = []
+    for step, s in zip(page["steps"], steps):
+        i = s.get("sample", n - 1)
+        assert_matches_host(model, manifest, step, s["task"], sample_pixels(i))
+        if s["task"] == "all":
+            assert step["ran"] == "a b" and "one by one (the tasks preprocess differently)" in step["latency"]
+            # what the joint signature answers for b on a's preprocessing: not what b's own does
+            x = model_input(sample_pixels(i), manifest["joint"]["input"], manifest["tasks"][0]["preprocessing"])
+            joint_on_a_input.append(make_interpreter(model).get_signature_runner("all")(**{manifest["joint"]["input"]["name"]: x})["b"])
+    expected_b = [host_outputs(model, manifest, "b", sample_pixels(s.get("sample", n - 1)))["b"]
+                  for s in steps if s["task"] == "all"]
+    assert max(float(np.abs(j - e).max()) for j, e in zip(joint_on_a_input, expected_b)) > 0.05
+    assert agree["steps"][0]["ran"] == "all"
+    assert_matches_host(zipped, read_manifest(fb.load_model(zipped)), agree["steps"][0], "all", sample_pixels(0))
+
+
 def damaged_copies(model: Path, root: Path) -> dict[str, tuple[Path, str]]:
     """name → (file, what the page must say)."""
     data = model.read_bytes()
@@ -201,15 +282,7 @@ def test_damaged_or_plain_file_shows_a_message_and_no_page_error(zipped, tmp_pat
     require_browser()
     cases = damaged_copies(zipped, tmp_path)
     # served from threads of this process (the CLI's child process is the first test's): no start-up cost
-    servers = [make_server(path, port=0, quiet=True) for path, _ in cases.values()]
-    for server in servers:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        pages = drive(tmp_path, [{"url": f"http://127.0.0.1:{s.server_address[1]}/", "steps": []} for s in servers])
-    finally:
-        for server in servers:
-            server.shutdown()
-            server.server_close()
+    pages = served_pages(tmp_path, [(path, []) for path, _ in cases.values()])
     for (name, (_, message)), page in zip(cases.items(), pages):
         assert page["state"] == "error", (name, page)
         assert message in (page["error"] or ""), (name, page["error"])
@@ -258,6 +331,15 @@ def test_bench_runtime_web_writes_the_browser_section(zipped, tmp_path, capsys):
     assert {"latency a, median (ms)", "latency b, median (ms)", "load: compile from bytes (ms)"} <= set(rows)
     assert all(r["zipped"] > 0 and r["ratio"] > 0 for name, r in rows.items() if name.startswith("latency"))
     assert not [e for t in report["raw"] for e in t["pageErrors"] + t["consoleErrors"]]
+    # each task timed on its own signature: its output on the bench's sample is the host's for that task
+    manifest = read_manifest(fb.load_model(zipped))
+    for trial in report["raw"]:
+        for task in ("a", "b"):
+            file = zipped if trial["set"] == "zipped" else baseline_path(zipped, task)
+            assert trial["latency"]["signatures"][task] == task
+            want = host_outputs(file, manifest, task, sample_pixels(0))[task].ravel()
+            np.testing.assert_allclose(trial["latency"]["outputs"][task], want, rtol=RTOL, atol=1e-7,
+                                       err_msg=f"{trial['set']} {task}")
     assert "## In the browser (LiteRT.js)" in (out / "report.md").read_text()
     elsewhere = tmp_path / "a.tflite"
     shutil.copyfile(baseline_path(zipped, "a"), elsewhere)

@@ -21,6 +21,7 @@ Every figure is the median over trials; ratio = zipped / separate.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -65,9 +66,23 @@ def run_trials(model: Path, trials: int, runs: int, warmup: int, baselines=()) -
             server.shutdown()
         if done.returncode != 0:
             raise MTZError(f"drive.mjs failed ({done.stderr.strip().splitlines()[-1:]}): is chromium installed? {INSTALL_HINT}")
-        return json.loads(done.stdout)["trials"]
+        trials = json.loads(done.stdout)["trials"]
+        check_signatures(trials, info["manifest"])
+        return trials
     finally:
         server.server_close()
+
+
+def check_signatures(trials: list[dict], manifest: dict) -> None:
+    """Each task timed on its own signature, with an output of its own size: a latency row must be
+    the task it names."""
+    for trial in trials:
+        for task in manifest["tasks"]:
+            key = trial["latency"]["signatures"].get(task["name"])
+            size = len(trial["latency"]["outputs"].get(task["name"], []))
+            if key != task["signature_key"] or size != math.prod(task["output"]["shape"]):
+                raise MTZError(f"internal: the browser bench ({trial['set']}) timed task {task['name']} on signature "
+                               f"{key!r} with {size} outputs, not its own '{task['signature_key']}'")
 
 
 def figures(trial: dict) -> dict[str, float]:

@@ -52,7 +52,7 @@ async function step(page, s) {
                                || document.body.dataset.state === 'error', [before, expected], {timeout: TIMEOUT_MS});
   return page.evaluate(() => {
     const r = document.querySelector('#result');
-    return {signature: r.dataset.signature, run: Number(r.dataset.run), outputs: JSON.parse(r.dataset.outputs || 'null'),
+    return {signature: r.dataset.signature, ran: r.dataset.ran || null, run: Number(r.dataset.run), outputs: JSON.parse(r.dataset.outputs || 'null'),
             latency: (document.querySelector('#latency') || {}).textContent || null,
             top: Object.fromEntries([...r.querySelectorAll('.task-result')].map(
               (b) => [b.dataset.task, b.querySelector('td').textContent])),

@@ -2,7 +2,8 @@
 // run the chosen one on a sample or an uploaded image, show the top classes and the time per inference.
 // For automation (tests/test_browser.py): body[data-state] is loading | ready | error; #result carries
 // data-run (a counter), data-signature and data-outputs (JSON {task: [values]}); body[data-loads]
-// counts model compilations (switching tasks must not add any).
+// counts model compilations (switching tasks must not add any); #result[data-ran] lists the signatures
+// the last result ran (the joint one, or each task's own when the tasks preprocess differently).
 import {
   compile, decodeBase64, fetchBytes, fetchJson, fitGrey, initRuntime, inputGeometry, median, preprocess,
   runSignature, signatureShapes,
@@ -24,12 +25,32 @@ function el(tag, text, attrs = {}) {
   return node;
 }
 
+/** The tasks' common preprocessing, or null when they differ: the joint signature feeds every task one
+ * input, so tasks that preprocess differently run one by one, each with its own (as the Android app does). */
+function jointPreprocessing(tasks) {
+  const [first] = tasks;
+  return tasks.every((t) => t.preprocessing.mean === first.preprocessing.mean
+                            && t.preprocessing.scale === first.preprocessing.scale) ? first.preprocessing : null;
+}
+
+/** One signature run: its key, input spec, preprocessing, and the tasks it answers. */
+function ownRun(t) {
+  return {key: t.signature_key, input: t.input, preprocessing: t.preprocessing, tasks: [t], output: (task) => task.output.name};
+}
+
 /** The signatures the selector offers: each task's, then the joint one when the file has it. */
 function choices() {
-  const list = state.manifest.tasks.map((t) => ({key: t.signature_key, label: t.name, input: t.input, tasks: [t]}));
+  const tasks = state.manifest.tasks;
+  const list = tasks.map((t) => ({key: t.signature_key, label: t.name, input: t.input, tasks: [t], runs: [ownRun(t)]}));
   const joint = state.manifest.joint;
-  if (joint) list.push({key: joint.signature_key, label: `${joint.signature_key}: every task in one run (joint signature)`,
-                        input: joint.input, tasks: state.manifest.tasks, joint: true});
+  if (joint) {
+    const shared = jointPreprocessing(tasks);
+    const runs = shared ? [{key: joint.signature_key, input: joint.input, preprocessing: shared, tasks,
+                            output: (task) => task.name}] : tasks.map(ownRun);
+    const label = shared ? `${joint.signature_key}: every task in one run (joint signature)`
+      : `${joint.signature_key}: every task, each on its own signature (their preprocessing differs)`;
+    list.push({key: joint.signature_key, label, input: joint.input, tasks, runs});
+  }
   return list;
 }
 
@@ -55,7 +76,8 @@ function checkSignatures() {
 
 function describeModel() {
   const m = state.manifest, s = m.sharing;
-  const joint = m.joint ? `, joint signature '${m.joint.signature_key}'` : '';
+  const oneByOne = m.joint && !jointPreprocessing(m.tasks) ? ' (not used: the tasks preprocess differently)' : '';
+  const joint = m.joint ? `, joint signature '${m.joint.signature_key}'${oneByOne}` : '';
   $('model').textContent = `${state.info.file}: ${state.info.bytes.toLocaleString()} bytes, ${m.tasks.length} tasks`
     + `${joint}, ${(100 * s.shared_fraction).toFixed(1)} % of parameters shared, quantization ${m.quantization}. `
     + `Compiled in ${state.loadMs.toFixed(0)} ms.`;
@@ -117,21 +139,41 @@ function greyFor(image, geo) {
   return {grey, h, w};
 }
 
-function inputFor(choice) {
-  const geo = inputGeometry(choice.input);
-  const {grey, h, w} = greyFor(state.image, geo);
-  // the joint signature's preprocessing is the first task's (convert builds every task from one input)
-  return {raw: fitGrey(grey, h, w, geo), preview: {grey, h, w}, preprocessing: choice.tasks[0].preprocessing};
+/** Each run's model input (the image fitted to its input, preprocessed its way) and the first one's preview. */
+function inputsFor(choice) {
+  let preview = null;
+  const data = choice.runs.map((run) => {
+    const geo = inputGeometry(run.input);
+    const {grey, h, w} = greyFor(state.image, geo);
+    preview = preview || {grey, h, w};
+    return preprocess(fitGrey(grey, h, w, geo), run.preprocessing);
+  });
+  return {data, preview};
+}
+
+/** Every run of the choice in turn: {task: output} and the milliseconds of all of them together. */
+async function runChoice(choice, data) {
+  const byTask = {};
+  let ms = 0;
+  for (const [i, run] of choice.runs.entries()) {
+    const result = await runSignature(state.model, run.key, run.input, data[i]);
+    ms += result.ms;
+    for (const task of run.tasks) byTask[task.name] = result.outputs[run.output(task)];
+  }
+  return {byTask, ms};
 }
 
 async function runCurrent() {
   if (!state.image) return;
   const choice = selected();
-  const {raw, preview, preprocessing} = inputFor(choice);
-  const {outputs, ms} = await runSignature(state.model, choice.key, choice.input, preprocess(raw, preprocessing));
-  const byTask = {};
-  for (const task of choice.tasks) byTask[task.name] = outputs[choice.joint ? task.name : task.output.name];
+  const {data, preview} = inputsFor(choice);
+  const {byTask, ms} = await runChoice(choice, data);
   showResult(choice, byTask, ms, preview);
+}
+
+function ranText(choice) {
+  if (choice.runs.length === 1) return `signature '${choice.runs[0].key}'`;
+  return `signatures ${choice.runs.map((r) => `'${r.key}'`).join(', ')} one by one (the tasks preprocess differently)`;
 }
 
 function topClasses(task, values) {
@@ -149,8 +191,9 @@ function showResult(choice, byTask, ms, preview) {
   result.replaceChildren();
   const canvas = el('canvas');
   drawGrey(canvas, preview.grey, preview.h, preview.w);
-  result.append(canvas, el('p', `${state.image.name}: signature '${choice.key}', ${ms.toFixed(3)} ms for this inference`,
-                                 {class: 'note', id: 'latency'}));
+  const these = choice.runs.length === 1 ? 'this inference' : `these ${choice.runs.length} inferences`;
+  result.append(canvas, el('p', `${state.image.name}: ${ranText(choice)}, ${ms.toFixed(3)} ms for ${these}`,
+                           {class: 'note', id: 'latency'}));
   for (const [name, values] of Object.entries(byTask)) {
     const task = state.manifest.tasks.find((t) => t.name === name);
     const box = el('div', undefined, {'class': 'task-result', 'data-task': name});
@@ -167,6 +210,7 @@ function showResult(choice, byTask, ms, preview) {
   }
   state.runs += 1;
   result.dataset.signature = choice.key;
+  result.dataset.ran = choice.runs.map((r) => r.key).join(' ');
   result.dataset.outputs = JSON.stringify(Object.fromEntries(Object.entries(byTask).map(([k, v]) => [k, Array.from(v)])));
   result.dataset.run = String(state.runs);
   $('time').disabled = false;
@@ -175,12 +219,12 @@ function showResult(choice, byTask, ms, preview) {
 async function timeCurrent() {
   if (!state.image) return;
   const choice = selected();
-  const {raw, preprocessing} = inputFor(choice);
-  const data = preprocess(raw, preprocessing);
-  for (let i = 0; i < 10; i++) await runSignature(state.model, choice.key, choice.input, data);
+  const {data} = inputsFor(choice);
+  for (let i = 0; i < 10; i++) await runChoice(choice, data);
   const times = [];
-  for (let i = 0; i < 100; i++) times.push((await runSignature(state.model, choice.key, choice.input, data)).ms);
-  $('timing').textContent = `signature '${choice.key}': median ${median(times).toFixed(3)} ms per inference `
+  for (let i = 0; i < 100; i++) times.push((await runChoice(choice, data)).ms);
+  const per = choice.runs.length === 1 ? 'per inference' : `per ${choice.runs.length} inferences`;
+  $('timing').textContent = `${ranText(choice)}: median ${median(times).toFixed(3)} ms ${per} `
     + `(100 runs after 10 warm-up; min ${Math.min(...times).toFixed(3)} ms)`;
 }
 

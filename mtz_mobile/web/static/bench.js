@@ -6,7 +6,7 @@ import {
   preprocess, runSignature, wasmMemoryBytes,
 } from './runtime.js';
 
-const loaded = {runs: []};   // runs: [{model, key, task, input}]
+const loaded = {runs: []};   // runs: [{model, key, task, spec, output, input}]
 
 /** The files of a set: the zipped model with every task, or one baseline file per task. */
 function filesOf(set, info) {
@@ -46,11 +46,13 @@ async function load(set) {
   for (const b of bytes) models.push(await compile(b));
   const loadMs = performance.now() - start;
   loaded.runs = files.flatMap((f, i) => f.tasks.map((t) => ({
-    model: models[i], key: t.signature_key, task: t.name, spec: t.input,
+    model: models[i], key: t.signature_key, task: t.name, spec: t.input, output: t.output.name,
     input: sampleInput(t.input, t.preprocessing, samples)})));
-  const joint = info.manifest.joint;
-  loaded.joint = set === 'zipped' && joint ? {model: models[0], key: joint.signature_key, task: joint.signature_key,
-    spec: joint.input, input: sampleInput(joint.input, info.manifest.tasks[0].preprocessing, samples)} : null;
+  // the joint signature feeds every task one input: timed only when the tasks preprocess alike
+  const joint = info.manifest.joint, pre = info.manifest.tasks.map((t) => t.preprocessing);
+  const alike = pre.every((p) => p.mean === pre[0].mean && p.scale === pre[0].scale);
+  loaded.joint = set === 'zipped' && joint && alike ? {model: models[0], key: joint.signature_key, task: joint.signature_key,
+    spec: joint.input, input: sampleInput(joint.input, pre[0], samples)} : null;
   return {files: files.map((f) => f.url), file_bytes: fileBytes, wasm_after_load: wasmMemoryBytes(),
           heap_top_after_load: heapTopBytes(), load_ms: loadMs, cross_origin_isolated: self.crossOriginIsolated};
 }
@@ -61,19 +63,30 @@ async function runEveryTask() {
   return {first_run_ms: firstRunMs, wasm_after_run: wasmMemoryBytes(), heap_top_after_run: heapTopBytes()};
 }
 
+/** The median of ``runs`` timed runs after ``warmup``, the signature they ran and the last run's outputs. */
 async function timeRuns(r, runs, warmup) {
   for (let i = 0; i < warmup; i++) await runSignature(r.model, r.key, r.spec, r.input);
   const times = [];
-  for (let i = 0; i < runs; i++) times.push((await runSignature(r.model, r.key, r.spec, r.input)).ms);
-  return median(times);
+  let last = null;
+  for (let i = 0; i < runs; i++) {
+    last = await runSignature(r.model, r.key, r.spec, r.input);
+    times.push(last.ms);
+  }
+  return {ms: median(times), key: r.key, outputs: last.outputs};
 }
 
-/** Median ms per task (and the joint signature's, zipped only). */
+/** Median ms per task (and the joint signature's, zipped only); per task, the signature timed and its
+ * output on the sample (so that the caller can check each task was timed on its own signature). */
 async function latency(runs, warmup) {
-  const out = {};
-  for (const r of loaded.runs) out[r.task] = await timeRuns(r, runs, warmup);
-  if (loaded.joint) out[loaded.joint.task] = await timeRuns(loaded.joint, runs, warmup);
-  return {median_ms: out, wasm_after_latency: wasmMemoryBytes()};
+  const out = {}, signatures = {}, outputs = {};
+  for (const r of loaded.runs) {
+    const timed = await timeRuns(r, runs, warmup);
+    out[r.task] = timed.ms;
+    signatures[r.task] = timed.key;
+    outputs[r.task] = Array.from(timed.outputs[r.output] || []);
+  }
+  if (loaded.joint) out[loaded.joint.task] = (await timeRuns(loaded.joint, runs, warmup)).ms;
+  return {median_ms: out, signatures, outputs, wasm_after_latency: wasmMemoryBytes()};
 }
 
 window.mtzBench = {init, load, runEveryTask, latency};
