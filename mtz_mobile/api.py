@@ -18,6 +18,7 @@ from .data import TaskData, load_specs, specs_for
 from .errors import MTZError
 from .flat_options import flat_fields, from_flat
 from .graph.model_files import read_model
+from .preflight import checked_data
 from .reference import train_reference_pair
 from .zipper.config import ZipConfig
 from .zipper.evaluate import evaluate_dir as evaluate, evaluation_json, evaluation_table  # noqa: F401 (re-export)
@@ -68,10 +69,12 @@ def zip_models(model_paths: list[str | os.PathLike], out_dir: str | os.PathLike 
                data: str | list[str] | dict[str, TaskData] = "fashion-mnist", names: list[str] | None = None,
                data_dir: str | os.PathLike | None = None, config: ZipConfig | None = None, resume: bool = False,
                overwrite: bool = False, progress: bool = True, from_sweep: str | os.PathLike | None = None,
-               point: int | str | None = None, **options) -> ZipResult:
+               point: int | str | None = None, expected_errors=None, **options) -> ZipResult:
     """Zip trained models (.keras, or .onnx as torch.onnx.export writes them). ``data`` is one spec for all tasks, one per model, or loaded data.
     ``from_sweep=DIR, point=K`` zips point K of a sweep again instead (its models, data and settings);
-    ``point="best"``: the one sharing the most among those within the sweep's budget."""
+    ``point="best"``: the one sharing the most among those within the sweep's budget.
+    Before any work the data's shapes and the originals' errors on it are checked (``preflight``;
+    ``expected_errors``: the originals' errors in percent, when the user knows them)."""
     if from_sweep is not None or point is not None:
         return _zip_sweep_point(model_paths, from_sweep, point, out_dir, data, data_dir, config, overwrite, progress,
                                 options)
@@ -79,7 +82,9 @@ def zip_models(model_paths: list[str | os.PathLike], out_dir: str | os.PathLike 
     tasks = task_names(paths, names)
     config = start_distribution(_config(config, options))
     models = {t: read_model(p) for t, p in zip(tasks, paths)}
-    return zip_networks(models, _datas(data, tasks, data_dir), config, out_dir, resume=resume,
+    datas = checked_data(models, data, tasks, data_dir, config.validation_split, progress, expected_errors,
+                         validates=config.max_error_increase is not None)
+    return zip_networks(models, datas, config, out_dir, resume=resume,
                         overwrite=overwrite, progress=progress)
 
 
@@ -87,7 +92,7 @@ def sweep_models(model_paths: list[str | os.PathLike], out_dir: str | os.PathLik
                  data: str | list[str] | dict[str, TaskData] = "fashion-mnist", names: list[str] | None = None,
                  data_dir: str | os.PathLike | None = None, config: ZipConfig | None = None,
                  levels=DEFAULT_LEVELS, budget: float | None = None, resume: bool = False, overwrite: bool = False,
-                 progress: bool = True, alphas=None, **options) -> dict:
+                 progress: bool = True, alphas=None, expected_errors=None, **options) -> dict:
     """The sharing-vs-error frontier (``zipper.sweep``): one zip per level in ``levels``, written with
     its CSV, Markdown and PNG to ``out_dir``; ``budget`` (pp) marks the points certified within it;
     ``alphas`` repeats the levels for each weight α of the first task against the second."""
@@ -95,7 +100,9 @@ def sweep_models(model_paths: list[str | os.PathLike], out_dir: str | os.PathLik
     tasks = task_names(paths, names)
     config = start_distribution(_config(config, options))
     models = {t: read_model(p) for t, p in zip(tasks, paths)}
-    return sweep(models, _datas(data, tasks, data_dir), config, out_dir, levels, budget,
+    datas = checked_data(models, data, tasks, data_dir, config.validation_split, progress, expected_errors,
+                         validates=True)
+    return sweep(models, datas, config, out_dir, levels, budget,
                  resume=resume, overwrite=overwrite, progress=progress, alphas=alphas)
 
 

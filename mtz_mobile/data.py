@@ -318,8 +318,9 @@ def _npz_sample_shape(path: Path) -> tuple[int, ...]:
 
     try:
         with zipfile.ZipFile(path) as z, z.open("x_train.npy") as f:
-            version = np.lib.format.read_magic(f)
-            shape = np.lib.format._read_array_header(f, version)[0]
+            major, _ = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape = read_header(f)[0]
     except (OSError, KeyError, ValueError, zipfile.BadZipFile):
         return _load_npz(path).x_train.shape[1:]   # whatever is wrong, the loader says it in one line
     return tuple(int(d) for d in shape[1:])

@@ -7,6 +7,7 @@ output kept under one directory so that an interrupted deploy resumes where it s
     OUT/*.tflite.xnnpack_cache[.json] XNNPACK's packed weights of each model and their stamp (the
                                       default bench, --runtime compiled with --xnnpack-cache file)
     OUT/bench/                        report.json, report.md, charts
+    OUT/summary.md                    the answer: errors before/after, shared %, file, latency, memory
 
 Each stage says whether its output is current for these inputs and settings (zip_staleness,
 conversion_staleness, bench_staleness); deploy runs it again when not, printing why, and always
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .contract import baseline_path
+from .deploy_summary import summarize, write_summary
 from .errors import MTZError
 from .fileio import check_output, output_lock, partial_dir
 from .progress import Progress
@@ -39,13 +41,15 @@ class DeployResult:
     report: dict | None
     pushed: object | None
     stages: dict[str, str] = field(default_factory=dict)  # stage → "done" | "skipped"
+    summary: dict | None = None   # deploy_summary.summarize: the answer, also OUT/summary.md
 
 
 def deploy(models: list[str | os.PathLike], out_dir: str | os.PathLike, data="fashion-mnist",
            names: list[str] | None = None, data_dir=None, push: bool = False, serial: str | None = None,
            app: str | None = None, joint: bool = True, quantize: str = "none", bench: bool = True,
            threads: int = 1, runs: int = 50, runtime: str = DEPLOY_RUNTIME, xnnpack_cache: str | None = None,
-           transient_indirection: bool = False, progress: bool = True, **zip_options) -> DeployResult:
+           transient_indirection: bool = False, progress: bool = True, expected_errors=None,
+           **zip_options) -> DeployResult:
     """Run (or resume) every stage; returns where each output is and which stages ran."""
     from . import api
 
@@ -62,7 +66,7 @@ def deploy(models: list[str | os.PathLike], out_dir: str | os.PathLike, data="fa
         out.mkdir(parents=True, exist_ok=True)
         bar = Progress(3 + int(bench) + int(push), label="deploy", enabled=progress)
         stages = {"zip": _zip_stage(models, out / "zip", tasks, data, names, data_dir, config, progress,
-                                    zip_options, bar)}
+                                    zip_options, bar, expected_errors)}
         model = out / MODEL_NAME
         stages["convert"] = _convert_stage(out / "zip", model, stages["zip"] == "done", quantize, joint,
                                            data_dir, bar)
@@ -78,8 +82,11 @@ def deploy(models: list[str | os.PathLike], out_dir: str | os.PathLike, data="fa
             bar.step("push")
             pushed = push_model(model, serial=serial, app=app)
             stages["push"] = "skipped" if pushed.skipped else "done"
+        bar.step("summary: each task's test error before and after")
+        summary = summarize(out, model, baselines, report, data, data_dir)
+        write_summary(out, summary)
         bar.close()
-    return DeployResult(out, model, baselines, report, pushed, stages)
+    return DeployResult(out, model, baselines, report, pushed, stages, summary)
 
 
 def _baselines(model: Path, tasks: list[str]) -> dict[str, Path]:
@@ -87,7 +94,7 @@ def _baselines(model: Path, tasks: list[str]) -> dict[str, Path]:
 
 
 def _zip_stage(models, zip_dir: Path, tasks: list[str], data, names, data_dir, config, progress: bool,
-               zip_options: dict, bar: Progress) -> str:
+               zip_options: dict, bar: Progress, expected_errors=None) -> str:
     from . import api  # deferred: the zipper starts TensorFlow
 
     stale = zip_staleness(zip_dir, dict(zip(tasks, models)), data, config, data_dir)
@@ -100,7 +107,7 @@ def _zip_stage(models, zip_dir: Path, tasks: list[str], data, names, data_dir, c
     else:
         bar.step(f"zip: {stale}, zipping again")
     api.zip_models(models, out_dir=zip_dir, data=data, names=names, data_dir=data_dir, resume=partial.exists(),
-                   overwrite=stale != "missing", progress=progress, **zip_options)
+                   overwrite=stale != "missing", progress=progress, expected_errors=expected_errors, **zip_options)
     return "done"
 
 

@@ -1,6 +1,8 @@
-"""The one progress display on stderr, for counted stages ("bench [3/12] memory: zipped, task a (4 s)")
-and for loops with a fraction bar and an ETA ("retrain [####....] 40/90 a:0.31 b:0.42 eta 12s").
-Both redraw in place on a terminal and are silent when disabled."""
+"""The one progress display on stderr, for counted stages ("bench [3/12] memory: zipped, task a (4 s)"),
+for overall progress with an estimate ("zip [3/12] layer conv_2 zipped (41 s, about 2 min left)"),
+for loops with a fraction bar and an ETA ("retrain [####....] 40/90 a:0.31 b:0.42 eta 12s"), and
+for notes, a line said once ("task a: dir:photos, pixels [0, 1] …"). The counted lines redraw in
+place on a terminal; everything is silent when disabled."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ class Progress:
         self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
         self.started = time.monotonic()
         self.last_drawn = 0.0
+        self._first: int | None = None   # units done before the first advance() (a resume): they cost no time
 
     def step(self, message: str) -> None:
         """One more stage done; stages may be added while running (the total grows with them)."""
@@ -28,6 +31,28 @@ class Progress:
         elapsed = time.monotonic() - self.started
         line = f"{self.label} [{self.done}/{self.total}] {message} ({elapsed:.0f} s)"
         self.stream.write("\r\033[K" + line if self.tty else line + "\n")
+        self.stream.flush()
+
+    def advance(self, done: int, message: str) -> None:
+        """``done`` of ``total`` units finished (after a resume the count starts above zero): the
+        elapsed time and an estimate of what is left at this run's rate, on a line of its own."""
+        if not self.enabled:
+            return
+        if self._first is None:
+            self._first = self.done
+        self.done = done
+        elapsed = time.monotonic() - self.started
+        ran = done - self._first
+        left = "" if ran <= 0 or done >= self.total else \
+            f", about {_duration(elapsed / ran * (self.total - done))} left"
+        self.stream.write(f"{self.label} [{done}/{self.total}] {message} ({_duration(elapsed)}{left})\n")
+        self.stream.flush()
+
+    def note(self, message: str) -> None:
+        """A line said once, between the redrawn ones."""
+        if not self.enabled:
+            return
+        self.stream.write(("\r\033[K" if self.tty else "") + message + "\n")
         self.stream.flush()
 
     def update(self, done: int, extra: str = "") -> None:
@@ -55,3 +80,13 @@ class Progress:
         if message:
             self.stream.write(message + "\n")
         self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    """12 s, 4 min 05 s, 1 h 02 min: what a person reads at a glance."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"

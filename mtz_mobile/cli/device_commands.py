@@ -153,10 +153,13 @@ def _push(args) -> int:
 def _deploy(args) -> int:
     from mtz_mobile.pipeline import deploy
 
+    from mtz_mobile.deploy_summary import SUMMARY_NAME, summary_markdown
+
     result = deploy(**api_kwargs(args))
-    for stage, state in result.stages.items():
-        print(f"{stage}: {state}")
+    print("stages: " + ", ".join(f"{stage} {state}" for stage, state in result.stages.items()))
     print(f"model {result.model}; baselines {', '.join(str(p) for p in result.baselines.values())}")
+    print(summary_markdown(result.summary))
+    print(f"(also in {result.out_dir / SUMMARY_NAME})")
     if result.pushed is not None:
         print(f"on device: {(result.pushed.app + ':') if result.pushed.app else ''}{result.pushed.remote}")
     return 0

@@ -82,6 +82,10 @@ def add_zip_inputs(p, out_help: str, models_dest: str = "model_paths", models_na
     p.add_argument("--out", dest="out_dir", metavar="OUT", required=True, help=out_help)
     p.add_argument("--names", type=name_list, help="task names, comma-separated (default: file stems)")
     add_data_options(p)
+    p.add_argument("--expected-error", dest="expected_errors", type=float_list, metavar="PCT[,PCT…]",
+                   help="each original's error in percent as you know it (one per model or one for all): before any "
+                        "work an original far above it is refused (default: reference.json beside the model, and "
+                        "always near chance)")
 
 
 def _point(text: str) -> int | str:

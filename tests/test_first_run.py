@@ -1,0 +1,189 @@
+"""A newcomer's first run through the command line, on real files: a folder of 28x28 grey PNGs fed
+to 32x32x3 models (refused before any work with the spelling that adapts it, then zipped with it),
+the originals checked before any work (pixels scaled the wrong way, data given in the wrong order),
+the spec grammar's natural misspelling, the parser's speed and its suggestions, and the answer
+`deploy` ends with."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from mtz_mobile.cli import main
+from mtz_mobile.data import fit_images
+
+CLASSES = (0, 1, 8)          # T-shirt/top, Trouser, Bag: told apart by a tiny network in seconds
+PER_CLASS = 60
+
+
+def _errors(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("mtz-mobile")]
+
+
+@pytest.fixture(scope="module")
+def grey_folder(tmp_path_factory, fmnist):
+    """PATH/train/CLASS/*.png and PATH/test/CLASS/*.png: 28x28 single-channel PNGs from Fashion-MNIST."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("folder") / "items"
+    for split, x, y in (("train", fmnist.x_train, fmnist.y_train), ("test", fmnist.x_test, fmnist.y_test)):
+        for c in CLASSES:
+            (root / split / f"class_{c}").mkdir(parents=True)
+            for k, i in enumerate(np.flatnonzero(y == c)[:PER_CLASS]):
+                Image.fromarray(np.rint(x[i] * 255).astype(np.uint8), mode="L").save(
+                    root / split / f"class_{c}" / f"{k:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def rgb_models(tmp_path_factory, fmnist):
+    """Two tiny CNNs on 32x32x3 input with their own Rescaling(1/255), as Keras' applications are built
+    with include_preprocessing=True: they expect pixels 0-255. Trained on the folder's classes
+    zero-padded and made RGB."""
+    import keras
+
+    root = tmp_path_factory.mktemp("rgb")
+    keep = np.isin(fmnist.y_train, CLASSES)
+    x = fit_images(fmnist.x_train[keep][:1500] * 255.0, (32, 32, 3))
+    y = np.searchsorted(CLASSES, fmnist.y_train[keep][:1500])
+    paths = []
+    for name, seed in (("a", 1), ("b", 2)):
+        keras.utils.set_random_seed(seed)
+        model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255.0), keras.layers.Conv2D(6, 3, strides=2, activation="relu"),
+                                  keras.layers.Flatten(), keras.layers.Dense(12, activation="relu"),
+                                  keras.layers.Dense(len(CLASSES), activation="softmax")])
+        model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+        model.fit(x, y, batch_size=64, epochs=3, verbose=0)
+        model.save(root / f"{name}.keras")
+        paths.append(str(root / f"{name}.keras"))
+    return paths
+
+
+def test_grey_folder_for_rgb_models_is_refused_first_then_adapted_by_the_named_rule(grey_folder, rgb_models,
+                                                                                    tmp_path, capsys):
+    out = tmp_path / "zip"
+    started = time.perf_counter()
+    code = main(["zip", *rgb_models, "--data", f"dir:raw:{grey_folder}", "--out", str(out), "--quiet"])
+    lines = _errors(capsys)
+    assert code == 2 and len(lines) == 1, lines
+    assert "28x28x1" in lines[0] and "32x32x3" in lines[0] and f"dir@32x32x3:raw:{grey_folder}" in lines[0]
+    assert not out.exists() and not (tmp_path / "zip.partial").exists()
+    assert time.perf_counter() - started < 20    # read from one image, before loading or zipping
+
+    fix = re.search(r"--data (dir@32x32x3:raw:\S+)", lines[0])[1]
+    code = main(["zip", *rgb_models, "--data", fix, "--out", str(out), "--retrain-iterations", "0",
+                 "--calibration-samples", "64"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    plan = json.loads((out / "plan.json").read_text())
+    assert [t["data"] for t in plan["tasks"]] == [fix, fix] and plan["tasks"][0]["input_shape"] == [32, 32, 3]
+    # the data said once, with its pixel range; overall progress layer by layer with the time left
+    assert re.search(r"task a: dir@32x32x3:\S+, \d+ training images 32x32x3, pixels 0-255 \(:raw\)", err), err
+    assert re.search(r"zip \[1/2\] task b: layer 1 of 2 \(\w+\) zipped \(\d+ s, about \d+ s left\)", err), err
+    assert re.search(r"zip \[2/2\] task b: layer 2 of 2", err), err
+
+
+def test_pixels_scaled_the_other_way_are_refused_before_any_work_with_the_fix(grey_folder, rgb_models, tmp_path,
+                                                                             capsys):
+    """The issue's newcomer: models that rescale 0-255 themselves, fed the folder's default [0, 1]."""
+    out = tmp_path / "zip"
+    code = main(["zip", *rgb_models, "--data", f"dir@32x32x3:{grey_folder}", "--out", str(out), "--quiet"])
+    lines = _errors(capsys)
+    assert code == 2 and len(lines) == 1, lines
+    line = lines[0]
+    assert "task a: the original model a.keras has" in line and "near chance" in line
+    measured = float(re.search(r"has ([\d.]+) % error", line)[1])
+    assert measured > 50, line          # chance for 3 balanced classes is 66.7 %
+    fixed = float(re.search(r"with pixels 0-255 instead of \[0, 1\] its error is ([\d.]+) %", line)[1])
+    assert fixed < 15 and f"give --data dir@32x32x3:raw:{grey_folder}" in line, line
+    assert not out.exists() and not (tmp_path / "zip.partial").exists()
+
+
+def test_data_in_the_wrong_order_is_refused_naming_the_order(fmnist, train_mlp, tmp_path, capsys):
+    from mtz_mobile.data import COARSE_OF_FINE
+
+    fine = fmnist.head(2000, 500)
+    np.savez(tmp_path / "fine.npz", x_train=np.rint(fine.x_train * 255).astype(np.uint8), y_train=fine.y_train,
+             x_test=np.rint(fine.x_test * 255).astype(np.uint8), y_test=fine.y_test)
+    np.savez(tmp_path / "coarse.npz", x_train=np.rint(fine.x_train * 255).astype(np.uint8),
+             y_train=COARSE_OF_FINE[fine.y_train], x_test=np.rint(fine.x_test * 255).astype(np.uint8),
+             y_test=COARSE_OF_FINE[fine.y_test])
+    from mtz_mobile.data import load_task_data
+
+    coarse = load_task_data(f"npz:{tmp_path / 'coarse.npz'}")
+    train_mlp(fine, tmp_path / "fine.keras", seed=1, epochs=3)
+    train_mlp(coarse, tmp_path / "coarse.keras", seed=2, epochs=3)
+    out = tmp_path / "zip"
+    code = main(["zip", str(tmp_path / "fine.keras"), str(tmp_path / "coarse.keras"),
+                 "--data", f"npz:{tmp_path / 'coarse.npz'}", "--data", f"npz:{tmp_path / 'fine.npz'}",
+                 "--out", str(out), "--quiet"])
+    lines = _errors(capsys)
+    assert code == 2 and len(lines) == 1, lines
+    assert "task fine: the original model fine.keras" in lines[0]
+    assert re.search(r"on task coarse's data \(npz:\S+fine.npz\) its error is [\d.]+ %: the --data specs are likely "
+                     r"in another order", lines[0]), lines[0]
+    assert not out.exists()
+    # a user who knows the model is this poor says so, and the check steps aside for it
+    code = main(["zip", str(tmp_path / "fine.keras"), str(tmp_path / "coarse.keras"),
+                 "--data", f"npz:{tmp_path / 'coarse.npz'}", "--data", f"npz:{tmp_path / 'fine.npz'}",
+                 "--expected-error", "95,95", "--out", str(out), "--quiet", "--retrain-iterations", "0",
+                 "--calibration-samples", "64"])
+    assert code == 0
+
+
+@pytest.mark.parametrize("spec, right", [
+    ("dir:photos@32x32x3:resize", "write dir@32x32x3:resize:photos"),
+    ("dir:photos:raw", "write dir:raw:photos"),
+    ("npz:x.npz@64x64x3", "write npz@64x64x3:x.npz"),
+])
+def test_modifiers_after_the_path_fail_in_one_line_with_the_right_spelling(spec, right, small_models, tmp_path,
+                                                                          capsys):
+    code = main(["zip", *map(str, small_models), "--data", spec, "--out", str(tmp_path / "z"), "--quiet"])
+    lines = _errors(capsys)
+    assert code == 2 and len(lines) == 1 and right in lines[0], lines
+
+
+def test_help_and_argument_errors_import_nothing_heavy():
+    probe = ("import sys\nfrom mtz_mobile.cli import build_parser\np = build_parser()\n"
+             "for argv in (['zip', '--help'], ['deploy', '--help'], ['--help']):\n"
+             "    try: p.parse_args(argv)\n    except SystemExit: pass\n"
+             "print(sorted(m for m in ('tensorflow', 'keras', 'matplotlib', 'ai_edge_litert', 'jax', 'scipy.stats')"
+             " if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("argv, suggestion", [
+    (["zpi"], "did you mean zip?"),
+    (["zip", "a.keras", "--out", "x", "--retrian-iterations", "3"], "did you mean --retrain-iterations?"),
+    (["deploy", "a.keras", "--out", "x", "--method", "mzt"], "did you mean mtz?"),
+])
+def test_a_mistyped_command_option_or_choice_names_the_nearest(argv, suggestion, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert suggestion in capsys.readouterr().err
+
+
+def test_deploy_ends_with_the_answer(deployed, fmnist):
+    import keras
+
+    s = deployed.summary
+    for task in s["tasks"]:   # the originals' test error, recomputed here from the source files by Keras
+        model = keras.saving.load_model(deployed.out_dir / "zip" / "sources" / f"{task['task']}.keras")
+        before = np.mean(np.argmax(model.predict(fmnist.x_test, verbose=0), axis=1) != fmnist.y_test)
+        assert task["images"] == len(fmnist.y_test) and task["before"] == pytest.approx(before)
+        assert task["change_pp"] == pytest.approx(100 * (task["after"] - task["before"]))
+    assert s["file_bytes"] == deployed.model.stat().st_size
+    assert s["separate_bytes"] == sum(p.stat().st_size for p in deployed.baselines.values())
+    assert {sig for sig, _ in s["latency"]} == {"a", "b", "all"}
+    text = (deployed.out_dir / "summary.md").read_text()
+    assert "task a: test error (2000 images)" in text and str(deployed.out_dir / "bench" / "report.md") in text
+    assert f"{s['file_bytes']:,} bytes vs {s['separate_bytes']:,}" in text
