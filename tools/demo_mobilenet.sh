@@ -12,7 +12,7 @@ EPOCHS=${EPOCHS:-3}
 mtz-mobile train-reference --arch mobilenet_v2 --data fashion-mnist --data fashion-mnist-coarse \
     --epochs "$EPOCHS" --out "$OUT/reference" --overwrite
 # Task a's labels refine task b's, so a's features serve both: weight a (α = 0.95, what the training
-# hold-out chose on this pair, docs/RESULTS.md "Weighting the finer task"), retrain once at the end.
+# hold-out chose on this pair, docs/RESULTS.md "Fine/coarse pairs"), retrain once at the end.
 mtz-mobile deploy "$OUT/reference/a.keras" "$OUT/reference/b.keras" \
     --data fashion-mnist@32x32x3 --data fashion-mnist-coarse@32x32x3 --out "$OUT" --alpha 0.95 \
     --retrain-iterations 300 --retrain-schedule end --learning-rate 1e-3 --learning-rate-schedule cosine \

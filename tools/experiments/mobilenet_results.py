@@ -1,4 +1,4 @@
-"""Figures for the MobileNetV2 pair (docs/RESULTS.md, "Mobile graphs"):
+"""Figures for the MobileNetV2 pair (docs/RESULTS.md, "Fine/coarse pairs"):
 
     python tools/experiments/mobilenet_results.py --out results/mobilenet             # everything
     python tools/experiments/mobilenet_results.py --out results/mobilenet --no-adaptive --no-bench
