@@ -61,9 +61,16 @@ TARGETS = {
         "tests/test_mobile_zip.py::test_permuted_separable_net_zips_back_and_converts",
         "tests/test_step_paths.py", "tests/test_conv_residual.py::test_sparse_zip_keeps_masks")),
     "layout": Target(("converters/layout.py",), ("tests/test_layout_roles.py", "tests/test_layout_proof.py")),
-    "flatbuffer": Target(("converters/flatbuffer.py", "converters/manifest.py"), ("tests/test_converter.py",), None),
-    "surgery": Target(("mtz_mobile/zipper/compensation.py",), ("tests/test_zipper.py",), None),
-    "push": Target(("mtz_mobile/device.py",), ("tests/test_device.py",), None),
+    "flatbuffer": Target(("converters/flatbuffer.py", "converters/manifest.py"),
+                         ("tests/test_converter.py", "tests/test_buffer_alignment.py"), 0.90),
+    "surgery": Target(("mtz_mobile/zipper/compensation.py",), ("tests/test_zipper.py",), 0.90),
+    "push": Target(("mtz_mobile/device.py",), ("tests/test_device.py",), 0.90),
+    # the bench's pure parts: staleness rules, the weight cache's stamp, memory arithmetic, report.md
+    "bench": Target(("mtz_mobile/bench/memory.py", "mtz_mobile/bench/report.py", "mtz_mobile/bench/currency.py",
+                     "mtz_mobile/bench/weight_cache.py"),
+                    ("tests/test_staleness.py", "tests/test_report_columns.py", "tests/test_weight_cache.py"), 0.90),
+    "data": Target(("mtz_mobile/data.py", "mtz_mobile/image_folder.py"),
+                   ("tests/test_data.py", "tests/test_folder_order.py"), 0.90),
 }
 
 # mutmut's exit codes (mutmut.stats.status_by_exit_code), folded into what the score needs
