@@ -83,7 +83,7 @@ def zip_models(model_paths: list[str | os.PathLike], out_dir: str | os.PathLike 
     config = start_distribution(_config(config, options))
     models = {t: read_model(p) for t, p in zip(tasks, paths)}
     datas = checked_data(models, data, tasks, data_dir, config.validation_split, progress, expected_errors,
-                         validates=config.max_error_increase is not None)
+                         budget_pp=config.max_error_increase, confidence=config.confidence)
     return zip_networks(models, datas, config, out_dir, resume=resume,
                         overwrite=overwrite, progress=progress)
 
@@ -101,7 +101,7 @@ def sweep_models(model_paths: list[str | os.PathLike], out_dir: str | os.PathLik
     config = start_distribution(_config(config, options))
     models = {t: read_model(p) for t, p in zip(tasks, paths)}
     datas = checked_data(models, data, tasks, data_dir, config.validation_split, progress, expected_errors,
-                         validates=True)
+                         validates=True, budget_pp=budget, confidence=config.confidence, sweep=True)
     return sweep(models, datas, config, out_dir, levels, budget,
                  resume=resume, overwrite=overwrite, progress=progress, alphas=alphas)
 

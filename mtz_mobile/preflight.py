@@ -28,6 +28,7 @@ from .data_spec import DataSpec, parse_spec, shape_text
 from .errors import MTZError
 from .image_folder import split_per_class
 from .progress import Progress
+from .zipper.validation import holdout_shortfall
 
 CHECK_IMAGES = 1000        # enough to tell a working model from chance (standard error <= 1.6 pp)
 DIAGNOSE_IMAGES = 300      # for each alternative the refusal tries
@@ -48,9 +49,12 @@ class OriginalCheck:
 
 
 def checked_data(models: dict, data, tasks: list[str], data_dir, validation_split: float, progress: bool = True,
-                 expected_errors=None, validates: bool = False) -> dict[str, TaskData]:
+                 expected_errors=None, validates: bool = False, budget_pp: float | None = None,
+                 confidence: float = 0.95, sweep: bool = False) -> dict[str, TaskData]:
     """The tasks' data, loaded after their shapes are checked against ``models`` (task → ParsedModel),
-    and the originals checked on it. ``validates``: the zip will choose by the hold-out."""
+    and the originals checked on it. ``validates``: the zip will choose by the hold-out; with
+    ``budget_pp`` a hold-out too small to certify even an unchanged network within it is refused
+    (a ``sweep`` only says so: its frontier is still worth having)."""
     from .graph.network import ZippedNetwork   # the unzipped joint network: refuses unlike structures first
 
     original = ZippedNetwork.from_models(models)
@@ -64,9 +68,22 @@ def checked_data(models: dict, data, tasks: list[str], data_dir, validation_spli
     for t in tasks:
         _check_shape(t, datas[t].spec, datas[t].x_train.shape[1:], models[t])
     expected = _expected(models, tasks, expected_errors)
+    short = "" if budget_pp is None else holdout_shortfall(
+        budget_pp, confidence, {t: holdout_size(datas[t], validation_split) for t in tasks},
+        {t: datas[t].validation_source or "hold-out of the training images" for t in tasks})
+    if short and not sweep:
+        raise MTZError(short)
     checks = [check_original(original, models, t, datas, validation_split, expected.get(t)) for t in tasks]
-    _say(checks, datas, progress, validates)
+    _say(checks, datas, progress, validates or budget_pp is not None, short)
     return datas
+
+
+def holdout_size(data: TaskData, validation_split: float) -> int:
+    """How many images ``TaskData.holdout`` validates this task on."""
+    if data.x_val is not None:
+        return len(data.y_val)
+    return len(split_per_class(data.y_train if data.strata is None else data.strata, validation_split,
+                               HOLDOUT_SEED)[1])
 
 
 # ----- shapes --------------------------------------------------------------------------------------
@@ -225,7 +242,8 @@ def _expected(models: dict, tasks: list[str], expected_errors) -> dict[str, tupl
     return out
 
 
-def _say(checks: list[OriginalCheck], datas: dict[str, TaskData], progress: bool, validates: bool) -> None:
+def _say(checks: list[OriginalCheck], datas: dict[str, TaskData], progress: bool, validates: bool,
+         short: str = "") -> None:
     bar = Progress(0, label="data", enabled=progress)
     for c in checks:
         d = datas[c.task]
@@ -240,3 +258,5 @@ def _say(checks: list[OriginalCheck], datas: dict[str, TaskData], progress: bool
         bar.note(f"the hold-out of {', '.join(carved)} is part of the training images, which the models may have "
                  "trained on: its bound can understate the error increase on new images; give a validation set "
                  "the models never saw (a validation/ folder beside train/ and test/, or x_val, y_val in the npz)")
+    if short:
+        bar.note(short)

@@ -187,3 +187,33 @@ def test_deploy_ends_with_the_answer(deployed, fmnist):
     text = (deployed.out_dir / "summary.md").read_text()
     assert "task a: test error (2000 images)" in text and str(deployed.out_dir / "bench" / "report.md") in text
     assert f"{s['file_bytes']:,} bytes vs {s['separate_bytes']:,}" in text
+
+
+def test_a_hold_out_too_small_for_the_budget_is_refused_before_work_with_the_images_it_needs(small_models, fmnist,
+                                                                                          tmp_path, capsys):
+    from mtz_mobile.zipper.frontier import _shortfall
+    from mtz_mobile.zipper.increase_bound import upper_bound
+
+    d = fmnist.head(3000, 500)
+    np.savez(tmp_path / "own.npz", x_train=d.x_train[:2700], y_train=d.y_train[:2700], x_test=d.x_test,
+             y_test=d.y_test, x_val=d.x_train[2700:], y_val=d.y_train[2700:])
+    out = tmp_path / "zip"
+    started = time.perf_counter()
+    code = main(["zip", *map(str, small_models), "--data", f"npz:{tmp_path / 'own.npz'}", "--max-error-increase",
+                 "0.5", "--out", str(out), "--quiet"])
+    lines = _errors(capsys)
+    assert code == 2 and len(lines) == 1 and not out.exists(), lines
+    assert "task a has 300 validation images (x_val of own.npz)" in lines[0] and "add images to the validation set" \
+        in lines[0]
+    need = int(re.search(r"needs at least (\d+) images per task", lines[0])[1])
+    # the bound's own arithmetic: an unchanged network on `need` images is certified within 0.5 pp, on one fewer not
+    assert upper_bound(0, 0, need, 0.95) <= 0.005 < upper_bound(0, 0, need - 1, 0.95)
+    floor = float(re.search(r"bounded at \+([\d.]+) pp", lines[0])[1])
+    assert floor == pytest.approx(100 * upper_bound(0, 0, 300, 0.95), abs=0.005)
+    assert time.perf_counter() - started < 30
+    # frontier.md says the same under a sweep's table
+    state = {"budget_pp": 0.5, "settings": {"confidence": 0.95}, "tasks": [{"name": "a", "validation": "x_val"}],
+             "points": [{"validation": {"a": {"images": 300}}}]}
+    assert f"needs at least {need} images per task" in _shortfall(state)
+    state["points"][0]["validation"]["a"]["images"] = need
+    assert _shortfall(state) == ""

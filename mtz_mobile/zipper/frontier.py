@@ -11,6 +11,8 @@ from mtz_mobile.fileio import write_atomic
 from mtz_mobile.markdown import markdown_table
 from mtz_mobile.png import pyplot, save_png
 
+from .validation import holdout_shortfall
+
 
 def frontier_rows(state: dict) -> list[dict]:
     """One flat row per point: what the user chooses from."""
@@ -55,7 +57,7 @@ def frontier_markdown(state: dict) -> str:
             f"{_retraining(settings)}, task weights {_weights(state)}, seed {settings['seed']}. "
             f"Reproduce a point with `mtz-mobile zip --from-sweep DIR --point K --out ZIP` (`--point best`: the "
             f"most shared within the budget).\n\n"
-            + markdown_table(head, body) + "\n")
+            + markdown_table(head, body) + "\n" + _shortfall(state))
 
 
 def write_frontier(directory: Path, state: dict) -> None:
@@ -125,3 +127,13 @@ def _weights(state: dict) -> str:
     if settings.get("task_weights"):
         return " / ".join(f"{w:g}" for w in settings["task_weights"])
     return "α = " + ", ".join(f"{a:g}" for a in state.get("alphas", [settings["alpha"]]))
+
+
+def _shortfall(state: dict) -> str:
+    """A paragraph when the validation sets are too small for anything to be certified within the budget."""
+    if state["budget_pp"] is None or not state["points"]:
+        return ""
+    images = {t: v["images"] for t, v in state["points"][0]["validation"].items()}
+    sources = {t["name"]: t.get("validation") for t in state["tasks"]}
+    short = holdout_shortfall(state["budget_pp"], state["settings"]["confidence"], images, sources)
+    return f"\n**Nothing can be certified here.** {short[0].upper()}{short[1:]}.\n" if short else ""

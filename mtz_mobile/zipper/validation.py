@@ -13,7 +13,7 @@ from mtz_mobile.data import TaskData
 from mtz_mobile.errors import MTZError
 from mtz_mobile.graph.network import ZippedNetwork
 
-from .increase_bound import IncreaseBound, images_to_certify, paired_increase
+from .increase_bound import IncreaseBound, images_to_certify, paired_increase, upper_bound
 
 
 def right_answers(net: ZippedNetwork, task: str, x: np.ndarray, y: np.ndarray, ops=None) -> np.ndarray:
@@ -34,14 +34,34 @@ class Validation:
 
     def check_budget(self, budget_pp: float) -> None:
         """Refuse a budget that not even an unchanged network can be certified within."""
-        need = images_to_certify(budget_pp / 100.0, self.confidence)
-        for t, (x, _) in self.sets.items():
-            if len(x) < need:
-                raise MTZError(f"task {t} has {len(x)} validation images ({self.sources[t]}): too few to certify "
-                               f"even no sharing within {budget_pp} pp at {100 * self.confidence:g} % confidence; "
-                               f"hold out at least {need} (raise --validation-split) or raise the budget")
+        short = holdout_shortfall(budget_pp, self.confidence, {t: len(x) for t, (x, _) in self.sets.items()},
+                                  self.sources)
+        if short:
+            raise MTZError(short)
 
     def report(self, net: ZippedNetwork) -> dict:
         """plan.json's ``validation``: per task the images, their source, the original's error and the bound."""
         return {t: dict(b.to_json(), source=self.sources[t], original_error=float(1.0 - np.mean(self.original_right[t])))
                 for t, b in self.increases(net).items()}
+
+
+def holdout_shortfall(budget_pp: float, confidence: float, images: dict[str, int],
+                      sources: dict[str, str | None] | None = None) -> str:
+    """'' when every task's validation set is large enough for an unchanged network to be certified
+    within ``budget_pp``; else one sentence saying how many images it would need (the bound's own
+    arithmetic, ``images_to_certify``) and where to get them."""
+    need = images_to_certify(budget_pp / 100.0, confidence)
+    short = {t: n for t, n in images.items() if n < need}
+    if not short:
+        return ""
+    t, n = min(short.items(), key=lambda item: item[1])
+    floor = 100 * upper_bound(0, 0, n, confidence) if n > 0 else 100.0
+    source = (sources or {}).get(t) or ""
+    own = source.startswith("validation") or source.startswith("x_val")
+    more = ("add images to the validation set" if own else
+            "give a validation set of that size (a validation/ folder, or x_val in the npz), or raise "
+            "--validation-split")
+    return (f"task {t} has {n} validation images{f' ({source})' if source else ''}: on so few even a network "
+            f"that changed nothing is bounded at +{floor:.2f} pp at {100 * confidence:g} % confidence, so nothing "
+            f"can be certified within {budget_pp:g} pp; that needs at least {need} images per task: {more}, "
+            "or allow a larger budget")
