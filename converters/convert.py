@@ -233,7 +233,7 @@ def convert_baseline(keras_path: Path, key: str, quantize: str, representative: 
     """One original model as its own .tflite, built by the same graph code as the zipped file
     (same op pattern, signature key, input name and quantization), so benchmarks compare like
     with like."""
-    from mtz_mobile.graph.keras_io import read_model
+    from mtz_mobile.graph.model_files import read_model   # .keras or .onnx
     from mtz_mobile.graph.network import ZippedNetwork
 
     graph = TaskGraph(ZippedNetwork.from_models({key: read_model(keras_path)}))
