@@ -33,18 +33,35 @@ def test_class_labels_follow_the_sorted_folder_names(tmp_path):
         assert round(float(x[0, 0, 0]) * 255) // 10 == CLASSES.index(d.labels[y])
 
 
+def folder_listing_another_file_first(parent):
+    """A folder of FILES (created in a scrambled order) whose listing does not start with the
+    sorted-first name; names get a suffix until one does (a hashed listing depends on the names)."""
+    for attempt in range(20):
+        folder = parent / f"only{attempt}"
+        folder.mkdir(parents=True)
+        names = [name.replace(".png", f"{attempt}.png") for name in FILES]
+        for name in names:
+            Image.new("L", (4, 4), 0).save(folder / name)
+        if next(folder.iterdir()).name != min(names):
+            return folder, names
+    raise AssertionError("this file system lists files sorted: the test cannot tell")
+
+
 def test_the_first_file_in_sorted_order_sets_the_image_size(tmp_path):
     """Every image is read at the size of the first one in sorted order (a.png, 12x10), not of the
     first created or listed."""
-    for split in ("train", "test"):
-        folder = tmp_path / split / "only"
-        folder.mkdir(parents=True)
-        for i, name in enumerate(FILES):
-            size = (10, 12) if name == "a.png" else (20 + i, 30 + i)   # (width, height)
-            Image.new("L", size, 40 * i).save(folder / name)
-    assert listed_unsorted(tmp_path / "train" / "only"), "this file system lists files sorted: the test cannot tell"
-    d = load_task_data(f"dir:{tmp_path}")
+    folder, names = folder_listing_another_file_first(tmp_path / "images")
+    first = min(names)
+    for i, name in enumerate(names):   # content written after the listing order was found
+        size = (10, 12) if name == first else (20 + i, 30 + i)   # (width, height)
+        Image.new("L", size, 40 * i).save(folder / name)
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    folder.rename(tmp_path / "data" / "train" / "only")   # a rename keeps the directory and its listing
+    test = tmp_path / "data" / "test" / "only"
+    test.mkdir(parents=True)
+    Image.new("L", (10, 12), 0).save(test / "t.png")
+    d = load_task_data(f"dir:{tmp_path / 'data'}")
     assert d.x_train.shape == (len(FILES), 12, 10, 1)
-    # and the images come in sorted order: a.png (value 40 * 3) first
-    order = sorted(range(len(FILES)), key=lambda i: FILES[i])
+    # and the images come in sorted order: the smallest name (a.png's) first
+    order = sorted(range(len(names)), key=lambda i: names[i])
     np.testing.assert_allclose(d.x_train[:, 5, 5, 0] * 255, [40 * i for i in order], atol=1e-3)
