@@ -109,6 +109,19 @@ def test_the_gradle_build_and_sources_use_the_application_id():
     assert re.search(r"distributionUrl=.*gradle-\d+\.\d+(\.\d+)?-bin\.zip", wrapper)
 
 
+def test_a_configuration_change_keeps_the_compiled_model():
+    """Fold, resize and rotation keep the activity (configChanges); what recreates it (density, dark
+    mode) hands the ModelHost on instead of compiling again (the JVM's LifecycleTest runs ModelHost)."""
+    manifest = (APP / "src" / "main" / "AndroidManifest.xml").read_text()
+    changes = set(re.search(r'android:configChanges="([^"]+)"', manifest).group(1).split("|"))
+    assert {"orientation", "screenSize", "screenLayout", "smallestScreenSize", "keyboardHidden"} <= changes
+    activity = KOTLIN["MainActivity.kt"]
+    assert "override fun onRetainNonConfigurationInstance(): Any = host" in activity
+    assert "lastNonConfigurationInstance as? ModelHost" in activity
+    assert "if (!isChangingConfigurations) host.release()" in activity
+    assert "host.attach {" in activity and "ZippedModel.open" not in activity  # every load goes through the host
+
+
 # Gradle's published SHA-256 of the 8.14.3 wrapper jar and distribution
 # (services.gradle.org/distributions/gradle-8.14.3-wrapper.jar.sha256, -bin.zip.sha256)
 GRADLE_WRAPPER_JAR_SHA256 = "7d3a4ac4de1c32b59bc6a4eb8ecb8e612ccd0cf1ae1e99f66902da64df296172"

@@ -64,6 +64,11 @@ def add_commands(sub) -> None:
     _add_push_target(p)
     add_quiet(p)
 
+    p = command(sub, "phone-check", "on an Android phone: install the demo app (when built), push the model, start "
+                                    "the app twice, run its instrumented tests, and judge each of its claims", _phone_check)
+    p.add_argument("model", help="the .tflite the app should load (pushed into its files)")
+    p.add_argument("--serial", help="the device (default: the only one attached)")
+
 
 def _add_host_settings(p, bench: bool = False, runtime: str = HOST["runtime"]) -> None:
     """bench=True: the bench command, which also runs in the browser and on Android (deploy does neither)."""
@@ -163,3 +168,14 @@ def _deploy(args) -> int:
     if result.pushed is not None:
         print(f"on device: {(result.pushed.app + ':') if result.pushed.app else ''}{result.pushed.remote}")
     return 0
+
+
+def _phone_check(args) -> int:
+    from mtz_mobile.phone_check import phone_check
+
+    steps, verdicts = phone_check(args.model, serial=args.serial)
+    for step in steps:
+        print(step)
+    for verdict in verdicts:
+        print(verdict.line())
+    return 1 if any(v.state == "FAIL" for v in verdicts) else 0

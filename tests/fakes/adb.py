@@ -5,7 +5,10 @@ It answers what mtz_mobile.device and mtz_mobile.bench.android ask of adb: `devi
 $root/data/data/PACKAGE/...) in which shell commands run for real under bash, with `getprop`
 and `run-as` defined as shell functions; benchmark_model runs replay recorded transcripts
 (tests/data/benchmark_model/). The scenario is a JSON file named by $FAKE_ADB_SCENARIO;
-every invocation is appended to its "log" file as one JSON line.
+every invocation is appended to its "log" file as one JSON line. Commands the device itself would
+answer (`am`, `pm`, `logcat`, `install`) replay the scenario's "replay" table: command prefix ->
+the transcripts of successive calls (the last one repeats), each a path, null (no output), or
+{"file": path or null, "then": a shell command run on the fake device afterwards}.
 """
 
 import json
@@ -100,6 +103,28 @@ def benchmark(scenario, command):
     print("\n__MTZ_RC=0")
 
 
+def replay(scenario, command):
+    """The next recorded answer to ``command`` when the scenario's "replay" table has its prefix, else None."""
+    table = scenario.get("replay", {})
+    body = command.split("; echo __MTZ_RC=")[0].strip()
+    keys = [k for k in table if body == k or body.startswith(k + " ")]
+    if not keys:
+        return None
+    key = max(keys, key=len)
+    state_path = os.path.join(scenario["root"], ".replay_state.json")
+    state = json.load(open(state_path)) if os.path.exists(state_path) else {}
+    calls = table[key]
+    item = calls[min(state.get(key, 0), len(calls) - 1)]
+    state[key] = state.get(key, 0) + 1
+    with open(state_path, "w") as f:
+        json.dump(state, f)
+    item = item if isinstance(item, dict) else {"file": item}
+    text = open(item["file"]).read() if item.get("file") else ""
+    if item.get("then"):
+        subprocess.run(["bash", "-c", rewrite(scenario, item["then"])], check=True, cwd=scenario["root"])
+    return text
+
+
 def main(argv):
     scenario = load()
     with open(scenario["log"], "a") as log:
@@ -124,6 +149,12 @@ def main(argv):
         fail(f"error: device '{serial}' not found")
     if state == "unauthorized":
         fail(UNAUTHORIZED)
+    if argv[0] == "install":
+        text = replay(scenario, " ".join(argv))
+        if text is None:
+            fail("adb: failed to install: no recorded answer")
+        sys.stdout.write(text)
+        return
     if argv[0] == "push":
         local, remote = argv[1], argv[2]
         target = device_path(scenario, remote)
@@ -135,6 +166,11 @@ def main(argv):
         return
     if argv[0] == "shell":
         command = " ".join(argv[1:])
+        text = replay(scenario, command)
+        if text is not None:
+            sys.stdout.write(text if not text or text.endswith("\n") else text + "\n")
+            print("__MTZ_RC=0")
+            return
         words = command.split()
         if words and words[0].strip("'\"").endswith("/benchmark_model"):
             benchmark(scenario, command)
