@@ -243,7 +243,14 @@ def test_joint_choice_runs_each_task_with_its_own_preprocessing_when_they_differ
     manifest = read_manifest(fb.load_model(model))
     n = len(SAMPLES["samples"])
     steps = [{"task": "all", "sample": i} for i in range(n)] + [{"task": "b"}, {"task": "all"}]
-    page, agree = served_pages(tmp_path, [(model, steps), (zipped, [{"task": "all", "sample": 0}])])
+    # tasks that differ in the scale alone differ too: the same file with b's mean back at 0
+    parsed = fb.parse_model(model.read_bytes())
+    scale_only = json.loads(json.dumps(manifest))
+    scale_only["tasks"][1]["preprocessing"] = {"scale": 1 / 127.5, "mean": 0.0}
+    fb.set_metadata(parsed, MANIFEST_METADATA, json.dumps(scale_only).encode())
+    (tmp_path / "scale_only.tflite").write_bytes(fb.serialize(parsed))
+    page, agree, scaled = served_pages(tmp_path, [(model, steps), (zipped, [{"task": "all", "sample": 0}]),
+                                                  (tmp_path / "scale_only.tflite", [{"task": "all", "sample": 1}])])
     assert page["state"] == "ready" and page["pageErrors"] == [] and page["consoleErrors"] == [], page
     assert len(page["steps"]) == len(steps), page.get("driverError")
     joint_on_a_input = []
@@ -258,7 +265,8 @@ def test_joint_choice_runs_each_task_with_its_own_preprocessing_when_they_differ
     expected_b = [host_outputs(model, manifest, "b", sample_pixels(s.get("sample", n - 1)))["b"]
                   for s in steps if s["task"] == "all"]
     assert max(float(np.abs(j - e).max()) for j, e in zip(joint_on_a_input, expected_b)) > 0.05
-    assert agree["steps"][0]["ran"] == "all"
+    assert agree["steps"][0]["ran"] == "all" and scaled["steps"][0]["ran"] == "a b"
+    assert_matches_host(tmp_path / "scale_only.tflite", scale_only, scaled["steps"][0], "all", sample_pixels(1))
     assert_matches_host(zipped, read_manifest(fb.load_model(zipped)), agree["steps"][0], "all", sample_pixels(0))
 
 
