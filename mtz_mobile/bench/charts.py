@@ -10,20 +10,27 @@ COLORS = {"zipped": "#2b6cb0", "baselines": "#c05621", "floor": "#718096"}
 
 
 def _grouped(ax, labels, series: dict, ylabel: str, errors: dict | None = None):
+    """Bars per label, one per series; a missing value (None) is no bar at all, not an empty one.
+    The legend sits in headroom above the tallest bar, where no bar can be."""
     import numpy as np
 
     x = np.arange(len(labels))
     width = 0.8 / max(1, len(series))
     for i, (name, values) in enumerate(series.items()):
-        vals = [0 if v is None else v for v in values]
+        shown = [k for k, v in enumerate(values) if v is not None]
+        vals = [values[k] for k in shown]
         yerr = None
         if errors and name in errors:
-            yerr = [[0] * len(vals), [max(0, (e or 0) - v) for e, v in zip(errors[name], vals)]]
-        ax.bar(x + (i - (len(series) - 1) / 2) * width, vals, width, label=name,
+            yerr = [[0] * len(vals), [max(0, (errors[name][k] or values[k]) - values[k]) for k in shown]]
+        ax.bar(x[shown] + (i - (len(series) - 1) / 2) * width, vals, width, label=name,
                color=COLORS.get(name.split()[0]), alpha=1.0 - 0.35 * (i // 2), yerr=yerr, capsize=3)
     ax.set_xticks(x, labels, rotation=20, ha="right")
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=8)
+    tops = [v for values in series.values() for v in values if v is not None]
+    tops += [e for values in (errors or {}).values() for e in values if e is not None]
+    if tops:   # headroom above the tallest bar or whisker: the legend's row, in the axes but over no bar
+        ax.set_ylim(0, 1.3 * max(tops))
+    ax.legend(fontsize=8, loc="upper right", ncol=len(series))
     ax.grid(axis="y", alpha=0.3)
 
 
@@ -45,6 +52,12 @@ def storage_chart(r: dict, out: Path) -> str:
 
 
 def memory_chart(r: dict, out: Path) -> str | None:
+    fig = memory_figure(r)
+    return None if fig is None else _save(fig, out / "memory.png")
+
+
+def memory_figure(r: dict):
+    """The memory chart as a matplotlib figure (None when the report has nothing to draw)."""
     plt = _plt()
     mem = r["memory"]
     if r["mode"] == "host":
@@ -61,21 +74,29 @@ def memory_chart(r: dict, out: Path) -> str | None:
             bd.append(None if other is None else (other["after"]["VmRSS"] - other["before"]["VmRSS"]) / 1024)
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
         _grouped(ax1, stages, {"zipped": z, "baselines": b}, "VmHWM (MiB)")
-        ax1.set_title("Peak RSS, fresh process per stage")
+        ax1.set_title("Peak RSS, fresh process per stage", loc="left")
         _grouped(ax2, stages, {"zipped": zd, "baselines": bd}, "VmRSS growth (MiB)")
-        ax2.set_title("RSS growth over the runtime alone")
-        return _save(fig, out / "memory.png")
+        ax2.set_title("RSS growth over the runtime alone", loc="left")
+        fig.tight_layout()
+        return fig
     rows = [q for q in mem["ratios"] if q["metric"] in ("peak_mb", "overall_mb")]
     if not rows:
         return None
     labels = [f"{q['task']} {q['metric']} cache {q.get('xnnpack_cache')}" for q in rows]
     fig, ax = plt.subplots(figsize=(max(5, len(rows) * 1.2), 3.6))
     _grouped(ax, labels, {"zipped": [q["zipped"] for q in rows], "baselines": [q["baselines"] for q in rows]}, "MB")
-    ax.set_title("benchmark_model memory footprint")
-    return _save(fig, out / "memory.png")
+    ax.set_title("benchmark_model memory footprint", loc="left")
+    return fig
 
 
 def latency_chart(r: dict, out: Path) -> str | None:
+    fig = latency_figure(r)
+    return None if fig is None else _save(fig, out / "latency.png")
+
+
+def latency_figure(r: dict):
+    """The latency chart as a matplotlib figure; the joint 'all' signature's baseline is every
+    separate model called in turn (the report's ratio's ``baselines_us``), as its table says."""
     plt = _plt()
     entries = r["latency"]["entries"]
     if not entries:
@@ -95,10 +116,14 @@ def latency_chart(r: dict, out: Path) -> str | None:
         series[variant] = [None if k not in by else (by[k]["median_us"] if by[k]["median_us"] is not None
                                                      else by[k]["mean_us"]) for k in keys]
         errors[variant] = [None if k not in by else by[k]["p90_us"] for k in keys]
+    joint = {(q["signature"], q["xnnpack_cache"]): q["baselines_us"] for q in r["latency"].get("ratios", [])
+             if q.get("baselines_us") is not None}
+    if "baselines" in series:
+        series["baselines"] = [joint.get(k) if v is None else v for k, v in zip(keys, series["baselines"])]
     fig, ax = plt.subplots(figsize=(max(5, len(keys) * 1.3), 3.4))
     _grouped(ax, labels, series, "µs (median; whisker to p90)", errors)
-    ax.set_title("Latency per signature")
-    return _save(fig, out / "latency.png")
+    ax.set_title("Latency per signature", loc="left")
+    return fig
 
 
 def switching_chart(r: dict, out: Path) -> str | None:
