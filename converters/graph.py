@@ -13,11 +13,16 @@ TFLite's FULLY_CONNECTED — so the converter needs no transposed copy of a shar
 A depthwise group's operand is its one block as (kh, kw, C, 1): one DEPTHWISE_CONV_2D per
 group and owner set (a group's input is the group itself, so there is nothing to concatenate),
 whose filter TFLite stores as (1, kh, kw, C) with the same bytes (see ``tflite_layout``).
+
+No constant may sit between a weighted op and its bias where the converter can fold it: the
+converter adds a constant that follows a convolution or FULLY_CONNECTED into that op's bias, and
+then the file holds ``bias + c``, not the block the zip shares (see ``ConverterOps``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 import tensorflow as tf
@@ -26,6 +31,26 @@ from mtz_mobile.graph.network import ZippedNetwork
 from mtz_mobile.graph.ops import TFOps
 
 from mtz_mobile.contract import INPUT_NAME, JOINT_KEY, OUTPUT_NAME
+
+
+class ConverterOps(TFOps):
+    """The TensorFlow ops, with hard_sigmoid written so that the converter cannot fold its +3.
+
+    Keras' ``relu6(z + 3) / 6`` right after a convolution (a squeeze-and-excite gate) is folded by
+    the converter into the convolution's bias: the file then stores ``bias + 3``, which is not the
+    shared block, and a task whose layer ends otherwise (a per-task output activation) or whose +3
+    lands in another partial product's bias would store a different constant. Proving sharing of
+    the folded buffer instead would make the proof trust a rewrite it cannot see in the file, and
+    hold only when every owner folds identically. ``clip(z, -3, 3) / 6 + 0.5`` is the same function
+    and starts with a clip, which nothing folds into a bias: the bias stays the zip's own block,
+    stored once and found by its exact bytes. (hard_silu keeps Keras' form: its z has two uses,
+    so nothing folds, and the converter recognises it as one HARD_SWISH.)
+    """
+
+    def activation(self, name, z):
+        if name == "hard_sigmoid":
+            return self.tf.clip_by_value(z, -3.0, 3.0) * (1.0 / 6.0) + 0.5
+        return super().activation(name, z)
 
 
 @dataclass(frozen=True)
@@ -73,7 +98,7 @@ class TaskGraph(tf.Module):
     def __init__(self, net: ZippedNetwork, joint: bool = False):
         super().__init__(name="mtz")
         self.net = net
-        self.ops = TFOps()
+        self.ops = ConverterOps()
         # variables in dicts with string keys (what tf.Module can track); operand descriptions beside
         operands = {}
         self.kernels: dict[str, tf.Variable] = {}
@@ -99,11 +124,12 @@ class TaskGraph(tf.Module):
             for (go, owners), b in node.biases.items():
                 self.biases[bias_name(i, go, owners)] = tf.Variable(b.astype(np.float32), name=bias_name(i, go, owners))
         self.operands = tuple(operands[n] for n in sorted(operands))
-        self.functions = {task: self._task_function(task) for task in net.tasks}
+        functions = {task: self._task_function(task) for task in net.tasks}
         if joint:
-            self.functions[JOINT_KEY] = self._joint_function()
-        for key, fn in self.functions.items():
-            setattr(self, f"serve_{key}", fn)
+            functions[JOINT_KEY] = self._joint_function()
+        # read-only and untracked: saving would otherwise list each tf.function's concrete functions
+        # and trace every task a second time (the signatures are the concrete functions themselves)
+        self.functions = MappingProxyType(functions)
 
     def _weighted(self, i: int, go: int, task: str, src: dict):
         node = self.net.nodes[i]
@@ -134,14 +160,14 @@ class TaskGraph(tf.Module):
         return tf.TensorSpec([1, *self.net.task_input_shapes[task]], tf.float32, name=INPUT_NAME)
 
     def _task_function(self, task: str):
-        @tf.function(input_signature=[self.input_spec(task)])
+        @tf.function(input_signature=[self.input_spec(task)], autograph=False)
         def serve(input):  # noqa: A002 — the signature's input name
             return {OUTPUT_NAME: self._task_output(task, input, None)}
 
         return serve
 
     def _joint_function(self):
-        @tf.function(input_signature=[self.input_spec(self.net.tasks[0])])
+        @tf.function(input_signature=[self.input_spec(self.net.tasks[0])], autograph=False)
         def serve(input):  # noqa: A002
             memo: dict = {}
             return {task: self._task_output(task, input, memo) for task in self.net.tasks}

@@ -28,6 +28,31 @@ def _opcode(model, op) -> int:
     return max(code.builtinCode, code.deprecatedBuiltinCode)
 
 
+def _upstream_of_weights(model, sg) -> set[int]:
+    """Tensors computed from the signature's input without passing a weighted op (the per-task
+    preprocessing): a constant added there is a Rescaling/Normalization offset, not a bias."""
+    upstream = {int(t) for t in (sg.inputs if sg.inputs is not None else [])}
+    for op in sg.operators or []:   # operators are stored in execution order
+        inputs = op.inputs if op.inputs is not None else []
+        if _opcode(model, op) not in WEIGHT_OPS and any(int(ti) in upstream for ti in inputs):
+            upstream.update(int(t) for t in op.outputs)
+    return upstream
+
+
+def _role(model, sg, op, code: int, pos: int, upstream: set[int]) -> str:
+    if code in WEIGHT_OPS:
+        return "weights" if pos == 1 else "bias" if pos == 2 else "constant"
+    if code in BIAS_OPS:
+        # a bias has one value per unit (rank 1); a scalar is part of an expression (hard_sigmoid's
+        # + 0.5), and an offset on the preprocessed input belongs to the task's preprocessing
+        const = sg.tensors[op.inputs[pos]]
+        others = [ti for n, ti in enumerate(op.inputs) if n != pos and ti >= 0]
+        if len(const.shape if const.shape is not None else []) == 0 or any(ti in upstream for ti in others):
+            return "constant"
+        return "bias"
+    return "constant"
+
+
 def buffer_roles(model) -> dict[int, str]:
     """buffer index → "weights" | "bias" | "zero-bias" | "constant", following DEQUANTIZE back to its
     source. "zero-bias": a bias of zeros, which the TFLite converter adds to bias-less convolutions."""
@@ -39,6 +64,7 @@ def buffer_roles(model) -> dict[int, str]:
                 src = sg.tensors[op.inputs[0]]
                 if model.buffers[src.buffer].data is not None:
                     produced_by_dequantize[op.outputs[0]] = src.buffer
+        upstream = _upstream_of_weights(model, sg)
         for op in sg.operators or []:
             code = _opcode(model, op)
             for pos, ti in enumerate(op.inputs if op.inputs is not None else []):
@@ -49,12 +75,7 @@ def buffer_roles(model) -> dict[int, str]:
                     buf = produced_by_dequantize.get(ti, 0)
                 if not buf:
                     continue
-                if code in WEIGHT_OPS:
-                    role = "weights" if pos == 1 else "bias" if pos == 2 else "constant"
-                elif code in BIAS_OPS:
-                    role = "bias"
-                else:
-                    role = "constant"
+                role = _role(model, sg, op, code, pos, upstream)
                 if roles.get(buf) in ("weights", "bias") and role == "constant":
                     continue
                 roles[buf] = role
