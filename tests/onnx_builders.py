@@ -137,17 +137,22 @@ def resnet_like(seed=0, in_shape=(3, 20, 20), classes=10, width=8) -> onnx.Model
     return n.model(n.head(x, width * 2 * 4, classes, pool=False))
 
 
-def conv_chain(seed=0, in_shape=(1, 28, 28), widths=(8, 12, 16), classes=10, perms=None) -> onnx.ModelProto:
+def conv_chain(seed=0, in_shape=(1, 28, 28), widths=(8, 12, 16), classes=10, perms=None,
+               grid=1) -> onnx.ModelProto:
     """Conv (stride 2) → depthwise → 1×1 Conv → pool → Dense → Dense, every hidden layer's units
     reordered by ``perms`` (one permutation per hidden weight layer but the depthwise, which
-    follows its input's order): the same function for every ``perms``."""
+    follows its input's order): the same function for every ``perms``. ``grid`` > 1 pools to a
+    grid × grid map (AveragePool) and flattens it (then ``perms`` must be None)."""
     p1, p2, p3 = perms or (None, None, None)
     n = OnnxNet(in_shape, seed)
     x = n.conv("input", in_shape[0], widths[0], k=3, s=2, act="Relu6", perm_out=p1)
     x = n.conv(x, widths[0], widths[0], k=3, groups=widths[0], act="Relu6", perm_out=p1)
     x = n.conv(x, widths[0], widths[1], k=1, act="Relu", perm_in=p1, perm_out=p2)
-    x = n.node("Flatten", [n.node("GlobalAveragePool", [x])], axis=1)
-    x = n.node("Relu", [n.dense(x, widths[1], widths[2], perm_in=p2, perm_out=p3)])
+    size = in_shape[1] // 2 // grid
+    pooled = n.node("GlobalAveragePool", [x]) if grid == 1 else n.node("AveragePool", [x], kernel_shape=[size, size],
+                                                                          strides=[size, size])
+    x = n.node("Flatten", [pooled], axis=1)
+    x = n.node("Relu", [n.dense(x, widths[1] * grid * grid, widths[2], perm_in=p2, perm_out=p3)])
     return n.model(n.dense(x, widths[2], classes, perm_in=p3))
 
 

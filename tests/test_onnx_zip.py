@@ -1,5 +1,6 @@
 """ONNX models through the whole tool, as Keras models go: a permuted copy zips back exactly and
-shares every block; two different ONNX nets deploy (zip with retraining, one multi-signature
+shares every block; two different ONNX nets (Conv → depthwise → 1×1 Conv → pool to 3×3 →
+Flatten → Dense → Dense, widths differing) deploy (zip with retraining, one multi-signature
 .tflite whose manifest names the sources, host bench, evaluate against onnxruntime); a Keras model
 and an ONNX model of the same input zip together. Outputs are checked against onnxruntime on the
 ONNX files (NCHW) and LiteRT on the converted file (NHWC)."""
@@ -19,7 +20,7 @@ from mtz_mobile.graph.model_files import read_model  # noqa: E402
 from mtz_mobile.litert_runtime import make_interpreter  # noqa: E402
 from mtz_mobile.zipper import ZipConfig, zip_networks  # noqa: E402
 from mtz_mobile.zipper.config import RetrainSettings  # noqa: E402
-from onnx_builders import conv_chain, fit_head, mlp, mobilenet_like, save  # noqa: E402
+from onnx_builders import conv_chain, fit_head, mlp, save  # noqa: E402
 
 NO_RETRAIN = RetrainSettings(iterations=0)
 
@@ -40,10 +41,10 @@ def test_permuted_copy_zips_back_exactly_and_shares_every_block(tmp_path, fmnist
     perms = (rng.permutation(8), rng.permutation(12), rng.permutation(16))
     orig = save(conv_chain(seed=5), tmp_path / "orig.onnx")
     perm = save(conv_chain(seed=5, perms=perms), tmp_path / "perm.onnx")
-    cfg = ZipConfig(compensation="none", retrain=NO_RETRAIN, calibration_samples=500)
+    cfg = ZipConfig(compensation="none", retrain=NO_RETRAIN, calibration_samples=200)
     result = zip_networks({"a": read_model(orig), "b": read_model(perm)}, {"a": fmnist, "b": fmnist}, cfg,
                           progress=False)
-    x = fmnist.x_test[:300]
+    x = fmnist.x_test[:200]
     expected = onnxruntime_outputs(orig, x)
     np.testing.assert_allclose(onnxruntime_outputs(perm, x), expected, rtol=1e-4, atol=1e-5)   # the same function
     for task in ("a", "b"):
@@ -63,39 +64,51 @@ def test_permuted_copy_zips_back_exactly_and_shares_every_block(tmp_path, fmnist
 
 @pytest.fixture(scope="module")
 def onnx_pair_deployed(tmp_path_factory, fmnist):
-    from mtz_mobile.pipeline import deploy
+    """Zipped through the API (with retraining), converted with the joint signature and the
+    baselines, benched on the host: deploy's stages, with one memory repeat to keep it short."""
+    from converters import convert_zip
+    from mtz_mobile.api import zip_models
+    from mtz_mobile.bench.host import bench_host
 
     root = tmp_path_factory.mktemp("onnx_pair")
     x = fmnist.x_train[:2000, None]   # NCHW, as the zipper feeds the data (NHWC) to the NHWC network
-    paths = [save(fit_head(mobilenet_like(seed=s, in_shape=(1, 28, 28), width=s * 4), x, fmnist.y_train[:2000]),
-                  root / f"{n}.onnx") for n, s in (("a", 2), ("b", 3))]
-    result = deploy(paths, root / "out", data={"a": fmnist, "b": fmnist}, runs=3, progress=False,
-                    retrain_iterations=4, retrain_batch_size=32, calibration_samples=300, shared=[0.5])
-    return paths, result
+    # random features, the classifier fitted in closed form: originals well above chance (40 % error)
+    paths = [save(fit_head(conv_chain(seed=s, widths=w, grid=3), x, fmnist.y_train[:2000]), root / f"{n}.onnx")
+             for n, s, w in (("a", 2, (8, 12, 24)), ("b", 3, (6, 10, 16)))]
+    zip_models(paths, root / "zip", data={"a": fmnist, "b": fmnist}, progress=False, retrain_iterations=4,
+               retrain_batch_size=32, retrain_schedule="end", calibration_samples=300, shared=[0.5])
+    conversion = convert_zip(root / "zip", root / "model.tflite", joint=True, baselines=True)
+    baselines = sorted(root.glob("model.baseline_*.tflite"))
+    report = bench_host(conversion.path, baselines, out_dir=root / "bench", runs=3, memory_repeats=1,
+                        progress=False)
+    return paths, root, report
 
 
 def test_onnx_pair_deploys_to_one_file_naming_its_sources(onnx_pair_deployed, fmnist):
-    paths, result = onnx_pair_deployed
-    manifest = read_manifest(read_tflite(result.model))
+    paths, root, report = onnx_pair_deployed
+    model = root / "model.tflite"
+    manifest = read_manifest(read_tflite(model))
     assert [t["source"] for t in manifest["tasks"]] == [
         {"file": f"{n}.onnx", "sha256": sha256_of(p), "format": "onnx", "input_layout": "NCHW"}
         for n, p in zip("ab", paths)]
     assert [t["input"]["shape"] for t in manifest["tasks"]] == [[1, 28, 28, 1]] * 2
     assert manifest["sharing"]["shared_params"] > 0
-    zipdir_sources = result.out_dir / "zip" / "sources"
+    zipdir_sources = root / "zip" / "sources"
     assert sorted(p.name for p in zipdir_sources.iterdir()) == ["a.onnx", "b.onnx"]
     # the file computes what the retrained zipped network computes, task by task
     from mtz_mobile.zipper.plan import load_zip_dir
 
-    net = load_zip_dir(result.out_dir / "zip").network
-    interpreter = make_interpreter(str(result.model))
+    net = load_zip_dir(root / "zip").network
+    interpreter = make_interpreter(str(model))
     x = fmnist.x_test[:20]
     for task in ("a", "b"):
         runner = interpreter.get_signature_runner(task)
         out = np.concatenate([runner(input=x[i].reshape(1, 28, 28, 1))["output"] for i in range(len(x))])
         assert rel_err(out, net.predict(task, x)) <= 1e-4
-    report = json.loads((result.out_dir / "bench" / "report.json").read_text())
-    assert report["model"]["sha256"] == sha256_of(result.model)
+    assert report["model"]["sha256"] == sha256_of(model)
+    assert json.loads((root / "bench" / "report.json").read_text())["model"]["sha256"] == sha256_of(model)
+    assert sorted(b["sha256"] for b in report["baselines"]) == sorted(
+        sha256_of(p) for p in root.glob("model.baseline_*.tflite"))
 
 
 def test_evaluate_runs_the_onnx_originals_in_onnxruntime(onnx_pair_deployed, fmnist):
@@ -103,27 +116,29 @@ def test_evaluate_runs_the_onnx_originals_in_onnxruntime(onnx_pair_deployed, fmn
     from mtz_mobile.zipper.evaluate import evaluate_zip
     from mtz_mobile.zipper.plan import load_zip_dir
 
-    paths, result = onnx_pair_deployed
-    results = evaluate_zip(load_zip_dir(result.out_dir / "zip"), {"a": fmnist, "b": fmnist}, limit=200)
+    paths, root, _ = onnx_pair_deployed
+    results = evaluate_zip(load_zip_dir(root / "zip"), {"a": fmnist, "b": fmnist}, limit=200)
     for r, path in zip(results, paths):
         assert r.original_error == error_rate(onnxruntime_outputs(path, fmnist.x_test[:200]), fmnist.y_test[:200])
 
 
-def test_keras_and_onnx_models_of_one_input_zip_together(tmp_path, fmnist, train_mlp):
+def test_keras_and_onnx_models_of_one_input_zip_together(tmp_path, fmnist, small_models):
     """A Keras MLP on (28, 28) and an ONNX MLP on (1, 28, 28): one joint input, shared units, and
     with nothing shared each task computes its original exactly."""
-    keras_path = tmp_path / "k.keras"
-    keras_model = train_mlp(fmnist, keras_path, seed=11, epochs=1)
+    from mtz_mobile.graph.keras_io import load_keras_model
+
+    keras_path = small_models[0]
     onnx_path = save(mlp(seed=12), tmp_path / "o.onnx")
     models = {"k": read_model(keras_path), "o": read_model(onnx_path)}
     data = {"k": fmnist, "o": fmnist}
     x = fmnist.x_test[:300]
-    none = zip_networks(models, data, ZipConfig(shared=[0], retrain=NO_RETRAIN, calibration_samples=300),
+    none = zip_networks(models, data, ZipConfig(shared=[0], retrain=NO_RETRAIN, calibration_samples=200),
                         progress=False).network
-    assert rel_err(none.predict("k", x), keras_model.predict(x, verbose=0)) <= 1e-4
+    assert rel_err(none.predict("k", x), load_keras_model(keras_path).predict(x, verbose=0)) <= 1e-4
     assert rel_err(none.predict("o", x), onnxruntime_outputs(onnx_path, x)) <= 1e-4
-    result = zip_networks(models, data, ZipConfig(shared=[0.5], retrain=NO_RETRAIN, calibration_samples=300),
+    result = zip_networks(models, data, ZipConfig(shared=[0.5], retrain=NO_RETRAIN, calibration_samples=200),
                           tmp_path / "zip", progress=False)
     assert [(t.source, t.sha256) for t in result.plan.tasks] == [("k.keras", sha256_of(keras_path)),
                                                                  ("o.onnx", sha256_of(onnx_path))]
+    assert sorted(p.name for p in (tmp_path / "zip" / "sources").iterdir()) == ["k.keras", "o.onnx"]
     assert result.plan.params["shared"] > 0 and result.network.input_shape == (28, 28, 1)
