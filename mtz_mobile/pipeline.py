@@ -4,6 +4,7 @@ output kept under one directory so that an interrupted deploy resumes where it s
     OUT/zip/                          the zip directory (plan.json, weights.npz, sources/)
     OUT/model.tflite                  the zipped model, one signature per task (+ "all")
     OUT/model.baseline_TASK.tflite    each original model on its own
+    OUT/model.samples.json            test images of the zip's own data for `mtz-mobile serve`'s page
     OUT/*.tflite.xnnpack_cache[.json] XNNPACK's packed weights of each model and their stamp (the
                                       default bench, --runtime compiled with --xnnpack-cache file)
     OUT/bench/                        report.json, report.md, charts
@@ -71,6 +72,7 @@ def deploy(models: list[str | os.PathLike], out_dir: str | os.PathLike, data="fa
         stages["convert"] = _convert_stage(out / "zip", model, stages["zip"] == "done", quantize, joint,
                                            data_dir, bar)
         baselines = _baselines(model, tasks)
+        _page_samples(model, out / "zip", stages["convert"] == "done", data, data_dir)
         report = None
         if bench:
             stages["bench"], report = _bench_stage(out / "bench", model, baselines, stages["convert"] == "done",
@@ -87,6 +89,14 @@ def deploy(models: list[str | os.PathLike], out_dir: str | os.PathLike, data="fa
         write_summary(out, summary)
         bar.close()
     return DeployResult(out, model, baselines, report, pushed, stages, summary)
+
+
+def _page_samples(model: Path, zip_dir: Path, converted: bool, data, data_dir) -> None:
+    """The browser page's samples beside the model: the zip's own test images (mtz_mobile.web.samples)."""
+    from .web.samples import samples_path, write_zip_samples
+
+    if converted or not samples_path(model).is_file():
+        write_zip_samples(model, zip_dir, data_dir, data if isinstance(data, dict) else None)
 
 
 def _baselines(model: Path, tasks: list[str]) -> dict[str, Path]:

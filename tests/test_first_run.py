@@ -217,3 +217,41 @@ def test_a_hold_out_too_small_for_the_budget_is_refused_before_work_with_the_ima
     assert f"needs at least {need} images per task" in _shortfall(state)
     state["points"][0]["validation"]["a"]["images"] = need
     assert _shortfall(state) == ""
+
+
+def test_the_page_offers_the_zips_own_test_images_and_fashion_mnist_only_as_a_fallback(deployed, fmnist, tmp_path):
+    import base64
+    import shutil
+    import threading
+    import urllib.request
+
+    from mtz_mobile.web import make_server
+    from mtz_mobile.web.samples import raw_grey, samples_path
+
+    doc = json.loads(samples_path(deployed.model).read_text())
+    assert doc["shape"] == [28, 28] and doc["samples"]
+    for s in doc["samples"]:   # the test image itself, as 8-bit grey, labelled with its task and class
+        pixels = np.frombuffer(base64.b64decode(s["pixels"]), np.uint8).reshape(28, 28)
+        assert np.array_equal(pixels, np.rint(fmnist.x_test[s["index"]] * 255).astype(np.uint8))
+        task, label = s["label"].split(": ")
+        assert task in ("a", "b") and label == fmnist.labels[fmnist.y_test[s["index"]]]
+
+    alone = tmp_path / "alone.tflite"
+    shutil.copyfile(deployed.model, alone)
+    served = {}
+    for model in (deployed.model, alone):
+        server = make_server(model, port=0, quiet=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}/samples.json") as r:
+                served[model.name] = json.loads(r.read())
+        finally:
+            server.shutdown()
+            server.server_close()
+    assert served[deployed.model.name] == doc
+    assert served["alone.tflite"]["source"] == "fashion-mnist test set"
+
+    # colour becomes grey as the page makes an upload grey; grey repeated into RGB is its one channel
+    rgb = np.array([[[[1.0, 0.0, 0.0], [0.2, 0.2, 0.2]]]], np.float32)
+    assert raw_grey(rgb, {"scale": 1 / 255.0, "mean": 0.0}).tolist() == [[[76, 51]]]
+    assert raw_grey(rgb * 255, {"scale": 1.0, "mean": 0.0}).tolist() == [[[76, 51]]]

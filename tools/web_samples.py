@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Write the sample images `mtz-mobile serve`'s page ships: mtz_mobile/web/static/samples.json.
+"""Write the sample images `mtz-mobile serve`'s page falls back to: mtz_mobile/web/static/samples.json
+(a model converted by deploy or convert has its zip's own test images beside it instead:
+mtz_mobile.web.samples).
 
     python tools/web_samples.py [--per-class 1] [--data-dir DIR] [--out PATH]
 
@@ -16,30 +18,25 @@ task's input when it is not 28x28 (tests/test_browser.py compares against the ho
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import sys
 from pathlib import Path
 
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mtz_mobile.data import load_task_data  # noqa: E402
 from mtz_mobile.fileio import write_atomic  # noqa: E402
+from mtz_mobile.web.samples import build_samples  # noqa: E402
 
 DEFAULT_OUT = REPO / "mtz_mobile" / "web" / "static" / "samples.json"
 
 
 def build(per_class: int, data_dir=None) -> dict:
+    """The fallback set: the page's samples when no zip's own test data is beside the model."""
     data = load_task_data("fashion-mnist", data_dir)
-    raw = np.rint(np.asarray(data.x_test, dtype=np.float64) * 255.0).astype(np.uint8)
-    picked = sorted(int(i) for c in range(len(data.labels)) for i in np.flatnonzero(data.y_test == c)[:per_class])
-    return {"format": "mtz-mobile/web-samples", "version": 1, "source": "fashion-mnist test set",
-            "shape": list(raw.shape[1:]),
-            "samples": [{"index": i, "label": data.labels[int(data.y_test[i])],
-                         "pixels": base64.b64encode(raw[i].tobytes()).decode("ascii")} for i in picked]}
+    return build_samples({"fashion-mnist": data}, per_class, per_task=None, source="fashion-mnist test set")
 
 
 def main() -> int:

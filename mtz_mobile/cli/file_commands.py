@@ -35,6 +35,10 @@ def _convert(args) -> int:
           f"{lay.shared_weight_bytes:,} shared by the task signatures; every shared block is one buffer")
     for task, path in result.baselines.items():
         print(f"baseline {task}: {path} ({path.stat().st_size:,} bytes)")
+    from mtz_mobile.web.samples import write_zip_samples
+
+    print(f"samples for `mtz-mobile serve`: {write_zip_samples(result.path, args.zip_path, args.data_dir)} "
+          "(test images of the zip's data)")
     return 0
 
 

@@ -4,7 +4,9 @@ Python's stdlib http.server serves, and nothing else runs on the server side:
 
     /                      static/index.html (pick a task, run it on sample or uploaded images)
     /bench.html            static/bench.html (zipped file vs its baselines: tools/bench_web.py drives it)
-    /<file>                the other files in static/ (app.js, runtime.js, style.css, samples.json, ...)
+    /samples.json          the sample images: MODEL_STEM.samples.json beside the model (the zip's own test
+                           data, written by deploy and convert), else static/samples.json (Fashion-MNIST)
+    /<file>                the other files in static/ (app.js, runtime.js, style.css, ...)
     /manifest.json         {"file", "bytes", "sha256", "manifest", "baselines", "error"}: the embedded
                            manifest read here (converters.manifest), or why the file cannot be served
     /model.tflite          the model, byte for byte
@@ -31,6 +33,8 @@ from urllib.parse import unquote, urlsplit
 from converters.flatbuffer import parse_model
 from converters.manifest import read_manifest
 from mtz_mobile.errors import MTZError
+
+from .samples import samples_path
 
 WEB_DIR = Path(__file__).resolve().parent
 STATIC_DIR = WEB_DIR / "static"
@@ -127,6 +131,9 @@ class PageHandler(BaseHTTPRequestHandler):
         if route.startswith("/baseline/") and route.endswith(".tflite"):
             path = self.site.baseline(route[len("/baseline/"):-len(".tflite")])
             return self._file(path, send_body, cache=False)
+        if route == "/samples.json":
+            own = samples_path(self.site.path)
+            return self._file(own if own.is_file() else STATIC_DIR / "samples.json", send_body, cache=False)
         if route.startswith("/vendor/"):
             return self._file(self._vendor_path(route[len("/vendor/"):]), send_body)
         name = "index.html" if route == "/" else route.lstrip("/")
