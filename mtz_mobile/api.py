@@ -20,13 +20,16 @@ from .flat_options import flat_fields, from_flat
 from .graph.model_files import read_model
 from .preflight import checked_data
 from .reference import train_reference_pair
-from .zipper.config import ZipConfig
+from .zipper.config import BudgetSearch, ZipConfig
 from .zipper.evaluate import evaluate_dir as evaluate, evaluation_json, evaluation_table  # noqa: F401 (re-export)
+from .zipper.presets import reference_iterations_beside
 from .zipper.run import ZipResult, zip_networks
 from .zipper.sweep import DEFAULT_LEVELS, load_sweep, reproduce_point, sweep
 
 # every zip setting's flat keyword: ``alpha``, ``retrain_iterations`` (ZipConfig.retrain.iterations), …
 ZIP_OPTIONS = frozenset(key for key, _, _ in flat_fields(ZipConfig))
+# ``budget``, ``levels``, ``alphas``: zip_models' budget search (zipper.budget)
+SEARCH_OPTIONS = frozenset(key for key, _, _ in flat_fields(BudgetSearch))
 
 
 def task_names(paths: list[str], names: list[str] | None = None) -> list[str]:
@@ -75,17 +78,39 @@ def zip_models(model_paths: list[str | os.PathLike], out_dir: str | os.PathLike 
     ``point="best"``: the one sharing the most among those within the sweep's budget.
     Before any work the data's shapes and the originals' errors on it are checked (``preflight``;
     ``expected_errors``: the originals' errors in percent, when the user knows them)."""
+    search, options = split_search(options)
     if from_sweep is not None or point is not None:
+        if search is not None:
+            raise MTZError("--budget searches anew and --from-sweep zips a finished search's point: give one")
         return _zip_sweep_point(model_paths, from_sweep, point, out_dir, data, data_dir, config, overwrite, progress,
                                 options)
     paths = [str(p) for p in model_paths]
     tasks = task_names(paths, names)
-    config = start_distribution(_config(config, options))
+    config = start_distribution(_config(config, options, paths))
     models = {t: read_model(p) for t, p in zip(tasks, paths)}
     datas = checked_data(models, data, tasks, data_dir, config.validation_split, progress, expected_errors,
-                         budget_pp=config.max_error_increase, confidence=config.confidence)
+                         budget_pp=search.budget if search is not None else config.max_error_increase,
+                         confidence=config.confidence)
+    if search is not None:
+        from .zipper.budget import zip_within_budget
+
+        return zip_within_budget(models, datas, config, search, out_dir, resume=resume,
+                                 overwrite=overwrite, progress=progress)[0]
     return zip_networks(models, datas, config, out_dir, resume=resume,
                         overwrite=overwrite, progress=progress)
+
+
+def split_search(options: dict) -> tuple[BudgetSearch | None, dict]:
+    """The budget search among flat ``options`` (None without a budget) and the other options."""
+    search = from_flat(BudgetSearch, options)
+    rest = {k: v for k, v in options.items() if k not in SEARCH_OPTIONS}
+    if search.budget is None:
+        if search != BudgetSearch():
+            raise MTZError("--levels and --alphas steer a budget search: give --budget PP as well")
+        return None, rest
+    if search.budget <= 0:
+        raise MTZError(f"budget {search.budget} pp must be positive: give e.g. --budget 0.5")
+    return search, rest
 
 
 def sweep_models(model_paths: list[str | os.PathLike], out_dir: str | os.PathLike,
@@ -98,7 +123,7 @@ def sweep_models(model_paths: list[str | os.PathLike], out_dir: str | os.PathLik
     ``alphas`` repeats the levels for each weight α of the first task against the second."""
     paths = [str(p) for p in model_paths]
     tasks = task_names(paths, names)
-    config = start_distribution(_config(config, options))
+    config = start_distribution(_config(config, options, paths))
     models = {t: read_model(p) for t, p in zip(tasks, paths)}
     datas = checked_data(models, data, tasks, data_dir, config.validation_split, progress, expected_errors,
                          validates=True, budget_pp=budget, confidence=config.confidence, sweep=True)
@@ -118,8 +143,19 @@ def start_distribution(config: ZipConfig) -> ZipConfig:
     return config
 
 
-def _config(config: ZipConfig | None, options: dict) -> ZipConfig:
+def models_config(options: dict, model_paths) -> ZipConfig:
+    """make_config, with the references' training length read beside ``model_paths`` when the
+    options give neither the retraining steps nor that length (``zipper.presets``)."""
+    return _config(None, options, model_paths)
+
+
+def _config(config: ZipConfig | None, options: dict, model_paths=()) -> ZipConfig:
+    """``model_paths``: where to read the references' training length (``presets``) when the
+    options give neither the steps nor that length."""
     if config is None:
+        if options.get("retrain_iterations") is None and options.get("retrain_reference_iterations") is None:
+            found = reference_iterations_beside(model_paths)
+            options = options if found is None else dict(options, retrain_reference_iterations=found)
         return make_config(**options)
     if options:
         raise MTZError("give either a config or keyword options, not both")

@@ -59,15 +59,16 @@ def deploy(models: list[str | os.PathLike], out_dir: str | os.PathLike, data="fa
         if not Path(m).is_file():
             raise MTZError(f"model {m} not found: give the trained .keras or .onnx files to deploy")
     tasks = api.task_names([str(m) for m in models], names)
+    search, plain = api.split_search(zip_options)   # --budget: the zip stage is a search (zipper.budget)
     config = api.start_distribution(zip_options["config"] if "config" in zip_options
-                                    else api.make_config(**zip_options))
+                                    else api.models_config(plain, [str(m) for m in models]))
     bench_settings = dict(threads=threads, runs=runs, runtime=runtime, xnnpack_cache=xnnpack_cache,
                           transient_indirection=transient_indirection)
     with output_lock(out):
         out.mkdir(parents=True, exist_ok=True)
         bar = Progress(3 + int(bench) + int(push), label="deploy", enabled=progress)
         stages = {"zip": _zip_stage(models, out / "zip", tasks, data, names, data_dir, config, progress,
-                                    zip_options, bar, expected_errors)}
+                                    zip_options, bar, search, expected_errors)}
         model = out / MODEL_NAME
         stages["convert"] = _convert_stage(out / "zip", model, stages["zip"] == "done", quantize, joint,
                                            data_dir, bar)
@@ -104,10 +105,15 @@ def _baselines(model: Path, tasks: list[str]) -> dict[str, Path]:
 
 
 def _zip_stage(models, zip_dir: Path, tasks: list[str], data, names, data_dir, config, progress: bool,
-               zip_options: dict, bar: Progress, expected_errors=None) -> str:
+               zip_options: dict, bar: Progress, search=None, expected_errors=None) -> str:
     from . import api  # deferred: the zipper starts TensorFlow
 
-    stale = zip_staleness(zip_dir, dict(zip(tasks, models)), data, config, data_dir)
+    if search is None:
+        stale = zip_staleness(zip_dir, dict(zip(tasks, models)), data, config, data_dir)
+    else:
+        from .zipper.budget import search_staleness
+
+        stale = search_staleness(zip_dir, dict(zip(tasks, models)), data, config, search, data_dir)
     if stale is None:
         bar.step("zip: complete, skipped")
         return "skipped"

@@ -16,7 +16,7 @@ from mtz_mobile.bench.probe import RUNTIMES
 from mtz_mobile.contract import APP_PACKAGE, QUANTIZATIONS
 from mtz_mobile.errors import MTZError
 from mtz_mobile.pipeline import DEPLOY_RUNTIME
-from mtz_mobile.zipper.config import ZipConfig
+from mtz_mobile.zipper.config import BudgetSearch, ZipConfig
 
 from .options import add_dataclass_options, add_quiet, api_kwargs, command, positive_int
 from .zip_commands import add_zip_inputs
@@ -57,6 +57,7 @@ def add_commands(sub) -> None:
                                "stages whose output is complete", _deploy)
     add_zip_inputs(p, out_help="directory for zip/, model.tflite, baselines and bench/", models_dest="models")
     add_dataclass_options(p, ZipConfig)
+    add_dataclass_options(p, BudgetSearch)
     p.add_argument("--quantize", choices=QUANTIZATIONS, default="none", help="quantization of the converted model")
     p.add_argument("--no-bench", dest="bench", action="store_false", help="skip the host bench")
     _add_host_settings(p, runtime=DEPLOY_RUNTIME)

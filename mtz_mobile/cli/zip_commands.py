@@ -10,8 +10,7 @@ import argparse
 import json
 
 from mtz_mobile.reference import ARCHITECTURES, LENET_300_100
-from mtz_mobile.zipper.config import ZipConfig
-from mtz_mobile.zipper.sweep import DEFAULT_LEVELS
+from mtz_mobile.zipper.config import DEFAULT_LEVELS, BudgetSearch, ZipConfig
 
 from .options import (add_data_dir, add_data_options, add_dataclass_options, add_quiet, api_kwargs, command,
                       float_list, int_list, name_list)
@@ -46,6 +45,7 @@ def add_commands(sub) -> None:
     p = command(sub, "zip", "zip two or more trained .keras or .onnx models (Algorithm 1 + light retraining)", _zip)
     add_zip_inputs(p, out_help="output directory (plan.json, weights.npz, sources/)", models_nargs="*")
     add_dataclass_options(p, ZipConfig)
+    add_dataclass_options(p, BudgetSearch)
     p.add_argument("--from-sweep", metavar="DIR", help="zip a point of this sweep again, bit for bit (no models "
                                                        "or zip options: the sweep fixes them)")
     p.add_argument("--point", type=_point, metavar="K", help="with --from-sweep: the point (frontier.md's first "
@@ -126,6 +126,11 @@ def _zip(args) -> int:
               f"{100 * v['confidence']:g} % confidence ({v['images']} images)")
     if args.from_sweep is not None:
         print(f"point {args.point} of {args.from_sweep} zipped again: its weights equal the sweep's bit for bit")
+    if args.budget is not None:
+        from mtz_mobile.zipper.budget import frontier_dir
+
+        print(f"the most shared zip certified within {args.budget:g} pp (α = {result.plan.config().alpha:g}); "
+              f"the search's frontier: {frontier_dir(args.out_dir)}/frontier.md")
     print(f"wrote {args.out_dir}")
     return 0
 

@@ -7,13 +7,14 @@ Importing this module does not start TensorFlow.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from mtz_mobile.backend import BACKENDS, requested
 from mtz_mobile.data import check_validation_split
 from mtz_mobile.errors import MTZError
 
 from .merge import METHODS as MERGE_METHODS
+from .presets import DEFAULT_PRESET, FALLBACK_STEPS, PRESETS, preset_help, preset_value, steps_from
 
 METHODS = tuple(MERGE_METHODS)   # one entry per merge method in merge.METHODS
 PAIRINGS = ("exact", "greedy")
@@ -23,6 +24,12 @@ SPARSE_MASKS = ("larger", "union")
 STRATEGIES = ("default", "mirrored", "multi-worker")
 SCHEDULES = ("layer", "end")
 LR_SCHEDULES = ("constant", "cosine")
+DEFAULT_LEVELS = (0.0, 0.25, 0.5, 0.625, 0.75, 0.875, 1.0)   # a sweep's sharing levels
+# α grid of a budget search: the feature-serving task may be either one (LeNet-5 fine/coarse
+# certified full sharing at 0.9 and 0.95 with the fine task first, none at 0.5 or 0.8)
+BUDGET_ALPHAS = (0.1, 0.5, 0.9)
+# RetrainSettings fields a preset fills when unset (iterations: presets.steps_from)
+_RETRAIN_PRESET = ("learning_rate", "learning_rate_schedule", "distill", "schedule")
 
 
 def option(default, help: str, **meta):
@@ -34,15 +41,28 @@ def option(default, help: str, **meta):
 
 @dataclass
 class RetrainSettings:
-    """Light retraining after each zipped layer (Algorithm 1, line 10)."""
+    """Light retraining of the zipped network (Algorithm 1, line 10). A None field takes its value
+    from ZipConfig.preset (``presets.PRESETS``): explicit settings override the preset."""
 
-    iterations: int = option(100, "joint steps after each zipped layer", flag="--retrain-iterations")
+    iterations: int | None = option(None, preset_help("retrain_iterations", "joint retraining steps (after each "
+                                                      "zipped layer, or once at the end); mtz: --retrain-fraction "
+                                                      "of the references' training"), flag="--retrain-iterations")
+    # the references' training is the scale a retraining budget is measured in (the recipe that
+    # certified 49.6 % on LeNet-5 spent a tenth of it); reference.json beside the models gives it
+    fraction: float | None = option(None, preset_help("retrain_fraction", "retraining steps as a fraction of "
+                                                      "--reference-iterations (unless --retrain-iterations is given; "
+                                                      f"without a reference count: {FALLBACK_STEPS} steps)"),
+                                    flag="--retrain-fraction")
+    reference_iterations: int | None = option(None, "training iterations of the longest-trained reference model; "
+                                                    "none: read from reference.json or STEM.json beside the models",
+                                              flag="--reference-iterations", metavar="N")
     batch_size: int = option(128, "batch size per task in retraining", flag="--batch-size")
-    learning_rate: float = option(1e-4, "Adam's learning rate in retraining", flag="--learning-rate")
-    learning_rate_schedule: str = option(
-        "constant", "learning rate within each retraining call: constant, or cosine: a linear warm-up over the "
-                    "first 5%% of the steps, then cosine decay to zero", choices=LR_SCHEDULES,
-        flag="--learning-rate-schedule")
+    learning_rate: float | None = option(None, preset_help("retrain_learning_rate", "Adam's learning rate in "
+                                                           "retraining"), flag="--learning-rate")
+    learning_rate_schedule: str | None = option(
+        None, preset_help("retrain_learning_rate_schedule", "learning rate within each retraining call: constant, "
+                          "or cosine: a linear warm-up over the first 5%% of the steps, then cosine decay to zero"),
+        choices=LR_SCHEDULES, flag="--learning-rate-schedule")
     strategy: str = option("default", "mirrored: tf.distribute.MirroredStrategy over every visible device; "
                                       "multi-worker: MultiWorkerMirroredStrategy over the processes in TF_CONFIG "
                                       "(batch size stays the global batch)",
@@ -52,14 +72,33 @@ class RetrainSettings:
     # is meant to bring the zipped network back to the originals, and their outputs say where
     # that is more precisely than labels (measured: worst of 3 seeds +0.07 pp instead of +0.25 pp
     # on the LeNet-300-100 pair). distill = 0 is the paper's loss, labels only.
-    distill: float = option(0.5, "weight of the original models' soft targets in each task's retraining loss "
-                                 "(0: labels only, the paper's loss)", flag="--distill")
+    distill: float | None = option(None, preset_help("retrain_distill", "weight of the original models' soft "
+                                                     "targets in each task's retraining loss (0: labels only, the "
+                                                     "paper's loss)"), flag="--distill")
     temperature: float = option(2.0, "softmax temperature of the soft targets", flag="--temperature")
     # Algorithm 1 retrains after every zipped layer. A deep network (MobileNetV2: 52 layers) pays a
     # graph trace per retraining call that costs more than a few steps: "end" retrains once,
     # ``iterations`` steps, after the last layer.
-    schedule: str = option("layer", "retrain after each zipped layer (the paper) or once at the end",
-                           choices=SCHEDULES, flag="--retrain-schedule")
+    schedule: str | None = option(None, preset_help("retrain_schedule", "retrain after each zipped layer (the "
+                                                    "paper) or once at the end"), choices=SCHEDULES,
+                                  flag="--retrain-schedule")
+
+    def __post_init__(self):
+        # Filled from the default preset so that a RetrainSettings on its own is usable; the names
+        # left unset (not a field: never saved) let ZipConfig fill them from another preset instead.
+        self.unset = fill_from_preset(self, DEFAULT_PRESET, None)
+
+
+def fill_from_preset(settings: RetrainSettings, preset: str, unset: frozenset | None) -> frozenset:
+    """Set ``settings``' fields named in ``unset`` (default: those that are None) from ``preset``;
+    returns the names it filled."""
+    if unset is None:
+        unset = frozenset(n for n in _RETRAIN_PRESET + ("iterations",) if getattr(settings, n) is None)
+    for name in unset - {"iterations"}:
+        setattr(settings, name, preset_value(preset, f"retrain_{name}"))
+    if "iterations" in unset:
+        settings.iterations = steps_from(preset, None, settings.fraction, settings.reference_iterations)
+    return unset
 
 
 @dataclass
@@ -80,8 +119,9 @@ class ZipConfig:
                          choices=METHODS)
     pairing: str = option("exact", "exact: minimum total d (assignment); greedy: smallest d first",
                           choices=PAIRINGS)
-    compensation: str = option("next-layer", "refit each task's next layer by least squares after a merge "
-                                             "(none = the paper's method)", choices=COMPENSATIONS)
+    compensation: str | None = option(None, preset_help("compensation", "refit each task's next layer by least "
+                                                        "squares after a merge (none = the paper's method)"),
+                                      choices=COMPENSATIONS)
     compensation_ridge: float = option(1e-3, "ridge of the next-layer refit, relative to mean(diag)")
     calibration_samples: int = option(10000, "training images per task for the Hessians")
     max_instances: int = option(500_000, "cap on Hessian instances per task and layer (a conv layer has one per "
@@ -99,6 +139,21 @@ class ZipConfig:
     confidence: float = option(0.95, "confidence level of the bound on each task's error increase")
     retrain: RetrainSettings = field(default_factory=RetrainSettings)
     seed: int = option(0, "seed of calibration sampling, random pairing and retraining")
+    preset: str = option(DEFAULT_PRESET, "the recipe that fills every setting left unset: mtz (retrain once at the "
+                                         "end, a tenth of the references' training, Adam 1e-3 cosine), paper "
+                                         "(Algorithm 1: 100 labels-only steps per layer at 1e-4, no compensation) "
+                                         "or per-layer (0.3's default: the paper's schedule with compensation)",
+                         choices=tuple(PRESETS))
+
+    def __post_init__(self):
+        """Fill the settings left unset from the preset, so every other module reads plain values."""
+        if self.preset not in PRESETS:
+            raise MTZError(f"unknown preset {self.preset!r}: use one of {', '.join(PRESETS)}")
+        unset = self.retrain.unset
+        self.retrain = replace(self.retrain)   # a copy: the caller's settings stay as they were
+        fill_from_preset(self.retrain, self.preset, unset)
+        if self.compensation is None:
+            self.compensation = preset_value(self.preset, "compensation")
     # The zipper's forward passes and retraining run on Keras 3's backend (mtz_mobile.backend): jax needs
     # no TensorFlow, so a GPU machine without TensorFlow's CUDA wheels zips; the zip reads the same on any.
     backend: str = option("auto", "Keras backend the zipper computes with: tensorflow, jax, or auto "
@@ -138,6 +193,9 @@ class ZipConfig:
             raise MTZError("calibration_samples and max_instances must be positive: the Hessians need data")
         if self.retrain.iterations < 0 or self.retrain.batch_size <= 0:
             raise MTZError("retraining iterations must be >= 0 and the batch size > 0")
+        if (self.retrain.fraction is not None and self.retrain.fraction <= 0) or (
+                self.retrain.reference_iterations is not None and self.retrain.reference_iterations <= 0):
+            raise MTZError("--retrain-fraction and --reference-iterations must be positive")
         per_layer = self.threshold if self.threshold is not None else self.shared
         if len(per_layer) not in (1, n_hidden):
             raise MTZError(f"give one sharing value for all hidden layers or one for each of the {n_hidden}, "
@@ -170,6 +228,22 @@ class ZipConfig:
             return {tasks[0]: self.alpha, tasks[1]: 1.0 - self.alpha}
         w = self.task_weights or [1.0] * len(tasks)
         return {t: v / sum(w) for t, v in zip(tasks, w)}
+
+
+@dataclass
+class BudgetSearch:
+    """``zip --budget`` / ``deploy --budget``: sweep uniform sharing levels (most shared first) and
+    task weights α, keep the most shared point certified within the budget (``zipper.budget``)."""
+
+    budget: float | None = option(None, "search for the most shared zip whose bound on every task's validation "
+                                        "error increase is within PP: sweeps --levels (most shared first, stopping "
+                                        "at the first level certified) at each of --alphas and writes the frontier "
+                                        "beside the zip (OUT.frontier/)", metavar="PP")
+    levels: list[float] = option(list(DEFAULT_LEVELS), "with --budget: fractions of every hidden layer's units to "
+                                                       "share, comma-separated", parse="floats")
+    alphas: list[float] = option(list(BUDGET_ALPHAS), "with --budget: weights α of the first task against the "
+                                                      "second to try at each level, comma-separated (ignored with "
+                                                      "three or more tasks)", parse="floats")
 
 
 def shared_count(value, n_a: int, n_b: int, layer_name: str) -> int:

@@ -31,11 +31,10 @@ from mtz_mobile.graph.keras_io import ParsedModel
 from mtz_mobile.graph.model_files import read_model, source_name
 from mtz_mobile.graph.network import ZippedNetwork
 
-from .config import ZipConfig
+from .config import DEFAULT_LEVELS, ZipConfig
 from .frontier import write_frontier
 
 SWEEP_FORMAT = "mtz-mobile/sweep"
-DEFAULT_LEVELS = (0.0, 0.25, 0.5, 0.625, 0.75, 0.875, 1.0)
 
 
 def weights_digest(net: ZippedNetwork) -> str:
@@ -48,23 +47,30 @@ def weights_digest(net: ZippedNetwork) -> str:
 
 def sweep(models: dict[str, ParsedModel], data: dict[str, TaskData], config: ZipConfig, out_dir: str | Path,
           levels=DEFAULT_LEVELS, budget_pp: float | None = None, resume: bool = False, overwrite: bool = False,
-          progress: bool = True, alphas=None) -> dict:
+          progress: bool = True, alphas=None, search: bool = False) -> dict:
     """Zip at every level in ``levels`` (for every α in ``alphas``; default: the config's α only) and
-    write the frontier to ``out_dir``; returns sweep.json."""
+    write the frontier to ``out_dir``; returns sweep.json. ``search=True`` (with a budget) goes from
+    the most shared level down, every α at each, and stops after the first level with a point
+    certified within the budget: the points a budget search needs, not the whole grid."""
     levels = _check(config, levels, budget_pp)
     alphas = _check_alphas(config, alphas, len(models))
-    grid = [(a, level) for a in alphas for level in levels]
+    if search and budget_pp is None:
+        raise MTZError("a sharing search needs a budget: give --budget PP")
+    grid = ([(a, level) for level in reversed(levels) for a in alphas] if search
+            else [(a, level) for a in alphas for level in levels])
     out = Path(out_dir)
     held = {t: d.holdout(config.validation_split) for t, d in data.items()}
     with output_lock(out):
         if out.exists() and not overwrite:
             raise MTZError(f"{out} exists: pass --overwrite or choose another --out")
         partial = partial_dir(out)
-        state = _start(partial, models, held, config, levels, alphas, budget_pp, resume)
+        state = _start(partial, models, held, config, levels, alphas, budget_pp, resume, search)
         originals = _test_errors(ZippedNetwork.from_models(models), held)
         for k, (alpha, level) in enumerate(grid):
             if k < len(state["points"]):
                 continue   # done before the interruption
+            if search and any(p["within_budget"] and p["level"] > level for p in state["points"]):
+                break      # a more shared level is certified: the less shared ones cannot be chosen
             if progress:
                 print(f"sweep point {k}: {level:.3f} of every hidden layer shared"
                       + (f", α = {alpha:g}" if len(alphas) > 1 else ""), flush=True)
@@ -100,12 +106,15 @@ def _check_alphas(config: ZipConfig, alphas, n_tasks: int) -> list[float]:
     return alphas
 
 
-def _start(partial: Path, models, held, config: ZipConfig, levels, alphas, budget_pp, resume: bool) -> dict:
+def _start(partial: Path, models, held, config: ZipConfig, levels, alphas, budget_pp, resume: bool,
+           search: bool) -> dict:
     fresh = {"format": SWEEP_FORMAT, "settings": config.to_json(), "levels": levels, "alphas": alphas,
              "budget_pp": budget_pp,
              "tasks": [{"name": t, "source": source_name(t, m.path), "sha256": m.sha256, "data": held[t].spec,
                         "validation": held[t].validation_source} for t, m in models.items()],
              "points": []}
+    if search:
+        fresh["search"] = "most shared level first, stopped after the first level certified within the budget"
     if resume:
         if not (partial / "sweep.json").exists():
             raise MTZError(f"nothing to resume at {partial}: run without --resume")
