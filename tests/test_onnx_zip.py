@@ -142,3 +142,20 @@ def test_keras_and_onnx_models_of_one_input_zip_together(tmp_path, fmnist, small
                                                                  ("o.onnx", sha256_of(onnx_path))]
     assert sorted(p.name for p in (tmp_path / "zip" / "sources").iterdir()) == ["k.keras", "o.onnx"]
     assert result.plan.params["shared"] > 0 and result.network.input_shape == (28, 28, 1)
+
+
+def test_onnx_pair_serves_in_the_browser_page(onnx_pair_deployed, tmp_path):
+    """The page (LiteRT.js in chromium) on the ONNX pair's file: every signature's outputs equal
+    the host's LiteRT on the same pixels."""
+    from test_browser import assert_matches_host, require_browser, sample_pixels, served_pages
+
+    require_browser()
+    _, root, _ = onnx_pair_deployed
+    model = root / "model.tflite"
+    manifest = read_manifest(read_tflite(model))
+    steps = [{"task": key, "sample": i} for key in ("a", "b", "all") for i in (0, 1)]
+    (page,) = served_pages(tmp_path, [(model, steps)])
+    assert page["state"] == "ready" and page["pageErrors"] == [], page.get("error")
+    assert len(page["steps"]) == len(steps), page.get("driverError")
+    for step, want in zip(page["steps"], steps):
+        assert_matches_host(model, manifest, step, want["task"], sample_pixels(want["sample"]))
