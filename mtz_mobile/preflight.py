@@ -129,11 +129,11 @@ def _shape_fix(spec: str, given, want) -> str:
 def check_set(data: TaskData, validation_split: float, limit: int = CHECK_IMAGES) -> tuple[np.ndarray, np.ndarray, str]:
     """At most ``limit`` validation images (a seeded subset): the data's own, else the hold-out's."""
     if data.x_val is not None:
-        x, y, source = data.x_val, data.y_val, data.validation_source or "validation"
+        x, y, source = data.x_val, data.y_val, f"validation images ({data.validation_source or 'its own'})"
     else:
         strata = data.y_train if data.strata is None else data.strata
         _, val = split_per_class(strata, validation_split, HOLDOUT_SEED)
-        x, y, source = data.x_train[val], data.y_train[val], "hold-out (training images)"
+        x, y, source = data.x_train[val], data.y_train[val], "hold-out images (part of the training set)"
     if len(y) > limit:
         pick = np.sort(np.random.default_rng(HOLDOUT_SEED).permutation(len(y))[:limit])
         x, y = x[pick], y[pick]
@@ -176,7 +176,7 @@ def _refusal(check: OriginalCheck, net, models, datas, validation_split: float, 
     escape = "" if check.expected_from == "--expected-error" else \
         f"; if the model really is this poor, say so with --expected-error {100 * check.error:.0f} (one per model)"
     return (f"task {t}: the original model {name} has {100 * check.error:.1f} % error on {check.images} "
-            f"{check.source} images of --data {datas[t].spec}{stated}: {causes}{escape}")
+            f"{check.source} of --data {datas[t].spec}{stated}: {causes}{escape}")
 
 
 def _diagnose(check: OriginalCheck, net, datas, validation_split: float, limit: float) -> list[str]:
@@ -252,7 +252,7 @@ def _say(checks: list[OriginalCheck], datas: dict[str, TaskData], progress: bool
         except MTZError:
             pixels = "as given"
         bar.note(f"task {c.task}: {d.spec}, {len(d.y_train)} training images {shape_text(d.x_train.shape[1:])}, "
-                 f"pixels {pixels}; original error {100 * c.error:.1f} % on {c.images} {c.source} images")
+                 f"pixels {pixels}; original error {100 * c.error:.1f} % on {c.images} {c.source}")
     carved = [c.task for c in checks if datas[c.task].x_val is None]
     if validates and carved:
         bar.note(f"the hold-out of {', '.join(carved)} is part of the training images, which the models may have "

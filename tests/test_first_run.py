@@ -19,7 +19,7 @@ from mtz_mobile.cli import main
 from mtz_mobile.data import fit_images
 
 CLASSES = (0, 1, 8)          # T-shirt/top, Trouser, Bag: told apart by a tiny network in seconds
-PER_CLASS = 60
+PER_CLASS = 40
 
 
 def _errors(capsys) -> list[str]:
@@ -50,8 +50,8 @@ def rgb_models(tmp_path_factory, fmnist):
 
     root = tmp_path_factory.mktemp("rgb")
     keep = np.isin(fmnist.y_train, CLASSES)
-    x = fit_images(fmnist.x_train[keep][:1500] * 255.0, (32, 32, 3))
-    y = np.searchsorted(CLASSES, fmnist.y_train[keep][:1500])
+    x = fit_images(fmnist.x_train[keep][:1200] * 255.0, (32, 32, 3))
+    y = np.searchsorted(CLASSES, fmnist.y_train[keep][:1200])
     paths = []
     for name, seed in (("a", 1), ("b", 2)):
         keras.utils.set_random_seed(seed)
