@@ -6,6 +6,8 @@ The models are built in the test with onnx.helper in torchvision's shapes (tests
 random weights and BatchNorm statistics far from the identity, so folding is really exercised.
 """
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -22,6 +24,7 @@ from onnx_builders import OnnxNet, mlp, mobilenet_like, resnet_like, save  # noq
 from test_mobile_graphs import rel_err, to_tflite  # noqa: E402
 
 TOL = 1e-4
+DATA = Path(__file__).parent / "data" / "onnx"
 
 
 def onnxruntime_outputs(path, x_nchw):
@@ -40,6 +43,21 @@ def test_unzipped_network_through_litert_equals_onnxruntime(build, tmp_path):
     assert rel_err(net.predict("a", x_nhwc), ref) <= TOL
     data, _ = to_tflite(net)
     runner = make_interpreter(model_content=data).get_signature_runner("a")
+    out = np.concatenate([runner(input=x_nhwc[i:i + 1])["output"] for i in range(len(x))])
+    assert rel_err(out, ref) <= TOL
+
+
+@pytest.mark.parametrize("name", ["mobilenet_torch", "resnet_torch"])
+def test_real_torch_exports_read_as_onnxruntime_runs_them(name):
+    """Files torch.onnx.export wrote (tests/data/onnx/make_fixtures.py: torch.nn stacks in
+    torchvision's shapes, opset 17): numpy and LiteRT on the unzipped network against onnxruntime."""
+    path = DATA / f"{name}.onnx"
+    x = np.random.default_rng(2).normal(0, 1, (4, 1, 28, 28)).astype(np.float32)
+    ref = np.asarray(onnxruntime_outputs(path, x), np.float64)
+    net = ZippedNetwork.from_models({"a": read_model(path)})
+    x_nhwc = x.transpose(0, 2, 3, 1)
+    assert rel_err(net.predict("a", x_nhwc), ref) <= TOL
+    runner = make_interpreter(model_content=to_tflite(net)[0]).get_signature_runner("a")
     out = np.concatenate([runner(input=x_nhwc[i:i + 1])["output"] for i in range(len(x))])
     assert rel_err(out, ref) <= TOL
 
