@@ -5,7 +5,9 @@ without it (tests/test_backends.py compares the zips with TensorFlow's).
 
 writes OUT/unzipped, OUT/permuted, OUT/retrained (zip directories) and OUT/result.json: the
 imports of tensorflow that our code attempted (Keras 3 itself probes for it, an optional import),
-Keras' backend, and the largest relative difference of KerasOps from the numpy reference ops.
+Keras' backend, and the largest relative difference of KerasOps from the numpy reference ops and
+of device_math's linear algebra from numpy/scipy's. Run with MTZ_DEVICE_LINALG=1, the zips take the
+GPU's linear-algebra path on JAX's CPU device.
 """
 
 from __future__ import annotations
@@ -60,6 +62,35 @@ def ops_differences() -> dict[str, float]:
     return out
 
 
+def linalg_differences() -> dict:
+    """device_math's GEMMs, factorisation and solve (forced onto JAX's device) against numpy/scipy's,
+    and whether a matrix that is not positive definite is refused as LAPACK refuses it."""
+    import numpy as np
+    from scipy.linalg import cho_solve, cholesky
+
+    from mtz_mobile.zipper import device_math
+
+    assert device_math.on_device()
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((300, 40))
+    s = x.T @ x + np.eye(40)
+    b = rng.standard_normal((40, 3))
+    out = {}
+    for dtype in (np.float32, np.float64):
+        got, want = device_math.product_tn(x.astype(dtype), x.astype(dtype)), x.astype(dtype).T @ x.astype(dtype)
+        out[f"product {np.dtype(dtype).name}"] = float(np.abs(got - want).max() / np.abs(want).max())
+        assert got.dtype == dtype
+    factor = device_math.cholesky(s)
+    out["cholesky"] = float(np.abs(factor - cholesky(s, lower=True)).max())
+    out["cho_solve"] = float(np.abs(device_math.cho_solve(factor, b) - cho_solve((factor, True), b)).max())
+    try:
+        device_math.cholesky(s - 2 * np.eye(40) * np.abs(s).max())
+        out["refuses_indefinite"] = False
+    except np.linalg.LinAlgError:
+        out["refuses_indefinite"] = True
+    return out
+
+
 def main(a: str, b: str, orig: str, perm: str, out: str) -> int:
     sys.meta_path.insert(0, NoTensorFlow())
     from mtz_mobile.api import zip_models
@@ -77,7 +108,7 @@ def main(a: str, b: str, orig: str, perm: str, out: str) -> int:
 
     result = {"attempts_by_us": [s for s in ATTEMPTS if "mtz_mobile" in s], "attempts": ATTEMPTS,
               "tensorflow_loaded": "tensorflow" in sys.modules, "backend": keras.config.backend(),
-              "ops": ops_differences()}
+              "ops": ops_differences(), "linalg": linalg_differences()}
     with open(os.path.join(out, "result.json"), "w") as f:
         json.dump(result, f)
     return 0

@@ -35,9 +35,9 @@ def _env(**extra) -> dict:
 @pytest.fixture(scope="module")
 def jax_zips(small_models, permuted_pair, tmp_path_factory):
     out = tmp_path_factory.mktemp("jax")
-    run = subprocess.run([sys.executable, str(ROOT / "tests" / "backend_job.py"), *map(str, small_models),
-                          *map(str, permuted_pair), str(out)], env=_env(), capture_output=True, text=True,
-                         timeout=300)
+    job = [sys.executable, str(ROOT / "tests" / "backend_job.py"), *map(str, small_models), *map(str, permuted_pair),
+           str(out)]
+    run = subprocess.run(job, env=_env(MTZ_DEVICE_LINALG="1"), capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     return out, json.loads((out / "result.json").read_text())
 
@@ -57,6 +57,15 @@ def test_keras_ops_equal_the_numpy_reference(jax_zips):
     _, result = jax_zips
     worst = max(result["ops"], key=result["ops"].get)
     assert result["ops"][worst] <= 1e-5, worst
+
+
+def test_device_linear_algebra_equals_the_hosts(jax_zips):
+    """The GPU's path (device_math, here on JAX's CPU device; the zips above took it too)."""
+    _, result = jax_zips
+    linalg = result["linalg"]
+    assert linalg.pop("refuses_indefinite") is True
+    assert linalg["product float32"] <= 1e-6 and linalg["product float64"] <= 1e-12
+    assert linalg["cholesky"] <= 1e-10 and linalg["cho_solve"] <= 1e-10
 
 
 def test_unzipped_network_reproduces_both_originals_on_jax(jax_zips, small_models, fmnist):

@@ -17,6 +17,7 @@ from mtz_mobile.data import TaskData
 from mtz_mobile.graph.network import ZippedNetwork
 from mtz_mobile.graph.ops import conv_output_size, patch_rows
 
+from . import device_math
 from .activations import ActivationCache, batch_size
 from .config import ZipConfig
 from .low_rank import FactoredHessian, LowRankGeometry, RowAccumulator, as_dense, keeps_rows
@@ -30,6 +31,7 @@ class Calibration:
         # Keras' backend (TensorFlow, or JAX without TensorFlow) starts here, on the device it sees
         self.backend = activate(config.check_backend())
         self.ops = ops_for(self.backend)
+        device_math.use(self.backend)   # the Hessians' GEMMs and S's factorisations on its GPU, if any
         self.config = config
         self._soft: dict = {}
         self.x = {}

@@ -14,6 +14,7 @@ import numpy as np
 from mtz_mobile.errors import MTZError
 from mtz_mobile.graph.network import ZippedNetwork
 
+from . import device_math
 from .calibration import Calibration, conv_instances, hessian_width, instances
 from .low_rank import RowAccumulator, keeps_rows, ridge_refit
 from .mtz_math import ROWS, HessianAccumulator, solve_in_place
@@ -123,7 +124,7 @@ def _refit_system(net: ZippedNetwork, original: ZippedNetwork, calib: Calibratio
             targets.append(t.astype(np.float64))
             continue
         for r in range(0, len(x), ROWS):
-            rhs[:-1] += x[r:r + ROWS].astype(products, copy=False).T @ t[r:r + ROWS]
+            rhs[:-1] += device_math.product_tn(x[r:r + ROWS].astype(products, copy=False), t[r:r + ROWS])
         rhs[-1] += t.sum(axis=0, dtype=np.float64)
     if targets is not None:
         return RefitRows(acc.rows(), np.vstack(targets))

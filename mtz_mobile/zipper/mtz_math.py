@@ -40,6 +40,8 @@ from scipy.linalg import cho_solve, cholesky, solve_triangular
 
 from mtz_mobile.errors import MTZError
 
+from . import device_math
+
 
 FLOAT32_ABOVE = 8192   # inputs: a Hessian over more is summed and held in float32 (VGG-16's fc6: 2.5 GB, not 5)
 COLUMNS = 8192          # Gram columns per GEMM: one GEMM up to 8192 inputs (split at 4096, d = 4609 took
@@ -86,7 +88,7 @@ class HessianAccumulator:
             chunk = x[r:r + ROWS].astype(self.products, copy=False)
             for c in range(0, self.dim, COLUMNS):
                 end = min(c + COLUMNS, self.dim)
-                self.gram[:-1, c:end] += chunk.T @ chunk[:, c:end]
+                self.gram[:-1, c:end] += device_math.product_tn(chunk, chunk[:, c:end])
         self.sums += x.sum(axis=0, dtype=np.float64)
         self.count += len(x)
 
@@ -117,7 +119,11 @@ def cholesky_in_place(s: np.ndarray, block: int = 2048) -> np.ndarray:
     below it is one triangular solve, and the trailing matrix is updated one block column at a
     time, so no temporary exceeds dim × block. The blocking is not only for memory: LAPACK's own
     potrf crashed (SIGSEGV, scipy 1.17's OpenBLAS) on VGG-16's 25,089-wide S. Raises numpy's
-    LinAlgError if S is not positive definite."""
+    LinAlgError if S is not positive definite. On the GPU (device_math) one factorisation there."""
+    factor = device_math.cholesky(s)
+    if factor is not None:
+        s[...] = factor
+        return s
     n = len(s)
     for k in range(0, n, block):
         e = min(k + block, n)
@@ -138,6 +144,9 @@ def solve_in_place(s: np.ndarray, b: np.ndarray) -> np.ndarray:
     """S⁻¹ B for a symmetric positive definite float64 S, which is overwritten by its factor;
     a column-major float64 B is overwritten by the solution."""
     factor = cholesky_in_place(s)
+    if device_math.on_device():
+        b[...] = device_math.cho_solve(factor, b)
+        return b
     y = solve_triangular(factor, b, lower=True, check_finite=False, overwrite_b=True)
     return solve_triangular(factor, y, lower=True, trans="T", check_finite=False, overwrite_b=True)
 

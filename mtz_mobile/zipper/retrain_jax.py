@@ -69,6 +69,7 @@ def retrain_jax(net: ZippedNetwork, data: dict, weights: dict[str, float], setti
                 masks: dict | None = None, soft_targets: dict | None = None, progress: bool = True,
                 label: str = "retrain") -> dict:
     """retrain.retrain on JAX: ``settings.iterations`` joint steps on ``net`` in place."""
+    import jax
     import jax.numpy as jnp
     import keras
 
@@ -86,7 +87,8 @@ def retrain_jax(net: ZippedNetwork, data: dict, weights: dict[str, float], setti
     bar = Progress(settings.iterations, label=label, enabled=progress)
     first = last = None
     for it in range(settings.iterations):
-        values, state, losses = step(values, state, next(stream))
+        with jax.default_matmul_precision("default"):   # TF32 on a recent GPU, as TensorFlow's retraining
+            values, state, losses = step(values, state, next(stream))
         last = np.asarray(losses)
         first = last if first is None else first
         bar.update(it + 1, " ".join(f"{t}:{v:.3f}" for t, v in zip(tasks, last)))
