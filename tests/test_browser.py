@@ -141,8 +141,14 @@ def assert_matches_host(model: Path, manifest: dict, step: dict, key: str, raw: 
     for task, want in expected.items():
         got = np.asarray(step["outputs"][task], np.float32)
         np.testing.assert_allclose(got, want.ravel(), rtol=RTOL, atol=1e-7, err_msg=f"signature {key}, task {task}")
-        labels = next(t["labels"] for t in manifest["tasks"] if t["name"] == task)
-        assert step["top"][task] == labels[int(np.argmax(want))]
+        spec = next(t for t in manifest["tasks"] if t["name"] == task)
+        assert step["top"][task] == spec["labels"][int(np.argmax(want))]
+        # the top class's share as shown: the output itself after a softmax, else its softmax
+        probs = want.ravel().astype(np.float64)
+        if spec["output"]["activation"] != "softmax":
+            probs = np.exp(probs - probs.max()) / np.exp(probs - probs.max()).sum()
+        shown = float(step["topShare"][task].removesuffix(" %"))
+        assert abs(shown - 100 * probs.max()) <= 0.051, (key, task, step["topShare"][task], probs.max())
 
 
 def expected_run_counts(steps: list[dict]) -> list[int]:

@@ -56,6 +56,8 @@ async function step(page, s) {
             latency: (document.querySelector('#latency') || {}).textContent || null,
             top: Object.fromEntries([...r.querySelectorAll('.task-result')].map(
               (b) => [b.dataset.task, b.querySelector('td').textContent])),
+            topShare: Object.fromEntries([...r.querySelectorAll('.task-result')].map(
+              (b) => [b.dataset.task, b.querySelector('td:nth-child(2)').textContent])),
             state: document.body.dataset.state};
   });
 }
