@@ -65,11 +65,6 @@ class DataSpec:
             path = "./" + path   # the same file, not read as the modifier
         return text if path is None else f"{text}:{path}"
 
-    @property
-    def pixels(self) -> str:
-        """The pixel range the spec loads 8-bit images in, said where data is described."""
-        return "0-255 (:raw)" if self.raw else "[0, 1] (8-bit pixels / 255; :raw keeps 0-255)"
-
 
 def parse_spec(spec: str) -> DataSpec:
     """The parts of a spec string (grammar in the module docstring); MTZError when malformed."""

@@ -247,10 +247,7 @@ def _say(checks: list[OriginalCheck], datas: dict[str, TaskData], progress: bool
     bar = Progress(0, label="data", enabled=progress)
     for c in checks:
         d = datas[c.task]
-        try:
-            pixels = parse_spec(d.spec).pixels
-        except MTZError:
-            pixels = "as given"
+        pixels = _pixels(d)
         bar.note(f"task {c.task}: {d.spec}, {len(d.y_train)} training images {shape_text(d.x_train.shape[1:])}, "
                  f"pixels {pixels}; original error {100 * c.error:.1f} % on {c.images} {c.source}")
     carved = [c.task for c in checks if datas[c.task].x_val is None]
@@ -260,3 +257,16 @@ def _say(checks: list[OriginalCheck], datas: dict[str, TaskData], progress: bool
                  "the models never saw (a validation/ folder beside train/ and test/, or x_val, y_val in the npz)")
     if short:
         bar.note(short)
+
+
+def _pixels(data: TaskData) -> str:
+    """The range the task's images reach the model in, and the rule that made it."""
+    lo, hi = float(np.min(data.x_train, initial=0.0)), float(np.max(data.x_train, initial=0.0))
+    if data.preprocessing.get("scale") == 1 / 255.0:
+        rule = "8-bit pixels / 255; :raw keeps 0-255"
+    else:
+        try:
+            rule = ":raw, 8-bit pixels as they are" if parse_spec(data.spec).raw else "float arrays as stored"
+        except MTZError:
+            rule = "as given"
+    return f"{lo:.3g} to {hi:.3g} ({rule})"

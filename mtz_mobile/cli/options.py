@@ -15,7 +15,8 @@ import re
 import types
 import typing
 
-from mtz_mobile.data_spec import SUMMARY as SPEC_SUMMARY
+from mtz_mobile.data_spec import SUMMARY as SPEC_SUMMARY, parse_spec
+from mtz_mobile.errors import MTZError
 from mtz_mobile.flat_options import field_default, flat_fields
 
 # argparse destinations that steer the CLI itself and are no API keyword
@@ -164,9 +165,18 @@ class AppendOverDefault(argparse.Action):
 
 
 def add_data_options(parser: argparse.ArgumentParser, what: str = "per model or one for all") -> None:
-    parser.add_argument("--data", action=AppendOverDefault, default="fashion-mnist", metavar="SPEC",
+    parser.add_argument("--data", action=AppendOverDefault, default="fashion-mnist", metavar="SPEC", type=data_spec,
                         help=f"data spec {what} (give --data once per model, in the models' order): {SPEC_SUMMARY}")
     add_data_dir(parser)
+
+
+def data_spec(text: str) -> str:
+    """A spec checked against the grammar while parsing, so a misspelt one fails before anything loads."""
+    try:
+        parse_spec(text)
+    except MTZError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def add_data_dir(parser: argparse.ArgumentParser) -> None:
