@@ -62,6 +62,22 @@ def test_real_torch_exports_read_as_onnxruntime_runs_them(name):
     assert rel_err(out, ref) <= TOL
 
 
+def test_normalisation_inside_the_export_becomes_the_tasks_preprocessing(tmp_path):
+    """torchvision's Normalize wrapped into the exported model: (x - mean) / std per channel, then
+    the net; read as one rescale node, the network computes what onnxruntime computes."""
+    n = OnnxNet((3, 12, 12), seed=6)
+    mean = n.weight(np.array([0.485, 0.456, 0.406]).reshape(1, 3, 1, 1), "mean")
+    std = n.weight(np.array([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1), "std")
+    x = n.node("Div", [n.node("Sub", ["input", mean]), std])
+    x = n.conv(x, 3, 8, k=3, s=2, act="Relu")
+    path = save(n.model(n.head(x, 8, 5)), tmp_path / "normalised.onnx")
+    parsed = read_model(path)
+    assert [node.op for node in parsed.nodes[:3]] == ["input", "rescale", "zeropad"]
+    x = np.random.default_rng(1).random((5, 3, 12, 12), np.float32)
+    net = ZippedNetwork.from_models({"a": parsed})
+    assert rel_err(net.predict("a", x.transpose(0, 2, 3, 1)), onnxruntime_outputs(path, x)) <= TOL
+
+
 def test_flatten_of_a_wide_map_reorders_the_dense_rows(tmp_path):
     """NCHW flattening is channel-major, NHWC position-major: the Dense rows follow (resnet_like's
     head flattens a 2×2×16 map): the row for (position p, channel c) is ONNX's row c·4 + p."""
@@ -83,6 +99,10 @@ def _bad_models(tmp_path) -> dict:
     x = n.node("Flatten", ["input"], axis=1)
     x = n.node("LeakyRelu", [n.dense(x, 784, 16)], alpha=0.1)
     paths["op"] = save(n.model(n.dense(x, 16, 10)), tmp_path / "leaky.onnx")
+    n = OnnxNet((1, 28, 28))
+    x = n.node("Relu", [n.dense(n.node("Flatten", ["input"], axis=1), 784, 16)])
+    x = n.node("Sub", [x, n.weight(np.full(16, 0.5), "shift")])
+    paths["sub"] = save(n.model(n.dense(x, 16, 10)), tmp_path / "sub.onnx")
     dynamic = mlp(seed=1)
     dynamic.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "height"
     paths["dynamic"] = save(dynamic, tmp_path / "dynamic.onnx")
@@ -97,6 +117,7 @@ def _bad_models(tmp_path) -> dict:
 
 
 BAD = [("op", r"unsupported ONNX op LeakyRelu \(node '/block\d+/LeakyRelu'\)"),
+       ("sub", r"Sub node '/block\d+/Sub' is supported only as input preprocessing"),
        ("dynamic", r"dynamic size on axis 2 \(height\)"),
        ("truncated", r"truncated or damaged"),
        ("opset", r"opset 11: .* opset 13 or newer")]

@@ -299,6 +299,8 @@ class OnnxGraphReader:
         if a in self.consts or b in self.consts:
             x, c = (b, a) if a in self.consts else (a, b)
             k = self.tensor.get(x)
+            if self.preprocess(node, x, 1.0, self.consts[c]):
+                return
             if not self.foldable(x):
                 raise MTZError(f"{self.path}: {oo.label(node)} adds a constant to something other than a Conv or "
                                "MatMul output: only a bias there is supported")
@@ -316,7 +318,57 @@ class OnnxGraphReader:
         ins = [self.source_of(t, node) for t in (a, b)]
         self.append(ParsedNode(self.node_name(node), "add", ins, out_shape=self.shape(node.output[0])), node.output[0])
 
+    def op_Sub(self, node) -> None:
+        if node.input[1] not in self.consts or not self.preprocess(node, node.input[0], 1.0,
+                                                                     -self.consts[node.input[1]]):
+            self.not_preprocessing(node)
+
+    def op_Div(self, node) -> None:
+        if node.input[1] not in self.consts or not self.preprocess(node, node.input[0],
+                                                                     1.0 / self.consts[node.input[1]], 0.0):
+            self.not_preprocessing(node)
+
+    def not_preprocessing(self, node) -> None:
+        raise MTZError(f"{self.path}: {oo.label(node)} is supported only as input preprocessing (the input minus, "
+                       "times or divided by a per-channel constant, before the first layer)")
+
+    def preprocess(self, node, x: str, scale, offset) -> bool:
+        """x·scale + offset right after the input (torchvision's Normalize inside the exported model)
+        as one per-task rescale node, as keras_io makes of Rescaling/Normalization; False when x is
+        not the input or such a node."""
+        k = self.tensor.get(x)
+        if k is None or not (k == 0 or self.nodes[k].op == "rescale" and not self.readers.get(k)
+                             and self.consumers.get(x) == 1):
+            return False
+        channels = self.nodes[0].out_shape[-1]
+        arrays = []
+        for value in (scale, offset):
+            value = np.asarray(value, np.float64)
+            axis_shape = (1, channels, 1, 1) if len(self.shapes[x]) == 4 else (1, channels)
+            if value.size not in (1, channels) or value.size > 1 and value.reshape(
+                    (1,) * (len(axis_shape) - value.ndim) + value.shape).shape != axis_shape:
+                raise MTZError(f"{self.path}: {oo.label(node)} applies a constant of shape {value.shape} to the "
+                               "input: only a scalar or one value per channel is supported")
+            arrays.append(np.broadcast_to(value.reshape(-1), (channels,)))
+        scale, offset = arrays
+        if k:   # (x·s0 + o0)·s + o
+            s0, o0 = (np.asarray(self.nodes[k].attrs[key], np.float64) for key in ("scale", "offset"))
+            scale, offset = s0 * scale, o0 * scale + offset
+            self.nodes[k].attrs = {"scale": scale.tolist(), "offset": offset.tolist()}
+            self.tensor[node.output[0]] = k
+            return True
+        attrs = {"scale": scale.tolist(), "offset": offset.tolist()}
+        self.append(ParsedNode(self.node_name(node), "rescale", [0], attrs, out_shape=self.nodes[0].out_shape),
+                    node.output[0])
+        return True
+
     def op_Mul(self, node) -> None:
+        const = [t for t in node.input if t in self.consts]
+        if const:
+            x = next(t for t in node.input if t not in self.consts)
+            if not self.preprocess(node, x, self.consts[const[0]], 0.0):
+                self.not_preprocessing(node)
+            return
         ins = [self.source_of(t, node) for t in node.input]
         shapes = [self.nodes[i].out_shape for i in ins]
         if any(len(s) != 3 for s in shapes) or shapes[0][-1] != shapes[1][-1]:

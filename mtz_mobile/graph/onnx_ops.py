@@ -22,7 +22,8 @@ PASS_THROUGH = ("Dropout", "Identity")
 SUPPORTED_OPS = ("Conv (groups 1 or depthwise), Gemm, MatMul, Add (residual, or a bias after MatMul), "
                  "BatchNormalization (after Conv/Gemm), Relu, Clip(0, 6), HardSwish, HardSigmoid, Sigmoid, Tanh, "
                  "Softmax, Mul (squeeze-and-excite gate, x·sigmoid(x)), GlobalAveragePool, ReduceMean over H and W, "
-                 "AveragePool, MaxPool, Flatten, Reshape/Squeeze to (N, features), Dropout, Identity, Constant")
+                 "AveragePool, MaxPool, Flatten, Reshape/Squeeze to (N, features), Dropout, Identity, Constant, and "
+                 "Sub/Div/Mul/Add by per-channel constants right after the input (normalisation)")
 
 
 def attributes(node) -> dict:
