@@ -430,14 +430,14 @@ LIFECYCLE_TESTS = {
 
 
 def lifecycle_case(root: Path, models: dict[str, Path]) -> dict:
-    """LifecycleTest's files: a converted model, the same with 24 MB of padding after it (hashing it
+    """LifecycleTest's files: a converted model, the same with 8 MB of padding after it (hashing it
     takes measurable time; the reader ignores bytes past the flatbuffer), and the XNNPACK cache file
     LiteRT wrote for the model here (weight_cache_cases)."""
     from mtz_mobile.bench import weight_cache
 
     large = root / "lifecycle" / "large.tflite"
     large.parent.mkdir()
-    large.write_bytes(models["two_tasks_joint"].read_bytes() + bytes(24 << 20))
+    large.write_bytes(models["two_tasks_joint"].read_bytes() + bytes(8 << 20))
     (root / "lifecycle" / "scratch").mkdir()
     cache = weight_cache.cache_file(root / "cache_source" / "model.tflite")
     return {"model": str(models["two_tasks_joint"]), "large_model": str(large), "cache": str(cache),

@@ -1,0 +1,2 @@
+package android.graphics.drawable;
+public abstract class Drawable {}
