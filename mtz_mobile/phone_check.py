@@ -38,7 +38,8 @@ HOST_MATCH_TEST = (f"{APP_PACKAGE}.ModelSignaturesTest", "deviceMatchesTheHostOn
 SIGNATURES_TEST = (f"{APP_PACKAGE}.ModelSignaturesTest", "everySignatureInTheManifestRuns")
 CACHE_FILE = f"files/{DEVICE_MODEL_NAME}{XNNPACK_CACHE_SUFFIX}"
 LOAD_TAG, CHECK_TAG = "MtzLoad", "MtzCheck"
-CACHE_TROUBLE = re.compile(r"weight cache could neither be loaded|stale", re.I)
+# XNNPACK's own words (LiteRT 2.2.0, tflite/delegates/xnnpack/): the cache unusable, or flagged stale
+CACHE_TROUBLE = re.compile(r"weight cache could neither be loaded|Cache file is stale|marked as stale", re.I)
 
 FILE_BACKED_RATIO = 4.0    # RssFile growth over RssAnon growth, load + one run of each signature
 PSS_FLAT_KB = 2048         # PSS growth allowed from the 2nd to the 10th Reload + Benchmark cycle…

@@ -140,6 +140,7 @@ def test_instrumentation_output_is_read_per_test():
     assert (verdict.state, verdict.detail) == ("FAIL", "everySignatureInTheManifestRuns: failed: task a: output NaN is not finite")
     brief = 'I/MtzLoad(12873): {"ok": true}\nW/tflite  (12873): Cache file is stale. Setting stale flag.\n'
     assert pc.tag_lines(brief, "MtzLoad") == [{"ok": True}] and pc.judge_log(brief).state == "FAIL"
+    assert pc.judge_log("12-07 21:40:11.102  1543  1602 I PackageManager: Removing stale dex files\n").state == "PASS"
 
 
 def test_neither_built_nor_installed_is_one_line_before_anything_is_pushed(phone, model, capsys):
@@ -160,3 +161,12 @@ def test_the_transcripts_name_the_model_the_tests_push():
     sha = hashlib.sha256(MODEL_BYTES).hexdigest()
     for name in ("constructed_logcat_mtzload_start2.txt", "constructed_logcat_full_good.txt"):
         assert all(line["model_sha256"] == sha for line in pc.tag_lines((ADB / name).read_text(), pc.LOAD_TAG))
+
+
+def test_a_warm_start_of_another_model_than_the_pushed_one_fails():
+    loads = pc.tag_lines((ADB / "constructed_logcat_mtzload_start2.txt").read_text(), pc.LOAD_TAG)
+    sha = hashlib.sha256(MODEL_BYTES).hexdigest()
+    assert pc.judge_warm_start(loads, sha).state == "PASS"
+    verdict = pc.judge_warm_start(loads, "0" * 64)
+    assert verdict.state == "FAIL" and "the app loaded another model" in verdict.detail
+    assert pc.judge_warm_start(loads[:1], sha).detail == "the app logged 1 load(s) for two starts"
