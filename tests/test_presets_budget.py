@@ -94,9 +94,9 @@ def test_budget_keeps_the_most_shared_certified_point_bit_for_bit(small_models, 
 
 def test_budget_that_nothing_meets_is_refused_in_one_line_and_writes_no_zip(small_models, fmnist, tmp_path, capsys):
     out = tmp_path / "z"
-    code = main(["zip"] + [str(p) for p in small_models] + ["--out", str(out), "--budget", "0.01", "--levels", "1.0",
+    code = main(["zip"] + [str(p) for p in small_models] + ["--out", str(out), "--budget", "0.5", "--levels", "1.0",
                                                   "--alphas", "0.5", "--calibration-samples", "300",
                                                   "--retrain-iterations", "0", "--validation-split", "0.2", "--quiet"])
     err = capsys.readouterr().err.strip()
-    assert code != 0 and len(err.splitlines()) == 1 and "0.01 pp" in err
+    assert code != 0 and len(err.splitlines()) == 1 and "0.5 pp budget" in err
     assert not out.exists() and (frontier_dir(out) / "frontier.md").is_file()
