@@ -175,6 +175,9 @@ class LifecycleTest {
         assertEquals(4, CpuCores.big(cpus(1800000, 1800000, 1800000, 1800000, 2400000, 2400000, 2400000, 3000000), 8))
         assertEquals(8, CpuCores.big(cpus(*LongArray(8) { 2000000 }), 3))
         assertEquals(3, CpuCores.big(cpus(), 3))
+        val partial = cpus(1800000, 3000000)
+        File(partial, "cpu2").mkdirs()  // an offline core: no cpufreq
+        assertEquals(6, CpuCores.big(partial, 6))
     }
 
     // --- 5: cache states --------------------------------------------------------------------------

@@ -159,12 +159,19 @@ object CpuCores {
      * alike, and [fallback] when the frequencies cannot be read.
      */
     fun big(cpuDir: File, fallback: Int): Int {
-        val freqs = (cpuDir.listFiles() ?: emptyArray())
-            .filter { it.name.matches(Regex("cpu\\d+")) }
-            .mapNotNull { File(it, "cpufreq/cpuinfo_max_freq").takeIf(File::isFile)?.readText()?.trim()?.toLongOrNull() }
-        if (freqs.isEmpty()) return fallback.coerceAtLeast(1)
+        val cores = (cpuDir.listFiles() ?: emptyArray()).filter { it.name.matches(Regex("cpu\\d+")) }
+        val freqs = cores.mapNotNull { maxFreq(File(it, "cpufreq/cpuinfo_max_freq")) }
+        // no core, or one unreadable (offline, or hidden by policy): no basis to tell big from little
+        if (freqs.isEmpty() || freqs.size != cores.size) return fallback.coerceAtLeast(1)
         val slowest = freqs.min()
         val big = freqs.count { it > slowest }
         return if (big == 0) freqs.size else big
+    }
+
+    // A vendor's SELinux policy may forbid reading it: an IOException, not a crash at start.
+    private fun maxFreq(file: File): Long? = try {
+        if (file.isFile) file.readText().trim().toLongOrNull() else null
+    } catch (e: IOException) {
+        null
     }
 }
