@@ -5,6 +5,7 @@ point of its own sweep certified within the budget, bit for bit, or refuses in o
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,8 +14,8 @@ from mtz_mobile import api
 from mtz_mobile.cli import build_parser, main
 from mtz_mobile.errors import MTZError
 from mtz_mobile.graph.keras_io import load_keras_model
-from mtz_mobile.zipper.budget import frontier_dir
-from mtz_mobile.zipper.config import RetrainSettings, ZipConfig
+from mtz_mobile.zipper.budget import frontier_dir, search_staleness
+from mtz_mobile.zipper.config import BudgetSearch, RetrainSettings, ZipConfig
 from mtz_mobile.zipper.plan import load_zip_dir
 from mtz_mobile.zipper.sweep import load_sweep, weights_digest
 
@@ -82,6 +83,12 @@ def test_budget_keeps_the_most_shared_certified_point_bit_for_bit(small_models, 
     zipdir = load_zip_dir(out)
     assert weights_digest(zipdir.network) == weights_digest(result.network) == chosen["weights_sha256"]
     assert zipdir.plan.config().alpha == chosen["alpha"] and zipdir.plan.config().shared == [chosen["level"]]
+    # deploy --budget reuses it while models, settings and data are the same, and not otherwise
+    paths = dict(zip("ab", small_models))
+    config, search = api.models_config(OPTIONS, small_models), BudgetSearch(6.0, [0.0, 0.5, 1.0], [0.5, 0.9])
+    assert search_staleness(out, paths, data, config, search) is None
+    assert search_staleness(out, paths, data, config, replace(search, budget=5.0)) is not None
+    assert search_staleness(out, paths, {"a": fmnist.head(3000, 100), "b": fmnist}, config, search) is not None
     # the kept zip's own certificate, measured again here on the hold-out, is within the budget
     held = fmnist.holdout(0.2)
     for t, path in zip("ab", small_models):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mtz_mobile.data import TaskData
+from mtz_mobile.data import TaskData, load_specs, specs_for
 from mtz_mobile.errors import MTZError
 from mtz_mobile.fileio import partial_dir, sha256_of
 from mtz_mobile.graph.keras_io import ParsedModel
@@ -88,14 +88,23 @@ def search_staleness(zip_dir: str | Path, model_paths: dict[str, str], data, con
                      search: BudgetSearch, data_dir=None) -> str | None:
     """deploy's question for a budget zip: None when ``zip_dir`` is the chosen point of a finished
     search made from these models and settings (and, per currency.zip_staleness, this data)."""
-    where = frontier_dir(zip_dir)
+    where, zipped = frontier_dir(zip_dir), (Path(zip_dir) / "plan.json").exists()
     try:
         state = load_sweep(where)
     except MTZError:
-        return "missing"
+        return "no budget search beside it" if zipped else "missing"
     if not matches(state, [sha256_of(p) for p in model_paths.values()], config, search):
         return "search settings or models changed"
     if not any(p["within_budget"] for p in state["points"]):
-        return "missing"   # the search certified nothing: it runs again and refuses in one line
+        # the search certified nothing: it is read again and refused in one line
+        return "search certified nothing" if zipped else "missing"
     chosen = ZipConfig.from_json(state["points"][best_point(state)]["config"])
-    return zip_staleness(zip_dir, model_paths, data, chosen, data_dir)
+    # the chosen zip was made on the training split less the hold-out (sweep.reproduce_point)
+    tasks = list(model_paths)
+    try:
+        loaded = data if isinstance(data, dict) else dict(zip(tasks, load_specs(specs_for(data, len(tasks)),
+                                                                                 data_dir)))
+        held = {t: loaded[t].holdout(chosen.validation_split) for t in tasks}
+    except (MTZError, KeyError):
+        return "data changed"
+    return zip_staleness(zip_dir, model_paths, held, chosen, data_dir)
