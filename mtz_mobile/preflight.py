@@ -26,6 +26,7 @@ import numpy as np
 from .data import TaskData, error_rate, load_specs, source_shape, specs_for
 from .data_spec import DataSpec, parse_spec, shape_text
 from .errors import MTZError
+from .graph.network import ZippedNetwork
 from .image_folder import split_per_class
 from .progress import Progress
 from .zipper.validation import holdout_shortfall
@@ -55,9 +56,8 @@ def checked_data(models: dict, data, tasks: list[str], data_dir, validation_spli
     and the originals checked on it. ``validates``: the zip will choose by the hold-out; with
     ``budget_pp`` a hold-out too small to certify even an unchanged network within it is refused
     (a ``sweep`` only says so: its frontier is still worth having)."""
-    from .graph.network import ZippedNetwork   # the unzipped joint network: refuses unlike structures first
-
-    original = ZippedNetwork.from_models(models)
+    original = ZippedNetwork.from_models(models)   # the unzipped joint network: refuses unlike structures first
+    expected = _expected(models, tasks, expected_errors)
     if isinstance(data, dict):
         datas = data
     else:
@@ -67,7 +67,6 @@ def checked_data(models: dict, data, tasks: list[str], data_dir, validation_spli
         datas = dict(zip(tasks, load_specs(specs, data_dir)))
     for t in tasks:
         _check_shape(t, datas[t].spec, datas[t].x_train.shape[1:], models[t])
-    expected = _expected(models, tasks, expected_errors)
     short = "" if budget_pp is None else holdout_shortfall(
         budget_pp, confidence, {t: holdout_size(datas[t], validation_split) for t in tasks},
         {t: datas[t].validation_source or "hold-out of the training images" for t in tasks})
