@@ -100,10 +100,12 @@ def test_budget_keeps_the_most_shared_certified_point_bit_for_bit(small_models, 
 
 
 def test_budget_that_nothing_meets_is_refused_in_one_line_and_writes_no_zip(small_models, fmnist, tmp_path, capsys):
-    out = tmp_path / "z"
-    code = main(["zip"] + [str(p) for p in small_models] + ["--out", str(out), "--budget", "0.5", "--levels", "1.0",
-                                                  "--alphas", "0.5", "--calibration-samples", "300",
-                                                  "--retrain-iterations", "0", "--validation-split", "0.2", "--quiet"])
+    out, npz = tmp_path / "z", tmp_path / "d.npz"
+    np.savez(npz, x_train=fmnist.x_train, y_train=fmnist.y_train, x_test=fmnist.x_test, y_test=fmnist.y_test)
+    code = main(["zip"] + [str(p) for p in small_models] + ["--out", str(out), "--data", f"npz:{npz}",
+                                                            "--budget", "1", "--levels", "1.0", "--alphas", "0.5",
+                                                            "--calibration-samples", "300", "--retrain-iterations",
+                                                            "0", "--validation-split", "0.2", "--quiet"])
     err = capsys.readouterr().err.strip()
-    assert code != 0 and len(err.splitlines()) == 1 and "0.5 pp budget" in err
+    assert code != 0 and len(err.splitlines()) == 1 and "1 pp budget" in err
     assert not out.exists() and (frontier_dir(out) / "frontier.md").is_file()
