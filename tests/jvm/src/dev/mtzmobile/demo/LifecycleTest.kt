@@ -228,6 +228,12 @@ class LifecycleTest {
             val first = await<Loaded>("first activity") { host.attach(it) }
             val second = await<Loaded>("recreated activity") { host.attach(it) }
             assertTrue(first is Loaded.Ready && second === first)
+            for (task in (first as Loaded.Ready).manifest.tasks + first.manifest.tasks) {  // task switches
+                val out = await<Result<FloatArray>>("task ${task.name}") { done ->
+                    host.withModel("task", done) { it.run(task, FloatArray(task.input.elementCount)) }
+                }
+                assertEquals(task.output.elementCount, out.getOrThrow().size)
+            }
             assertEquals(1, host.compiles)
             assertEquals(1, liteRt.engines.size)
         } finally {
