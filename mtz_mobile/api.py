@@ -72,12 +72,15 @@ def zip_models(model_paths: list[str | os.PathLike], out_dir: str | os.PathLike 
                data: str | list[str] | dict[str, TaskData] = "fashion-mnist", names: list[str] | None = None,
                data_dir: str | os.PathLike | None = None, config: ZipConfig | None = None, resume: bool = False,
                overwrite: bool = False, progress: bool = True, from_sweep: str | os.PathLike | None = None,
-               point: int | str | None = None, expected_errors=None, **options) -> ZipResult:
+               point: int | str | None = None, expected_errors=None, dry_run: bool = True,
+               **options) -> ZipResult:
     """Zip trained models (.keras, or .onnx as torch.onnx.export writes them). ``data`` is one spec for all tasks, one per model, or loaded data.
     ``from_sweep=DIR, point=K`` zips point K of a sweep again instead (its models, data and settings);
     ``point="best"``: the one sharing the most among those within the sweep's budget.
     Before any work the data's shapes and the originals' errors on it are checked (``preflight``;
-    ``expected_errors``: the originals' errors in percent, when the user knows them)."""
+    ``expected_errors``: the originals' errors in percent, when the user knows them). ``dry_run``:
+    first convert the fully shared structure (``converters.check_convertible``, seconds), so a graph
+    that cannot become one file is refused before the data are even read."""
     search, options = split_search(options)
     if from_sweep is not None or point is not None:
         if search is not None:
@@ -88,6 +91,10 @@ def zip_models(model_paths: list[str | os.PathLike], out_dir: str | os.PathLike 
     tasks = task_names(paths, names)
     config = start_distribution(_config(config, options, paths))
     models = {t: read_model(p) for t, p in zip(tasks, paths)}
+    if dry_run and not resume:   # a partial zip passed it when it started
+        from converters.dry_run import check_convertible
+
+        check_convertible(models)
     datas = checked_data(models, data, tasks, data_dir, config.validation_split, progress, expected_errors,
                          budget_pp=search.budget if search is not None else config.max_error_increase,
                          confidence=config.confidence)

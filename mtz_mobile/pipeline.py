@@ -50,7 +50,7 @@ def deploy(models: list[str | os.PathLike], out_dir: str | os.PathLike, data="fa
            app: str | None = None, joint: bool = True, quantize: str = "none", bench: bool = True,
            threads: int = 1, runs: int = 50, runtime: str = DEPLOY_RUNTIME, xnnpack_cache: str | None = None,
            transient_indirection: bool = False, progress: bool = True, expected_errors=None,
-           **zip_options) -> DeployResult:
+           dry_run: bool = True, **zip_options) -> DeployResult:
     """Run (or resume) every stage; returns where each output is and which stages ran."""
     from . import api
 
@@ -68,7 +68,7 @@ def deploy(models: list[str | os.PathLike], out_dir: str | os.PathLike, data="fa
         out.mkdir(parents=True, exist_ok=True)
         bar = Progress(3 + int(bench) + int(push), label="deploy", enabled=progress)
         stages = {"zip": _zip_stage(models, out / "zip", tasks, data, names, data_dir, config, progress,
-                                    zip_options, bar, search, expected_errors)}
+                                    dict(zip_options, dry_run=dry_run), bar, search, expected_errors)}
         model = out / MODEL_NAME
         stages["convert"] = _convert_stage(out / "zip", model, stages["zip"] == "done", quantize, joint,
                                            data_dir, bar)

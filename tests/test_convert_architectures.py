@@ -85,7 +85,12 @@ def build(arch: str, seed: int, path):
     builder, scale = ARCHITECTURES[arch]
     keras.utils.set_random_seed(seed)
     model = builder()
-    randomise_batchnorm(model, np.random.default_rng(seed + 1))
+    rng = np.random.default_rng(seed + 1)
+    randomise_batchnorm(model, rng)
+    for layer in model.layers:   # Keras starts biases at zero; a zero bias the converter may drop
+        bias = getattr(layer, "bias", None)
+        if bias is not None:
+            bias.assign(rng.normal(0, 0.1, bias.shape).astype(np.float32))
     model.save(path)
     return model, _images(32, model.input_shape[1:], seed=seed + 2) * scale
 
@@ -176,3 +181,54 @@ def test_half_shared_pair_converts_to_the_zipped_outputs(arch, models, tmp_path)
     assert figures["shared_bytes"] == 4 * plan["params"]["shared"] > 0
     assert all(v > 0 for v in figures["task_bytes"].values()), figures
     print(arch, "half", figures)
+
+
+# ----- the dry run before a long zip ------------------------------------------------------------
+
+@pytest.mark.parametrize("arch", ["conv1d", "separable"])
+def test_dry_runs_structure_is_the_fully_shared_zips(arch, models, tmp_path):
+    """What check_convertible converts has the blocks (node, groups, owners) and shapes that a real
+    zip at 100 % leaves, and both compute the first task's function."""
+    from converters.dry_run import fully_shared
+    from mtz_mobile.graph.network import ZippedNetwork
+
+    path, model, x = models(arch)
+    result, _ = _zip_copy(model, x, n_calib=len(x))
+    parsed = parse_model(model, str(path), sha256_of(path))
+    dry = fully_shared(ZippedNetwork.from_models({"a": parsed, "b": permuted_copy(parsed, np.random.default_rng(0))[0]}))
+    for zipped, ours in zip(result.network.nodes, dry.nodes):
+        assert sorted(ours.kernels) == sorted(zipped.kernels), zipped.name
+        assert sorted(ours.biases) == sorted(zipped.biases), zipped.name
+        assert [k.shape for _, k in sorted(ours.kernels.items())] == [k.shape for _, k in sorted(zipped.kernels.items())]
+    want = model.predict(x[:4], verbose=0)
+    for task in ("a", "b"):
+        assert np.abs(dry.predict(task, x[:4]) - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_dry_run_passes_the_graph_and_refuses_it_before_any_data_or_output_once_it_folds(
+        models, tmp_path, monkeypatch, capsys):
+    """MobileNetV3Small's fully shared structure converts; with the converter graph's hard_sigmoid in
+    Keras' own form (as before ConverterOps) the converter folds its +3 into the shared
+    squeeze-and-excite bias, and the zip is refused on one line naming the layer, before the data
+    are read (the spec names no file) and with no output."""
+    from converters import check_convertible, dry_run, graph
+    from mtz_mobile.cli import main
+    from mtz_mobile.graph.ops import TFOps
+
+    path, model, _ = models("mobilenet_v3_small")
+    parsed = parse_model(model, str(path), sha256_of(path))
+    report = check_convertible({"a": parsed, "b": parsed})
+    assert report.shared_weight_bytes > 0 and report.operands > 0
+    print("dry run, MobileNetV3Small pair:", report)
+
+    monkeypatch.setattr(graph.ConverterOps, "activation", TFOps.activation)
+    monkeypatch.setattr(dry_run, "_PASSED", {})   # the graph it passed above is another graph now
+    out = tmp_path / "zip"
+    args = ["zip", str(path), str(path), "--names", "a,b", "--out", str(out), "--data", "npz:/nonexistent.npz"]
+    assert main(args) != 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(err) == 1 and "dry run" in err[0] and "squeeze_excite" in err[0] and "--no-dry-run" in err[0], err
+    assert not out.exists() and not list(tmp_path.glob("*partial*"))
+    # with --no-dry-run the same call goes on to the data, which the spec does not name
+    assert main(args + ["--no-dry-run"]) != 0
+    assert "nonexistent" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+from converters.dry_run import ConversionCheck
 from mtz_mobile.bench.android import CACHE_STATES as ANDROID_CACHE_STATES
 from mtz_mobile.bench.host import CACHE_STATES, HostSettings
 from mtz_mobile.bench.probe import RUNTIMES
@@ -58,6 +59,7 @@ def add_commands(sub) -> None:
     add_zip_inputs(p, out_help="directory for zip/, model.tflite, baselines and bench/", models_dest="models")
     add_dataclass_options(p, ZipConfig)
     add_dataclass_options(p, BudgetSearch)
+    add_dataclass_options(p, ConversionCheck)
     p.add_argument("--quantize", choices=QUANTIZATIONS, default="none", help="quantization of the converted model")
     p.add_argument("--no-bench", dest="bench", action="store_false", help="skip the host bench")
     _add_host_settings(p, runtime=DEPLOY_RUNTIME)

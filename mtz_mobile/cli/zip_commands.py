@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from converters.dry_run import ConversionCheck
 from mtz_mobile.reference import ARCHITECTURES, LENET_300_100
 from mtz_mobile.zipper.config import DEFAULT_LEVELS, BudgetSearch, ZipConfig
 
@@ -46,6 +47,7 @@ def add_commands(sub) -> None:
     add_zip_inputs(p, out_help="output directory (plan.json, weights.npz, sources/)", models_nargs="*")
     add_dataclass_options(p, ZipConfig)
     add_dataclass_options(p, BudgetSearch)
+    add_dataclass_options(p, ConversionCheck)
     p.add_argument("--from-sweep", metavar="DIR", help="zip a point of this sweep again, bit for bit (no models "
                                                        "or zip options: the sweep fixes them)")
     p.add_argument("--point", type=_point, metavar="K", help="with --from-sweep: the point (frontier.md's first "
