@@ -78,7 +78,8 @@ def jobs(small_models, tmp_path_factory):
         # the command line, one worker: the strategy must exist before the CLI reads the models
         "cli": Job(root, "cli", small_models, {"TF_CONFIG": _tf_config(_free_ports(1), 0)},
                    ["-m", "mtz_mobile.cli", "zip", *map(str, small_models), "--out", str(root / "cli_zip"),
-                    "--strategy", "multi-worker", "--retrain-iterations", "3", "--calibration-samples", "300",
+                    "--strategy", "multi-worker", "--retrain-iterations", "3", "--retrain-schedule", "layer",
+                    "--calibration-samples", "300",
                     "--quiet"]),
     }
     deadline = time.monotonic() + TIMEOUT_S

@@ -148,7 +148,7 @@ def test_interrupted_zip_resumes_to_the_same_result(small_models, fmnist, tmp_pa
 def test_retraining_moves_shared_blocks_and_lowers_the_loss(small_models, fmnist):
     cfg0 = ZipConfig(shared=["all"], compensation="none", retrain=NO_RETRAIN, calibration_samples=1000)
     cfg = ZipConfig(shared=["all"], compensation="none", calibration_samples=1000,
-                    retrain=RetrainSettings(iterations=40, batch_size=64, learning_rate=1e-3))
+                    retrain=RetrainSettings(iterations=40, batch_size=64, learning_rate=1e-3, schedule="layer"))
     data = {"a": fmnist, "b": fmnist}
     before = zip_networks(chains_of(small_models), data, cfg0, progress=False)
     after = zip_networks(chains_of(small_models), data, cfg, progress=False)
@@ -164,7 +164,8 @@ def test_cosine_learning_rate_is_warm_up_then_half_a_cosine_to_zero(iterations):
     from mtz_mobile.zipper.retrain import learning_rate
 
     lr = 2e-3
-    assert learning_rate(RetrainSettings(iterations=iterations, learning_rate=lr)) == lr
+    assert learning_rate(RetrainSettings(iterations=iterations, learning_rate=lr,
+                                         learning_rate_schedule="constant")) == lr
     schedule = learning_rate(RetrainSettings(iterations=iterations, learning_rate=lr,
                                              learning_rate_schedule="cosine"))
     warm = iterations // 20

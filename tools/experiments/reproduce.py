@@ -112,7 +112,7 @@ def retrain(s: Settings, iterations: int, paper: bool = False, schedule: str = "
     """Light retraining as configured; ``paper``: the paper's loss (labels only, no distillation)."""
     extra = {"distill": 0.0} if paper else {}
     return RetrainSettings(iterations=iterations, learning_rate=s.retrain_lr, batch_size=s.batch_size,
-                           schedule=schedule, **extra)
+                           schedule=schedule, learning_rate_schedule="constant", **extra)
 
 
 # ----- output ----------------------------------------------------------------------------------
@@ -452,7 +452,8 @@ def exp_table1(out: Path, datas: dict[str, TaskData], s: Settings) -> dict:
                 plain_errors[sparse, mask] = net_errors(zip_pair(p, two, ZipConfig(retrain=no_retrain(), **common))
                                                         .network, two)
             err0 = plain_errors[sparse, mask]
-            settings = RetrainSettings(iterations=mult * iters, learning_rate=lr, batch_size=s.batch_size)
+            settings = RetrainSettings(iterations=mult * iters, learning_rate=lr, batch_size=s.batch_size,
+                                       schedule="layer", learning_rate_schedule="constant")   # the paper's
             result = zip_pair(p, two, ZipConfig(retrain=settings, **common))
             errs = net_errors(result.network, two)
             params = result.plan.params
