@@ -65,3 +65,30 @@ def test_the_first_file_in_sorted_order_sets_the_image_size(tmp_path):
     # and the images come in sorted order: the smallest name (a.png's) first
     order = sorted(range(len(names)), key=lambda i: names[i])
     np.testing.assert_allclose(d.x_train[:, 5, 5, 0] * 255, [40 * i for i in order], atol=1e-3)
+
+
+def test_nested_folders_are_walked_in_sorted_order(tmp_path):
+    """A class folder whose images sit in sub-folders: the first image in sorted path order (a/)
+    sets the size, whichever sub-folder the file system lists or walks first."""
+    for attempt in range(20):
+        root = tmp_path / f"try{attempt}"
+        cls = root / "train" / "only"
+        for sub in ("m", "c", "x", "a", "q"):   # created scrambled
+            (cls / f"{sub}{attempt}").mkdir(parents=True)
+        if next(cls.iterdir()).name != f"a{attempt}":
+            break
+    else:
+        raise AssertionError("this file system lists folders sorted: the test cannot tell")
+    for i, sub in enumerate(sorted(p.name for p in cls.iterdir())):
+        Image.new("L", (10, 12) if i == 0 else (20 + i, 30 + i), 40 * i).save(cls / sub / "img.png")
+    (root / "test" / "only").mkdir(parents=True)
+    Image.new("L", (10, 12), 0).save(root / "test" / "only" / "t.png")
+    assert load_task_data(f"dir:{root}").x_train.shape == (5, 12, 10, 1)
+
+
+def test_resizing_no_images_keeps_the_shape():
+    """An empty set (e.g. a class-less split) resized: (0, H, W, C), not an error."""
+    from mtz_mobile.data import fit_images
+
+    for c in (1, 3):
+        assert fit_images(np.zeros((0, 28, 28, 1), np.float32), (14, 14, c), "resize").shape == (0, 14, 14, c)
