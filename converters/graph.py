@@ -47,10 +47,30 @@ class ConverterOps(TFOps):
     so nothing folds, and the converter recognises it as one HARD_SWISH.)
     """
 
+    def __init__(self, guard_preprocessing: bool = False):
+        super().__init__()
+        self.guard_preprocessing = guard_preprocessing
+
     def activation(self, name, z):
         if name == "hard_sigmoid":
             return self.tf.clip_by_value(z, -3.0, 3.0) * (1.0 / 6.0) + 0.5
         return super().activation(name, z)
+
+    def rescale(self, x, scale, offset):
+        """A task's Rescaling/Normalization. The converter folds a constant multiply (and, before a
+        VALID convolution, an add) into the following layer's kernel and bias: harmless for a task's
+        own first layer, but a shared one would then hold kernel × the task's scale, not the
+        shared block (stored once per task where scales differ). A MAXIMUM with the lowest float
+        changes no value and is nothing the converter folds through: one elementwise op on the
+        input, only where the first layer shares a block."""
+        y = super().rescale(x, scale, offset)
+        return self.tf.maximum(y, np.finfo(np.float32).min) if self.guard_preprocessing else y
+
+
+def _first_layer_shares(net: ZippedNetwork) -> bool:
+    """Whether a weight node reading the (preprocessed) input holds a block of two or more tasks."""
+    first = [j for j in net.weight_nodes() if net.source(net.nodes[j].inputs[0]) == 0]
+    return any(len(key[-1]) > 1 for j in first for key in (*net.nodes[j].kernels, *net.nodes[j].biases))
 
 
 @dataclass(frozen=True)
@@ -98,7 +118,7 @@ class TaskGraph(tf.Module):
     def __init__(self, net: ZippedNetwork, joint: bool = False):
         super().__init__(name="mtz")
         self.net = net
-        self.ops = ConverterOps()
+        self.ops = ConverterOps(guard_preprocessing=_first_layer_shares(net))
         # variables in dicts with string keys (what tf.Module can track); operand descriptions beside
         operands = {}
         self.kernels: dict[str, tf.Variable] = {}

@@ -64,7 +64,9 @@ def conv1d_net():
 
 def separable_net():
     inp = keras.Input((16, 16, 3))
-    h = L.ReLU()(L.BatchNormalization()(L.Conv2D(8, 3, padding="same")(inp)))
+    # a scale alone before a shared VALID convolution: what the converter would fold into its kernel
+    h = L.Rescaling(1 / 255.0)(inp)
+    h = L.ReLU()(L.BatchNormalization()(L.Conv2D(8, 3)(h)))
     h = L.SeparableConv2D(12, 3, padding="same", activation="relu")(h)
     h = L.SeparableConv2D(12, 3, strides=2, padding="same", use_bias=False)(h)
     h = L.ReLU(6.0)(L.BatchNormalization()(h))
@@ -77,7 +79,7 @@ ARCHITECTURES = {
     "mobilenet_v3_small": (mobilenet_v3_small, 255.0),
     "efficientnet_b0": (efficientnet_b0, 255.0),
     "conv1d": (conv1d_net, 1.0),
-    "separable": (separable_net, 1.0),
+    "separable": (separable_net, 255.0),
 }
 
 
