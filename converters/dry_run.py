@@ -61,13 +61,19 @@ def fully_shared(net: ZippedNetwork) -> ZippedNetwork:
     return out
 
 
-def check_convertible(models, quantize: str = "none") -> DryRunReport:
+def check_convertible(models, quantize: str = "none") -> DryRunReport | None:
     """Convert the fully shared structure of ``models`` (task → parsed model, or an unzipped
-    ZippedNetwork) in memory and prove its layout; an MTZError names the node and the fix."""
+    ZippedNetwork) in memory and prove its layout; an MTZError names the node and the fix.
+    None where TensorFlow (whose converter this is) is not installed: a zip made with another Keras
+    backend is converted later, where it is."""
     from mtz_mobile.contract import QUANTIZATIONS
 
     if quantize not in QUANTIZATIONS:
         raise MTZError(f"unknown quantization {quantize!r}: use one of {', '.join(QUANTIZATIONS)}")
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        return None
     start = time.perf_counter()
     net = models if isinstance(models, ZippedNetwork) else ZippedNetwork.from_models(models)
     shared = fully_shared(net)
