@@ -5,6 +5,7 @@ copy whose figures all differ, so that two columns swapped cannot match by chanc
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 from mtz_mobile.bench import render_markdown
 from mtz_mobile.bench.probe import METRIC_KEYS
@@ -98,3 +99,16 @@ def test_every_memory_column_reads_its_own_figure(deployed):
     report["memory"]["versus_one_original"] = versus_one_original(report["memory"]["measurements"])
     assert {q["metric"] for q in report["memory"]["ratios"]} == set(METRIC_KEYS)
     check_memory_tables(report, render_markdown(report))
+
+
+def test_weight_cache_rows_name_each_models_own_cache_file(deployed):
+    """The cache table names the file beside each model (MODEL.xnnpack_cache), which exists, in
+    report.json and report.md alike."""
+    caches = deployed.report["memory"]["weight_cache_files"]
+    models = {str(deployed.model), *map(str, deployed.baselines.values())}
+    assert {c["model"] for c in caches} == models
+    rows = find(tables((deployed.out_dir / "bench" / "report.md").read_text()), "cache file", "found", "rebuilt")
+    assert [r["cache file"] for r in rows] == [f"`{c['cache_file']}`" for c in caches]
+    for c in caches:
+        assert c["cache_file"] == c["model"] + ".xnnpack_cache"
+        assert Path(c["cache_file"]).stat().st_size == c["cache_bytes"]
