@@ -91,7 +91,8 @@ def test_permuted_copy_zips_back_exactly_on_jax(jax_zips, permuted_pair, fmnist)
 def test_retrained_zip_agrees_with_tensorflows(jax_zips, small_models, fmnist):
     """Same pairs, same seeded batches, Keras' Adam on both: the zips differ by float32 rounding
     (other kernels and summation orders) grown over 30 steps per layer, not by what they learn.
-    Measured: outputs within ~1e-3, test errors within 0.2 pp."""
+    Measured: blocks within 1.6e-4 relative, probabilities within 9.2e-4, test errors 0.00 / 0.05 pp
+    apart, last losses within 4e-6 relative."""
     out, _ = jax_zips
     on_jax = load_zip_dir(out / "retrained")
     on_tf = zip_models([str(p) for p in small_models], None, data={"a": fmnist, "b": fmnist}, names=["a", "b"],
@@ -100,12 +101,12 @@ def test_retrained_zip_agrees_with_tensorflows(jax_zips, small_models, fmnist):
         assert [p[:2] for p in mine.pairs] == [p[:2] for p in theirs.pairs]
         assert mine.retrain["backend"] == "jax" and theirs.retrain["backend"] == "tensorflow"
         for t in ("a", "b"):
-            assert mine.retrain["loss_last"][t] == pytest.approx(theirs.retrain["loss_last"][t], rel=0.02)
+            assert mine.retrain["loss_last"][t] == pytest.approx(theirs.retrain["loss_last"][t], rel=1e-3)
     for task in ("a", "b"):
         p_jax, p_tf = on_jax.network.predict(task, fmnist.x_test), on_tf.network.predict(task, fmnist.x_test)
-        assert np.abs(p_jax - p_tf).max() <= 0.02
+        assert np.abs(p_jax - p_tf).max() <= 0.01
         errors = [np.mean(np.argmax(p, -1) != fmnist.y_test) for p in (p_jax, p_tf)]
-        assert abs(errors[0] - errors[1]) <= 0.005
+        assert abs(errors[0] - errors[1]) <= 0.003   # 6 of the 2,000 test images
 
 
 def test_keras_on_another_backend_is_refused_in_one_line():
