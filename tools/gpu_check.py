@@ -160,7 +160,8 @@ def run_mobilenet(size: dict, data_dir, out: Path, note) -> dict:
     note(references_test_error_pct=refs, references_train_s=round(time.perf_counter() - t0, 1))
     options = zip_options(names=list(datas), calibration_samples=size["calibration"], damping=1e-2,
                           retrain_iterations=size["steps"], retrain_schedule="end", retrain_learning_rate=1e-3,
-                          retrain_learning_rate_schedule="cosine", retrain_batch_size=size["batch"])
+                          retrain_learning_rate_schedule="cosine", retrain_batch_size=size["batch"],
+                          expected_errors=[refs[t] for t in datas])   # the preflight's yardstick (--small: chance)
     zipped = timed_zip(lambda: zip_models([out / f"{t}.keras" for t in datas], None, data=datas, **options))
     result = zipped.pop("result")
     retraining = zipped["phases_s"]["retraining"]
@@ -224,7 +225,8 @@ def run_lenet5(size: dict, data_dir, out: Path, note) -> dict:
     note(references=refs, references_train_s=round(time.perf_counter() - t0, 1))
     options = zip_options(names=list(datas), alpha=0.9, calibration_samples=size["calibration"],
                           retrain_iterations=size["steps"], retrain_schedule="end", retrain_learning_rate=1e-3,
-                          retrain_learning_rate_schedule="cosine", validation_split=0.2, seed=0)
+                          retrain_learning_rate_schedule="cosine", validation_split=0.2, seed=0,
+                          expected_errors=[refs[t]["test_error_pct"] for t in datas])
     zipped = timed_zip(lambda: zip_models([out / f"{t}.keras" for t in datas], None, data=datas, **options))
     result = zipped.pop("result")
     p = result.plan.params
