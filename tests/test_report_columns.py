@@ -58,6 +58,9 @@ def check_memory_tables(report: dict, markdown: str) -> None:
             assert number(row[column]) == a[key], (column, m["variant"], m["stage"])
         for column, key in (("VmRSS Δ", "VmRSS"), ("Pss Δ", "Pss"), ("anonymous Δ", "Anonymous")):
             assert number(row[column]) == a[key] - b[key], (column, m["variant"], m["stage"])
+        for column, keys in (("private", ("Private_Clean", "Private_Dirty")), ("shared", ("Shared_Clean", "Shared_Dirty"))):
+            assert number(row[column]) == sum(a[k] for k in keys), (column, m["variant"], m["stage"])
+        assert number(row["RssShmem"]) == a.get("RssShmem"), m["stage"]
     ratios = find(tabs, "stage", "metric", "zipped Δ", "baselines Δ")
     shown = {(r["stage"], r["metric"]): r for r in ratios}
     for q in mem["ratios"]:
