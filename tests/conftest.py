@@ -23,7 +23,7 @@ def fmnist() -> TaskData:
 def train_small_mlp(data: TaskData, path, seed: int, hidden=(48, 24), epochs: int = 2, permute: bool = True):
     import keras
 
-    # tools/mutation.py runs the tests once per mutant and mutates no training code: it sets a cache
+    # tools/checks/mutation.py runs the tests once per mutant and mutates no training code: it sets a cache
     cache = os.environ.get("MTZ_TEST_MODEL_CACHE")
     digest = hashlib.sha256(data.y_train.tobytes() + data.x_train[:50].tobytes()).hexdigest()[:12]
     key = f"mlp-{digest}-{data.x_train.shape}-{seed}-{hidden}-{epochs}-{permute}.keras".replace(" ", "")

@@ -10,7 +10,7 @@ edits of the files (a copied block, a lost block, a zeroed bias, an old-style op
 per tensor) and a hand-built model cover the cases the converter does not produce.
 
 Every test calls the layout code itself (mutmut runs a mutant only against the tests that called
-the mutated function); under tools/mutation.py the files are built once per run (see ``cached_root``).
+the mutated function); under tools/checks/mutation.py the files are built once per run (see ``cached_root``).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def build_files(root: Path) -> dict:
 
 
 def cached_root() -> Path | None:
-    """tools/mutation.py sets MTZ_TEST_MODEL_CACHE: no target mutates the zipper or TensorFlow's
+    """tools/checks/mutation.py sets MTZ_TEST_MODEL_CACHE: no target mutates the zipper or TensorFlow's
     converter, so the files are built once per run (keyed by the sources that make them) and each
     mutant runs only the layout code against them — seconds instead of a conversion per mutant."""
     cache = os.environ.get("MTZ_TEST_MODEL_CACHE")

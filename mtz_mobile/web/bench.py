@@ -1,6 +1,6 @@
 """The zipped file against its separate per-task files in the browser (LiteRT.js, wasm CPU, Debian's
 chromium headless): memory, load time and per-task latency, side by side in one run
-(`mtz-mobile bench MODEL --runtime web`, tools/bench_web.py).
+(`mtz-mobile bench MODEL --runtime web`).
 
 The model is served as `mtz-mobile serve` serves it (in this process, on a free local port) with
 its baselines beside it, and drive.mjs opens /bench.html once per trial and set in a fresh browser,

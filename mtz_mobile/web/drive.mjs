@@ -1,4 +1,4 @@
-// Drives Debian's chromium through playwright-core for tests/test_browser.py and tools/bench_web.py.
+// Drives Debian's chromium through playwright-core for tests/test_browser.py and `mtz-mobile bench --runtime web`.
 //
 //   node mtz_mobile/web/drive.mjs JOB.json      (prints one JSON document on stdout)
 //

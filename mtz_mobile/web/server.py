@@ -3,7 +3,7 @@
 Python's stdlib http.server serves, and nothing else runs on the server side:
 
     /                      static/index.html (pick a task, run it on sample or uploaded images)
-    /bench.html            static/bench.html (zipped file vs its baselines: tools/bench_web.py drives it)
+    /bench.html            static/bench.html (zipped file vs its baselines: `bench --runtime web` drives it)
     /samples.json          the sample images: MODEL_STEM.samples.json beside the model (the zip's own test
                            data, written by deploy and convert), else static/samples.json (Fashion-MNIST)
     /<file>                the other files in static/ (app.js, runtime.js, style.css, ...)

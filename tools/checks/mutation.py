@@ -6,13 +6,13 @@ tree (tracked and untracked, not ignored files) to OUT/TARGET/tree, writes mutmu
 there, runs ``mutmut run`` (one mutant at a time, forked from a warm pytest process; only the
 tests that executed the mutated function run against it) and writes OUT/TARGET/report.md and
 OUT/summary.md: killed, survived, not covered, and each survivor with its diff and, when
-tools/mutation_survivors.txt explains it, the reason.
+tools/checks/mutation_survivors.txt explains it, the reason.
 
-    python tools/mutation.py math pairing step layout      # the targets held to 85 %
-    python tools/mutation.py --list
-    python tools/mutation.py layout --out results/mutation --tests tests/test_converter.py
-    python tools/mutation.py step --sample 150 --seed 0   # a seeded sample where a full run takes hours
-    python tools/mutation.py math --rerun-survivors         # after adding tests: the survivors again
+    python tools/checks/mutation.py math pairing step layout      # the targets held to 85 %
+    python tools/checks/mutation.py --list
+    python tools/checks/mutation.py layout --out results/mutation --tests tests/test_converter.py
+    python tools/checks/mutation.py step --sample 150 --seed 0   # a seeded sample where a full run takes hours
+    python tools/checks/mutation.py math --rerun-survivors         # after adding tests: the survivors again
 
 Score = killed / (mutants − explained survivors). Mutants no selected test executes count as not
 killed: uncovered code is unguarded code. Timeouts count as killed (the mutant hangs the code).
@@ -33,8 +33,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-EXPLAINED = ROOT / "tools" / "mutation_survivors.txt"
+ROOT = Path(__file__).resolve().parents[2]
+EXPLAINED = ROOT / "tools" / "checks" / "mutation_survivors.txt"
 COPIED = ["converters/", "mtz_mobile/", "tests/", "tools/", "android_demo/"]   # what the tests import or read
 
 

@@ -4,8 +4,8 @@ and coarse (5 groups), exported with torch.onnx.export, and a Keras twin of each
 same weights (the graph mtz-mobile reads from the ONNX file, BatchNorm folded), so that the two
 front doors zip the same pair.
 
-    /tmp/torchenv/bin/python tools/onnx_pair.py train OUT     # needs torch (a venv with torch 2.13 CPU)
-    python tools/onnx_pair.py twin OUT                        # OUT/a.keras, OUT/b.keras from OUT/*.onnx
+    /tmp/torchenv/bin/python tools/experiments/onnx_pair.py train OUT     # needs torch (a venv with torch 2.13 CPU)
+    python tools/experiments/onnx_pair.py twin OUT                        # OUT/a.keras, OUT/b.keras from OUT/*.onnx
     nice -n 19 mtz-mobile deploy OUT/a.onnx OUT/b.onnx --data fashion-mnist --data fashion-mnist-coarse ...
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TASKS = (("a", "fashion-mnist"), ("b", "fashion-mnist-coarse"))
 
 
