@@ -12,7 +12,7 @@ import org.junit.runners.Parameterized
 /**
  * The app's model input (ModelInput.preprocess with the preprocessing its manifest reader gives)
  * for raw values the Python side chose, bit for bit equal to the Python side's own computation
- * (tools/export_android_assets.py app_input, float32).
+ * (mtz_mobile/android_assets.py app_input, float32).
  */
 @RunWith(Parameterized::class)
 class PreprocessingTest(private val name: String, private val case: JSONObject) {

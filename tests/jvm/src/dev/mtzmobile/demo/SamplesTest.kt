@@ -9,7 +9,7 @@ import org.junit.runners.Parameterized
 import java.io.File
 import java.security.MessageDigest
 
-/** samples.json as tools/export_android_assets.py writes it, read with the app's SampleSet. */
+/** samples.json as mtz-mobile export-android writes it, read with the app's SampleSet. */
 @RunWith(Parameterized::class)
 class SamplesTest(private val name: String, private val case: JSONObject) {
     companion object {

@@ -25,7 +25,7 @@ class ModelSignaturesTest {
     private fun modelFile(): ModelFile =
         ModelFile.locate(context)
             ?: throw AssertionError(
-                "no model: run tools/export_android_assets.py before building, or " +
+                "no model: run mtz-mobile export-android before building, or " +
                     "`mtz-mobile push model.tflite --app ${Contract.APP_PACKAGE}`",
             )
 

@@ -35,7 +35,7 @@ private fun copyAssetOnce(context: Context, name: String): File {
     return copy
 }
 
-/** Reads assets/samples.json (tools/export_android_assets.py), or null when absent. */
+/** Reads assets/samples.json (mtz-mobile export-android), or null when absent. */
 fun SampleSet.Companion.load(context: Context): SampleSet? {
     if (context.assets.list("")?.contains(Contract.SAMPLES_ASSET) != true) return null
     val text = context.assets.open(Contract.SAMPLES_ASSET).bufferedReader().use { it.readText() }
@@ -57,5 +57,5 @@ class AppLocator(context: Context) : ModelLocator {
         "No model. Looked for ${ModelFile.pushedPath(app).path} and assets/${Contract.DEVICE_MODEL_NAME}.\n\n" +
             "Push one from the host:\n  mtz-mobile push model.tflite --app ${Contract.APP_PACKAGE}\n" +
             "then tap \"Reload model\"; or bundle one before building:\n" +
-            "  python tools/export_android_assets.py model.tflite"
+            "  mtz-mobile export-android model.tflite"
 }

@@ -25,7 +25,7 @@ class SampleSet(val modelSha256: String, val samples: List<Sample>) {
     }
 
     companion object {
-        /** samples.json's text (tools/export_android_assets.py); ModelFile.kt's SampleSet.load reads the asset. */
+        /** samples.json's text (mtz-mobile export-android); ModelFile.kt's SampleSet.load reads the asset. */
         fun parse(text: String): SampleSet = parse(JSONObject(text))
 
         private fun parse(o: JSONObject): SampleSet {
