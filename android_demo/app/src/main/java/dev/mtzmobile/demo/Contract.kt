@@ -2,7 +2,7 @@ package dev.mtzmobile.demo
 
 /**
  * The names this app shares with the Python side. Each one equals a constant of
- * mtz_mobile/contract.py (or converters/manifest.py, tools/export_android_assets.py): the JVM
+ * mtz_mobile/contract.py (or converters/manifest.py, mtz_mobile/android_assets.py): the JVM
  * test tests/jvm ContractTest compares every constant here with the Python side's, and
  * tests/test_android_contract.py checks that no other Kotlin file spells them. Keep every such
  * literal in this file.
@@ -32,7 +32,7 @@ object Contract {
     /** The model's file name: files/model.tflite when pushed, assets/model.tflite when bundled. */
     const val DEVICE_MODEL_NAME = "model.tflite"
 
-    /** Sample images with their labels, written by tools/export_android_assets.py. */
+    /** Sample images with their labels, written by mtz-mobile export-android. */
     const val SAMPLES_ASSET = "samples.json"
 
     /** The "format" value of samples.json. */

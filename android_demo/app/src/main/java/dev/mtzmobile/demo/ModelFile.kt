@@ -11,7 +11,7 @@ sealed class ModelSource {
     data class Pushed(val path: String) : ModelSource()
 
     /**
-     * assets/model.tflite, written by tools/export_android_assets.py before the build, and [path],
+     * assets/model.tflite, written by mtz-mobile export-android before the build, and [path],
      * the copy of it this app made in its no-backup files once per installed APK. LiteRT's
      * CompiledModel.create(assetManager, …) reads an asset into a buffer it owns (anonymous memory);
      * created from a file path, the weights stay file-backed pages that the system can drop.

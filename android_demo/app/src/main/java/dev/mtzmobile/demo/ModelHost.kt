@@ -188,7 +188,7 @@ class ModelHost(
                 appendLine("XNNPACK weight cache: ${m.weightCacheFound}; ${m.threads} LiteRT thread(s)")
                 append(
                     when {
-                        sampleSet == null -> "No sample images: run tools/export_android_assets.py and rebuild."
+                        sampleSet == null -> "No sample images: run mtz-mobile export-android and rebuild."
                         samplesMatch -> "${sampleSet.samples.size} sample images, exported with this model."
                         else -> "${sampleSet.samples.size} sample images, exported with another model (no host comparison)."
                     },
