@@ -132,5 +132,5 @@ def test_a_budget_the_validation_set_cannot_certify_is_refused_with_the_count_ne
     config = ZipConfig(max_error_increase=0.5, validation_split=0.05, calibration_samples=200,
                        retrain=RetrainSettings(iterations=0))
     need = images_to_certify(0.005, 0.95)
-    with pytest.raises(MTZError, match=rf"20\d validation images .* hold out at least {need} "):
+    with pytest.raises(MTZError, match=rf"20\d validation images .* at least {need} images per task"):
         zip_networks(models, {"a": fmnist, "b": fmnist}, config, progress=False)
