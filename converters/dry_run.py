@@ -11,8 +11,10 @@ calibration. A partially shared zip has the same ops, summed per owner set
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass
 
@@ -71,9 +73,14 @@ def check_convertible(models, quantize: str = "none") -> DryRunReport | None:
     if quantize not in QUANTIZATIONS:
         raise MTZError(f"unknown quantization {quantize!r}: use one of {', '.join(QUANTIZATIONS)}")
     try:
-        import tensorflow  # noqa: F401
+        import tensorflow as tf
     except ImportError:
         return None
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+        # the zip computes on another backend (JAX): TensorFlow only converts here, on the CPU, and must
+        # not claim the GPU memory the zip is about to use
+        with contextlib.suppress(RuntimeError):   # TensorFlow's devices already started: they stay as they are
+            tf.config.set_visible_devices([], "GPU")
     start = time.perf_counter()
     net = models if isinstance(models, ZippedNetwork) else ZippedNetwork.from_models(models)
     shared = fully_shared(net)

@@ -9,12 +9,12 @@ peak memory and the zips' accuracy, written to OUT (gpu_check.json, gpu_check.md
         α 0.9, 675 steps once at the end, lr 1e-3 cosine), references trained here the same way
 
 On the GPU machine (Python 3.12, JAX with CUDA, no TensorFlow, no Keras), from the repository root,
-carrying build/gpu_wheels and build/fashion-mnist (tools/gpu_check.sh prepares and runs it):
+carrying build/gpu_wheels and build/fashion-mnist (tools/checks/gpu_check.sh prepares and runs it):
 
     pip install --no-index --no-deps --target /tmp/site build/gpu_wheels/*.whl
-    PYTHONPATH=/tmp/site:. python tools/gpu_check.py --data-dir build/fashion-mnist --out $OUT
+    PYTHONPATH=/tmp/site:. python tools/checks/gpu_check.py --data-dir build/fashion-mnist --out $OUT
 
-Here, on the CPU at small sizes (end to end, minutes): ``python tools/gpu_check.py --small --out DIR``.
+Here, on the CPU at small sizes (end to end, minutes): ``python tools/checks/gpu_check.py --small --out DIR``.
 Each zip runs in its own process (a clean peak-memory figure; one failure leaves the others'),
 under a time limit; TensorFlow is made unimportable, and a process that imports it anyway fails.
 """
@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORKLOADS = ("lenet5", "vgg16", "mobilenet")
 # full size (GPU) and small size (this CPU): what each zip is given
 SIZES = {
@@ -71,7 +71,7 @@ def gpu_peak_bytes() -> int | None:
 
 def timed_zip(zip_call) -> dict:
     """Run ``zip_call`` under bench_zip_graphs' exclusive per-phase timer, retraining as its own phase."""
-    sys.path[:0] = [str(ROOT / "tools" / "experiments"), str(ROOT / "tools")]
+    sys.path[:0] = [str(ROOT / "tools" / "experiments")]
     from bench_zip_graphs import SplitTimer
 
     from mtz_mobile.zipper import retrain_jax
@@ -176,7 +176,7 @@ def run_vgg16(size: dict, data_dir, out: Path, note) -> dict:
     import keras
     import numpy as np
 
-    sys.path[:0] = [str(ROOT / "tools" / "experiments"), str(ROOT / "tools")]
+    sys.path[:0] = [str(ROOT / "tools" / "experiments")]
     from bench_zip_graphs import _application_pair
 
     from mtz_mobile.data import TaskData
