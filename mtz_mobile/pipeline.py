@@ -26,7 +26,7 @@ from .deploy_summary import summarize, write_summary
 from .errors import MTZError
 from .fileio import check_output, output_lock, partial_dir
 from .progress import Progress
-from .zipper.currency import zip_staleness
+from .zipper.staleness import zip_staleness
 
 MODEL_NAME = "model.tflite"
 # the bench's runtime unless --runtime is given: CompiledModel, whose default weight cache is the

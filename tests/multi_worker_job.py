@@ -57,7 +57,8 @@ def main(model_a: str, model_b: str, result_path: str) -> int:
     d = load_task_data("fashion-mnist").head(4000, 2000)
     chains = {"a": read_model(model_a), "b": read_model(model_b)}
     cfg = ZipConfig(shared=["all"], calibration_samples=300,
-                    retrain=RetrainSettings(iterations=20, learning_rate=1e-3, strategy=strategy))
+                    retrain=RetrainSettings(iterations=20, learning_rate=1e-3, strategy=strategy, schedule="layer",
+                                           learning_rate_schedule="constant"))
     try:
         r = zip_networks(chains, {"a": d, "b": d}, cfg, progress=False)
     except MTZError as exc:

@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent("""
     chains = {"a": read_model(sys.argv[1]), "b": read_model(sys.argv[2])}
     out = {}
     for strategy in ("mirrored", "default"):
-        cfg = ZipConfig(calibration_samples=500, retrain=RetrainSettings(iterations=6, batch_size=64,
+        cfg = ZipConfig(calibration_samples=500, retrain=RetrainSettings(iterations=6, batch_size=64, schedule="layer",
                         learning_rate=1e-3, strategy=strategy))
         r = zip_networks(chains, {"a": d, "b": d}, cfg, progress=False)
         out[strategy] = {"replicas": [l.retrain["replicas"] for l in r.plan.layers],

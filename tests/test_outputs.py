@@ -321,7 +321,7 @@ def test_deploy_benches_again_when_the_runtime_changes(redeploy, capsys):
     assert result.stages["bench"] == "done" and result.report["settings"]["xnnpack_cache"] == "off"
 
     # a report written before --transient-indirection existed ran without it: still current
-    from mtz_mobile.bench.currency import bench_staleness
+    from mtz_mobile.bench.staleness import bench_staleness
 
     path = result.out_dir / "bench" / "report.json"
     old = json.loads(path.read_text())

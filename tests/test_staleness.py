@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from mtz_mobile.bench import weight_cache
-from mtz_mobile.bench.currency import bench_staleness
+from mtz_mobile.bench.staleness import bench_staleness
 from mtz_mobile.bench.memory import memory_ratios, versus_one_original
 from mtz_mobile.bench.probe import METRIC_KEYS
-from mtz_mobile.zipper.currency import data_digest, zip_staleness
+from mtz_mobile.zipper.staleness import data_digest, zip_staleness
 from mtz_mobile.zipper.increase_bound import images_to_certify, paired_increase, upper_bound
 from mtz_mobile.zipper.plan import load_zip_dir
 
@@ -82,7 +82,7 @@ def test_zip_without_a_recorded_digest_is_stale(zip_inputs, fmnist, tmp_path):
 # ---------------------------------------------------------------- the host bench report
 
 # every setting the bench measures with, each changed to another valid value (listed here, not
-# read from bench.currency, so that a setting dropped there is noticed)
+# read from bench.staleness, so that a setting dropped there is noticed)
 OTHER_SETTING = {"runtime": ("interpreter", "runtime"), "threads": (2, "threads"), "runs": (4, "runs"),
                  "warmup": (7, "warmup"), "switch_steps": (9, "switch_steps"), "memory_repeats": (2, "memory_repeats"),
                  "xnnpack_cache": ("on", "xnnpack_cache"),

@@ -13,7 +13,7 @@ from mtz_mobile.graph.keras_io import ParsedModel
 from mtz_mobile.graph.model_files import source_name
 from mtz_mobile.graph.network import ZippedNetwork
 from mtz_mobile.zipper.config import ZipConfig
-from mtz_mobile.zipper.currency import data_digest
+from mtz_mobile.zipper.staleness import data_digest
 from mtz_mobile.zipper.plan import Plan, TaskRecord
 from mtz_mobile.zipper.run import ZipResult, start_partial
 from mtz_mobile.zipper.validation import Validation

@@ -12,5 +12,5 @@ The report is a dict that validates against ``report.schema.json`` beside this f
 from .android import bench_android  # noqa: F401
 from .host import HostSettings, bench_host  # noqa: F401
 from . import weight_cache  # noqa: F401
-from .currency import bench_staleness  # noqa: F401
+from .staleness import bench_staleness  # noqa: F401
 from .report import load_schema, read_report, render_markdown, validate_report, write_report  # noqa: F401

@@ -20,7 +20,7 @@ from mtz_mobile.fileio import partial_dir, sha256_of
 from mtz_mobile.graph.keras_io import ParsedModel
 
 from .config import BudgetSearch, ZipConfig
-from .currency import zip_staleness
+from .staleness import zip_staleness
 from .sweep import best_point, load_sweep, reproduce_point, sweep
 
 FRONTIER_SUFFIX = ".frontier"
@@ -76,7 +76,7 @@ def _search(models, data, config, search: BudgetSearch, where: Path, resume: boo
 
 def matches(state: dict, model_sha256: list[str], config: ZipConfig, search: BudgetSearch) -> bool:
     """Whether a finished search was made from these models (their files' sha256) and settings
-    (data: see currency.zip_staleness, which deploy asks about the chosen zip)."""
+    (data: see staleness.zip_staleness, which deploy asks about the chosen zip)."""
     alphas = search_alphas(search, config, len(model_sha256))
     return (state.get("search") is not None and state["settings"] == json.loads(json.dumps(config.to_json()))
             and state["budget_pp"] == search.budget and state["levels"] == [float(v) for v in search.levels]
@@ -87,7 +87,7 @@ def matches(state: dict, model_sha256: list[str], config: ZipConfig, search: Bud
 def search_staleness(zip_dir: str | Path, model_paths: dict[str, str], data, config: ZipConfig,
                      search: BudgetSearch, data_dir=None) -> str | None:
     """deploy's question for a budget zip: None when ``zip_dir`` is the chosen point of a finished
-    search made from these models and settings (and, per currency.zip_staleness, this data)."""
+    search made from these models and settings (and, per staleness.zip_staleness, this data)."""
     where, zipped = frontier_dir(zip_dir), (Path(zip_dir) / "plan.json").exists()
     try:
         state = load_sweep(where)

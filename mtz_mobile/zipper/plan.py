@@ -35,7 +35,7 @@ class TaskRecord:
     labels: list[str]
     preprocessing: dict
     output_activation: str
-    # sha256 of the training arrays the zip was made on (zipper.currency.data_digest); None in a
+    # sha256 of the training arrays the zip was made on (zipper.staleness.data_digest); None in a
     # plan.json written before it was recorded, which deploy then treats as stale
     data_sha256: str | None = None
 

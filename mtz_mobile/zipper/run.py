@@ -36,7 +36,7 @@ from mtz_mobile.progress import Progress
 from .adaptive import adaptive_layer
 from .calibration import Calibration
 from .config import ZipConfig, shared_count
-from .currency import data_digest
+from .staleness import data_digest
 from .plan import Plan, TaskRecord
 from .step import LayerStep, pending_groups, retrain_tasks, zip_layer
 from .validation import Validation

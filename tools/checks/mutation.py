@@ -69,7 +69,7 @@ TARGETS = {
     "surgery": Target(("mtz_mobile/zipper/compensation.py",), ("tests/test_zipper.py",), 0.90),
     "push": Target(("mtz_mobile/device.py",), ("tests/test_device.py",), 0.90),
     # the bench's pure parts: staleness rules, the weight cache's stamp, memory arithmetic, report.md
-    "bench": Target(("mtz_mobile/bench/memory.py", "mtz_mobile/bench/report.py", "mtz_mobile/bench/currency.py",
+    "bench": Target(("mtz_mobile/bench/memory.py", "mtz_mobile/bench/report.py", "mtz_mobile/bench/staleness.py",
                      "mtz_mobile/bench/weight_cache.py"),
                     ("tests/test_staleness.py", "tests/test_report_columns.py", "tests/test_weight_cache.py"), 0.90,
                     timeout_constant=20.0),
