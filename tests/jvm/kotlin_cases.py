@@ -163,6 +163,8 @@ def damaged_files(data: bytes) -> dict[str, tuple[bytes, str, str | None]]:
     _entry(model).buffer = len(model.buffers) + 3
     out["metadata_buffer_out_of_range"] = (fb.serialize(model), "malformed", f"names buffer {len(model.buffers) + 3}")
     out["buffer_after_end_of_file"] = (manifest_after_flatbuffer(data, 64), "malformed", "outside")
+    # an offset past 2^31 would wrap to a position inside the file if only the Int read were checked
+    out["buffer_offset_past_2_31"] = (manifest_after_flatbuffer(data, 1 << 32), "malformed", "outside")
     model = fb.parse_model(data)
     model.metadata = None
     out["no_metadata"] = (fb.serialize(model), "manifest_error", f"no '{MANIFEST_METADATA}' metadata")
