@@ -65,6 +65,11 @@ def _damage(kind: str, model, b):
     cache = weight_cache.cache_file(model)
     if kind == "model changed":
         shutil.copyfile(b, model)
+    elif kind in (weight_cache.STALE, weight_cache.UNFINISHED):   # XNNPACK's own header fields, as LiteRT wrote it
+        with open(cache, "r+b") as f:
+            assert int.from_bytes(f.read(8), "little") == weight_cache.XNNPACK_HEADER_VERSION
+            f.seek(weight_cache.XNNPACK_STALE_OFFSET if kind == weight_cache.STALE else 0)
+            f.write(b"\x01" if kind == weight_cache.STALE else bytes(8))
     elif kind == "size changed (truncated?)":
         with open(cache, "r+b") as f:
             f.truncate(cache.stat().st_size // 2)
@@ -74,7 +79,8 @@ def _damage(kind: str, model, b):
             f.write(b"\xff" * 4096)
 
 
-@pytest.mark.parametrize("kind", ["model changed", "size changed (truncated?)", "contents changed (corrupted?)"])
+@pytest.mark.parametrize("kind", ["model changed", "size changed (truncated?)", "contents changed (corrupted?)",
+                                  weight_cache.STALE, weight_cache.UNFINISHED])
 def test_a_stale_truncated_or_corrupted_cache_is_rebuilt_and_outputs_stay_exact(two_layouts, kind):
     model, _, b = two_layouts
     cache = weight_cache.cache_file(model)

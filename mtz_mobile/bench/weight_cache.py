@@ -44,7 +44,8 @@ def _expected(model_path, model_sha256: str | None) -> dict:
 def check(model_path, model_sha256: str | None = None) -> str:
     """The state of ``model_path``'s cache file: 'absent', 'valid', or why it was deleted (so that the
     next load rebuilds it): 'no stamp', 'model changed', 'LiteRT changed', 'size changed (truncated?)',
-    'contents changed (corrupted?)', 'stamp unreadable'."""
+    'contents changed (corrupted?)', 'stamp unreadable', or XNNPACK's own marks (STALE, UNFINISHED: the
+    same words as the Android app's WeightCache)."""
     cache, stamp = cache_file(model_path), stamp_file(model_path)
     if not cache.exists():
         stamp.unlink(missing_ok=True)
@@ -70,10 +71,36 @@ def _stale_reason(cache: Path, stamp: Path, expected: dict) -> str | None:
         return "model changed"
     if recorded.get("litert") != expected["litert"]:
         return "LiteRT changed"
+    mark = xnnpack_mark(cache)
+    if mark is not None:   # XNNPACK's own words, not damage: say them as they are
+        return mark
     if recorded.get("cache_bytes") != cache.stat().st_size:
         return "size changed (truncated?)"
     if recorded.get("cache_sha256") != sha256_of(cache):
         return "contents changed (corrupted?)"
+    return None
+
+
+# XNNPACK's XNNPackCacheHeader (LiteRT's tflite/delegates/xnnpack/weight_cache.h): uint64 version
+# (0 until a build finishes, 4 when it has), uint64 buffer_list_offset, uint64 buffer_list_size, uint8
+# stale (set when a run needed weights the cache lacked). The app reads it the same way.
+XNNPACK_HEADER_VERSION = 4
+XNNPACK_STALE_OFFSET = 24
+STALE = "stale (XNNPACK marked it: weights missing from it)"
+UNFINISHED = "unfinished (XNNPACK's build of it did not complete)"
+
+
+def xnnpack_mark(cache: Path) -> str | None:
+    """STALE or UNFINISHED when the cache's own header says so, else None."""
+    with open(cache, "rb") as f:
+        header = f.read(XNNPACK_STALE_OFFSET + 1)
+    if len(header) < 8:
+        return None
+    version = int.from_bytes(header[:8], "little")
+    if version == 0:
+        return UNFINISHED
+    if version == XNNPACK_HEADER_VERSION and len(header) > XNNPACK_STALE_OFFSET and header[XNNPACK_STALE_OFFSET]:
+        return STALE
     return None
 
 
