@@ -95,10 +95,8 @@ def pick_indices(labels: np.ndarray, n: int) -> list[int]:
 
 
 def raw_values(x: np.ndarray, data: TaskData) -> np.ndarray:
-    """Undo the data's preprocessing: the values as stored (x = (raw - mean) * scale)."""
-    scale = float(data.preprocessing.get("scale", 1.0))
-    mean = float(data.preprocessing.get("mean", 0.0))
-    raw = x.astype(np.float64) / scale + mean
+    """The values as stored, whole numbers where they are (8-bit pixels)."""
+    raw = data.stored_values(x)
     rounded = np.rint(raw)
     return rounded if np.allclose(raw, rounded, atol=1e-3) else raw
 

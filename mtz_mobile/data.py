@@ -27,7 +27,6 @@ from __future__ import annotations
 import gzip
 import numbers
 import os
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MTZError
-from .data_spec import FIT_RULES, KINDS, SUMMARY, DataSpec, parse_spec, shape_text  # noqa: F401 (re-export)
+from .data_spec import FIT_RULES, DataSpec, parse_spec
 from .image_folder import split_per_class
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -74,6 +73,12 @@ class TaskData:
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+    def stored_values(self, x: np.ndarray) -> np.ndarray:
+        """``x`` (as loaded) with the preprocessing undone, x / scale + mean: the values as stored,
+        which the app and the page preprocess again with the manifest's numbers."""
+        return np.asarray(x, np.float64) / float(self.preprocessing.get("scale", 1.0)) \
+            + float(self.preprocessing.get("mean", 0.0))
 
     @property
     def validation(self) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from mtz_mobile.cli import main
-from mtz_mobile.data import fit_images
+from mtz_mobile.data import TaskData, fit_images
 
 CLASSES = (0, 1, 8)          # T-shirt/top, Trouser, Bag: told apart by a tiny network in seconds
 PER_CLASS = 40
@@ -256,5 +256,6 @@ def test_the_page_offers_the_zips_own_test_images_and_fashion_mnist_only_as_a_fa
 
     # colour becomes grey as the page makes an upload grey; grey repeated into RGB is its one channel
     rgb = np.array([[[[1.0, 0.0, 0.0], [0.2, 0.2, 0.2]]]], np.float32)
-    assert raw_grey(rgb, {"scale": 1 / 255.0, "mean": 0.0}).tolist() == [[[76, 51]]]
-    assert raw_grey(rgb * 255, {"scale": 1.0, "mean": 0.0}).tolist() == [[[76, 51]]]
+    scaled = TaskData(rgb, None, rgb, None, [], {"scale": 1 / 255.0, "mean": 0.0})   # pixels / 255, as loaded
+    assert raw_grey(scaled.stored_values(rgb)).tolist() == [[[76, 51]]]
+    assert raw_grey(rgb * 255).tolist() == [[[76, 51]]]

@@ -36,10 +36,8 @@ def samples_path(model: str | Path) -> Path:
     return model.with_name(model.stem + SUFFIX)
 
 
-def raw_grey(x: np.ndarray, preprocessing: dict) -> np.ndarray:
-    """Images (N, H, W[, C]) as the task read them → raw grey uint8 (N, H, W): x / scale + mean."""
-    x = np.asarray(x, np.float64)
-    raw = x / float(preprocessing.get("scale", 1.0)) + float(preprocessing.get("mean", 0.0))
+def raw_grey(raw: np.ndarray) -> np.ndarray:
+    """Stored values (N, H, W[, C]) (TaskData.stored_values) → grey uint8 (N, H, W)."""
     if raw.ndim == 4:
         same = raw.shape[3] == 1 or np.all(raw == raw[..., :1])
         raw = raw[..., 0] if same else raw[..., :3] @ LUMA
@@ -52,7 +50,7 @@ def build_samples(datas: dict, per_class: int = 1, per_task: int | None = PER_TA
     entries, shape = [], None
     named = len(datas) > 1
     for task, data in datas.items():
-        raw = raw_grey(data.x_test, data.preprocessing)
+        raw = raw_grey(data.stored_values(data.x_test))
         if shape is None:
             shape = list(raw.shape[1:])
         if list(raw.shape[1:]) != shape:
