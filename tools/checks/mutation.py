@@ -66,15 +66,30 @@ TARGETS = {
     "layout": Target(("converters/layout.py",), ("tests/test_layout_roles.py", "tests/test_layout_proof.py")),
     "flatbuffer": Target(("converters/flatbuffer.py", "converters/manifest.py"),
                          ("tests/test_converter.py", "tests/test_buffer_alignment.py"), 0.90),
-    "surgery": Target(("mtz_mobile/zipper/compensation.py",), ("tests/test_zipper.py",), 0.90),
-    "push": Target(("mtz_mobile/device.py",), ("tests/test_device.py",), 0.90),
+    # the refit against its ridge least-squares definition (dense, both solvers), the conv consumer's
+    # stationarity: seconds per mutant, where test_zipper.py's zips took minutes
+    "compensation": Target(("mtz_mobile/zipper/compensation.py",), (
+        "tests/test_compensation_refit.py", "tests/test_low_rank.py::test_refit_from_rows_solves_the_normal_equations",
+        "tests/test_conv_residual.py::test_compensation_refits_a_stream_paired_consumer_before_its_merge"), 0.90),
+    # the push and the adb layer against the fake adb (a shell script over a folder): the bench tests
+    # that need the suite's deploy (minutes per mutant) are left out
+    "push": Target(("mtz_mobile/device.py",), tuple(f"tests/test_device.py::test_{t}" for t in (
+        "parse_devices_listing_and_daemon_lines", "no_adb_on_path", "real_adb_without_a_device",
+        "unauthorized_device", "several_devices_need_a_serial", "push_verifies_checksum_and_renames",
+        "damaged_transfer_leaves_nothing_where_it_is_read", "push_into_the_app_files_dir",
+        "damaged_copy_into_the_app_leaves_nothing_where_the_app_reads", "push_into_an_app_that_run_as_cannot_enter",
+        "missing_and_wrong_benchmark_binary")), 0.90),
     # the bench's pure parts: staleness rules, the weight cache's stamp, memory arithmetic, report.md
     "bench": Target(("mtz_mobile/bench/memory.py", "mtz_mobile/bench/report.py", "mtz_mobile/bench/staleness.py",
                      "mtz_mobile/bench/weight_cache.py"),
                     ("tests/test_staleness.py", "tests/test_report_columns.py", "tests/test_weight_cache.py"), 0.90,
                     timeout_constant=20.0),
     "data": Target(("mtz_mobile/data.py", "mtz_mobile/image_folder.py"),
-                   ("tests/test_data.py", "tests/test_folder_order.py"), 0.90),
+                   ("tests/test_data.py", "tests/test_folder_order.py", *(f"tests/test_validation_split.py::test_{t}" for t in (
+                       "holdout_is_stratified_seeded_and_disjoint_from_training",
+                       "tasks_labelling_the_same_images_hold_out_the_same_images",
+                       "npz_and_folder_may_bring_their_own_validation_set", "bad_validation_arrays_are_refused_on_one_line",
+                       "bad_split_is_refused"))), 0.90),
 }
 
 # mutmut's exit codes (mutmut.stats.status_by_exit_code), folded into what the score needs
