@@ -19,16 +19,18 @@ from mtz_mobile.zipper.run import ZipResult, start_partial
 from mtz_mobile.zipper.validation import Validation
 
 from .train import train_blocks
-from .trunk import share_trunk, trunk_nodes
+from .trunk import check_head, share_trunk, share_whole_trunk, trunk_nodes
 
 
-def frozen_trunk(models: dict[str, ParsedModel], data: dict[str, TaskData], config: ZipConfig, layers: int,
-                 out_dir=None, progress: bool = False) -> ZipResult:
-    """Task A's (the first model's) first ``layers`` hidden layers for both tasks; task B's layers
-    after them retrained on A's features with ``config.retrain`` (A's blocks never change)."""
+def frozen_trunk(models: dict[str, ParsedModel], data: dict[str, TaskData], config: ZipConfig,
+                 layers: int | None = None, out_dir=None, progress: bool = False) -> ZipResult:
+    """Task A's (the first model's) first ``layers`` hidden layers for both tasks (None: all of
+    them, on any graph whose head is its last Dense layer; fewer: chain networks only); task B's
+    layers after them retrained on A's features with ``config.retrain`` (A's blocks never change)."""
     a, b = _two(models)
     net = ZippedNetwork.from_models(models)
-    share_trunk(net, trunk_nodes(net, layers), models[a])
+    _share(net, layers, models[a])
+    layers = len(net.zippable()) if layers is None else layers
     own = f"/{b}"   # saved names end with the owners: B's own blocks end with "/b"
     return _finish(models, data, config, net, [b], lambda key: key.endswith(own),
                    {"baseline": "frozen-trunk", "trunk_layers": layers, "trunk_from": a}, out_dir, progress)
@@ -41,10 +43,19 @@ def multitask_finetune(models: dict[str, ParsedModel], data: dict[str, TaskData]
     output layer, all trained jointly on both tasks (loss weights α, 1 − α) with ``config.retrain``."""
     a, _ = _two(models)
     net = ZippedNetwork.from_models(models)
-    share_trunk(net, trunk_nodes(net, None), trunk if trunk is not None else models[a])
+    _share(net, None, trunk if trunk is not None else models[a])
     source = a if trunk is None else Path(trunk.path).name
     return _finish(models, data, config, net, list(models), lambda key: True,
                    {"baseline": "multitask-finetune", "trunk_from": source}, out_dir, progress)
+
+
+def _share(net: ZippedNetwork, layers: int | None, source: ParsedModel) -> None:
+    """The trunk: every hidden layer (any graph), or the first ``layers`` of a chain network."""
+    check_head(net)
+    if layers is None or layers == len(net.zippable()):
+        share_whole_trunk(net, source)
+    else:
+        share_trunk(net, trunk_nodes(net, layers), source)
 
 
 def _two(models: dict) -> tuple[str, str]:

@@ -39,13 +39,15 @@ import numpy as np
 
 from mtz_mobile.data import TaskData, error_rate, load_task_data
 from mtz_mobile.markdown import markdown_table
+from mtz_mobile.reference import APPLICATIONS
 
-METHODS = ("mtz", "random", "paper", "frozen", "multitask")
+METHODS = ("mtz", "random", "paper", "frozen", "multitask", "budget")
 ZIP_METHODS = {"mtz": {}, "random": {"method": "random"},
                "paper": {"compensation": "none", "retrain_distill": 0.0}}
 SPLIT = 0.2
 FIELDS = ["arch", "pair", "regime", "method", "seed", "shared_pct", "a_val_pp", "a_bound_pp", "b_val_pp",
-          "b_bound_pp", "a_test_pp", "b_test_pp", "worse_test_pp", "certified_0.5", "retrain_steps", "seconds"]
+          "b_bound_pp", "a_test_pp", "b_test_pp", "worse_test_pp", "certified_0.5", "retrain_steps", "seconds", "note"]
+BUDGET_PP = 0.5
 
 
 def thirds(n: int, seed: int = 0) -> list[np.ndarray]:
@@ -73,9 +75,12 @@ def digits() -> TaskData:
                     {"scale": 1 / 16.0, "mean": 0.0})
 
 
-def pair_data(pair: str) -> tuple[dict[str, TaskData], TaskData]:
-    """(task A, task B) and the source task of the shared regime."""
-    f = load_task_data("fashion-mnist")
+def pair_data(pair: str, arch: str = "lenet5") -> tuple[dict[str, TaskData], TaskData]:
+    """(task A, task B) and the source task of the shared regime; for the application networks
+    (MobileNetV2) Fashion-MNIST zero-padded to 32×32, grey repeated to 3 channels."""
+    if pair == "b" and arch in APPLICATIONS:
+        raise SystemExit("pair b (8×8 digits) is measured on LeNet-5 only")
+    f = load_task_data("fashion-mnist@32x32x3" if arch in APPLICATIONS else "fashion-mnist")
     parts = thirds(len(f.y_train))
     x, y = f.x_train, f.y_train
     source = TaskData("fashion-mnist third 3", x[parts[2]], y[parts[2]], f.x_test, f.y_test, f.labels)
@@ -89,18 +94,33 @@ def pair_data(pair: str) -> tuple[dict[str, TaskData], TaskData]:
     return {"a": digits(), "b": b}, source
 
 
-def train(model, data: TaskData, epochs: int, seed: int) -> int:
-    """Adam 1e-3 on the training split less the hold-out; returns the iterations run."""
+def train(model, data: TaskData, epochs: int, seed: int, patience: int | None = None) -> dict:
+    """Adam 1e-3 on the training split less the hold-out, for ``epochs`` or, with ``patience``, at
+    most ``epochs`` stopping on the hold-out's error (the best epoch's weights restored); returns
+    the iterations run and the epochs."""
     import keras
+    import tensorflow as tf
+
+    from mtz_mobile.reference import fit_early_stopping
 
     held = data.holdout(SPLIT)
     keras.utils.set_random_seed(seed)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
-    model.fit(held.x_train, held.y_train, batch_size=128, epochs=epochs, verbose=0, shuffle=True)
-    return epochs * -(-len(held.y_train) // 128)
+    tf.config.experimental.enable_op_determinism()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["sparse_categorical_accuracy"])
+    if patience is None:
+        model.fit(held.x_train, held.y_train, batch_size=128, epochs=epochs, verbose=0, shuffle=True)
+        run = {"epochs_run": epochs, "best_epoch": epochs}
+    else:
+        run = fit_early_stopping(model, held, epochs, 128, patience, 2)   # one line per epoch
+    run["val_error"] = round(error_rate(model.predict(held.x_val, verbose=0), held.y_val), 5)
+    run["iterations"] = run["epochs_run"] * -(-len(held.y_train) // 128)
+    print(f"  trained {data.spec}: {run}", flush=True)
+    return run
 
 
-def references(out: Path, arch: str, pair: str, regime: str, seed: int, datas, source, epochs: int):
+def references(out: Path, arch: str, pair: str, regime: str, seed: int, datas, source, epochs: int,
+               patience: int | None = None):
     """Task A's and B's models (and the source model in the shared regime), cached."""
     from mtz_mobile.reference import build_reference
 
@@ -110,11 +130,12 @@ def references(out: Path, arch: str, pair: str, regime: str, seed: int, datas, s
     if done.exists():
         return json.loads(done.read_text())
     shape = datas["a"].x_train.shape[1:]
-    rec = {"paths": {}, "iterations": 0, "source": None}
+    rec = {"paths": {}, "iterations": 0, "source": None, "runs": {}, "epochs": epochs, "patience": patience}
     base = None
+    t0 = time.perf_counter()
     if regime == "shared":
         base = build_reference(arch, shape, source.num_classes)
-        train(base, source, epochs, 1000 + seed)
+        rec["runs"]["source"] = train(base, source, epochs, 1000 + seed, patience)
         base.save(root / "source.keras")
         rec["source"] = str(root / "source.keras")
     for n, (t, d) in enumerate(datas.items()):
@@ -122,15 +143,18 @@ def references(out: Path, arch: str, pair: str, regime: str, seed: int, datas, s
         if base is not None:   # a copy of the backbone; the head, for this task's classes, is new
             for mine, pretrained in zip(model.layers[:-1], base.layers[:-1]):
                 mine.set_weights(pretrained.get_weights())
-        its = train(model, d, epochs, 10 * seed + n + 1)
-        rec["iterations"] = max(rec["iterations"], its)
+        rec["runs"][t] = train(model, d, epochs, 10 * seed + n + 1, patience)
+        rec["iterations"] = max(rec["iterations"], rec["runs"][t]["iterations"])
         model.save(root / f"{t}.keras")
         rec["paths"][t] = str(root / f"{t}.keras")
+        # beside the model, as train-reference writes it: `zip` reads its steps from here
+        (root / f"{t}.json").write_text(json.dumps({"path": str(root / f"{t}.keras"), **rec["runs"][t]}))
+    rec["seconds"] = round(time.perf_counter() - t0, 1)
     done.write_text(json.dumps(rec, indent=1))
     return rec
 
 
-def run_method(method: str, rec: dict, datas: dict, seed: int, steps: int) -> dict:
+def run_method(method: str, rec: dict, datas: dict, seed: int, steps: int, out: Path, levels) -> dict:
     from mtz_mobile import api
     from mtz_mobile.baselines import frozen_trunk, multitask_finetune
     from mtz_mobile.graph.keras_io import read_model
@@ -138,21 +162,23 @@ def run_method(method: str, rec: dict, datas: dict, seed: int, steps: int) -> di
     from mtz_mobile.zipper.run import zip_networks
 
     models = {t: read_model(p) for t, p in rec["paths"].items()}
-    datas = {t: d.holdout(SPLIT) for t, d in datas.items()}   # the references' own hold-out: unseen by them
+    # the training split's hold-out, as the references were early-stopped on it; never the test set
+    datas = {t: d.holdout(SPLIT) for t, d in datas.items()}
     options = dict(retrain_iterations=steps, validation_split=SPLIT, seed=seed, calibration_samples=2000)
-    t0 = time.perf_counter()
+    t0, note = time.perf_counter(), ""
     if method in ZIP_METHODS:
         result = zip_networks(models, datas, api.make_config(shared=[1.0], **options, **ZIP_METHODS[method]),
                               progress=False)
     elif method == "frozen":
-        result = frozen_trunk(models, datas, api.make_config(**options), layers=len(
-            ZippedNetwork.from_models(models).zippable()))
-    else:
+        result = frozen_trunk(models, datas, api.make_config(**options))   # every hidden layer: A's trunk
+    elif method == "multitask":
         trunk = read_model(rec["source"]) if rec["source"] else None
         result = multitask_finetune(models, datas, api.make_config(**options), trunk=trunk)
+    else:
+        result, note = budget_search(rec, datas, seed, out, levels)
     original = ZippedNetwork.from_models(models)
     row = {"shared_pct": round(100 * result.plan.params["shared_fraction"], 2), "retrain_steps": steps,
-           "seconds": round(time.perf_counter() - t0, 1)}
+           "seconds": round(time.perf_counter() - t0, 1), "note": note}
     for t, d in datas.items():
         v = result.plan.validation[t]
         row[f"{t}_val_pp"], row[f"{t}_bound_pp"] = round(v["point_pp"], 3), round(v["upper_pp"], 3)
@@ -161,6 +187,20 @@ def run_method(method: str, rec: dict, datas: dict, seed: int, steps: int) -> di
     row["worse_test_pp"] = max(row["a_test_pp"], row["b_test_pp"])
     row["certified_0.5"] = "yes" if max(row["a_bound_pp"], row["b_bound_pp"]) <= 0.5 else "no"
     return row
+
+
+def budget_search(rec: dict, datas: dict, seed: int, out: Path, levels) -> tuple:
+    """``mtz-mobile zip A B --budget 0.5`` through the API, the default preset (steps: a tenth of the
+    references' training, read from the records beside them); the zip and its frontier under OUT/zips."""
+    from mtz_mobile import api
+
+    where = out / "zips" / f"{Path(rec['paths']['a']).parent.name}-budget"
+    search = {"levels": list(levels)} if levels else {}
+    result = api.zip_models(list(rec["paths"].values()), where, data=datas, names=list(rec["paths"]), seed=seed,
+                            validation_split=SPLIT, calibration_samples=2000, budget=BUDGET_PP, resume=True,
+                            overwrite=True, progress=False, **search)
+    config = result.plan.settings
+    return result, f"kept α {config['alpha']:g}, level {config['shared'][0]:g}"
 
 
 def _done(path: Path) -> list[dict]:
@@ -204,29 +244,35 @@ def plot(out: Path, rows: list[dict]) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--arch", default="lenet5", choices=["lenet5", "mlp"])
+    p.add_argument("--arch", default="lenet5", choices=["lenet5", "mlp", "mobilenet_v2"])
     p.add_argument("--pairs", nargs="+", default=["a"], choices=["a", "b"])
     p.add_argument("--regimes", nargs="+", default=["shared", "independent"], choices=["shared", "independent"])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--epochs", type=int, default=5, help="training epochs of each reference (and the source)")
+    p.add_argument("--epochs", type=int, default=5, help="training epochs of each reference (and the source); "
+                   "with --early-stopping the most")
+    p.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
+                   help="stop each reference after PATIENCE epochs without a lower hold-out error")
+    p.add_argument("--budget-levels", type=float, nargs="+", default=None,
+                   help="the budget method's sharing levels (default: zip --budget's own)")
     p.add_argument("--retrain-fraction", type=float, default=0.1, help="steps: this fraction of one reference's")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = _done(args.out / "rows.csv")
     finished = {_key(r) for r in rows}
     for pair in args.pairs:
-        datas, source = pair_data(pair)
+        datas, source = pair_data(pair, args.arch)
         for regime in args.regimes:
             for seed in args.seeds:
-                rec = references(args.out, args.arch, pair, regime, seed, datas, source, args.epochs)
+                rec = references(args.out, args.arch, pair, regime, seed, datas, source, args.epochs,
+                                 args.early_stopping)
                 steps = max(1, round(args.retrain_fraction * rec["iterations"]))
                 for method in args.methods:
                     row = {"arch": args.arch, "pair": pair, "regime": regime, "method": method, "seed": seed}
                     if _key(row) in finished:
                         continue
                     print(f"{_key(row)} …", flush=True)
-                    row.update(run_method(method, rec, datas, seed, steps))
+                    row.update(run_method(method, rec, datas, seed, steps, args.out, args.budget_levels))
                     print(f"  {row}", flush=True)
                     rows.append(row)
                     _append(args.out / "rows.csv", row)
