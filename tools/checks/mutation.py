@@ -73,17 +73,20 @@ TARGETS = {
         "tests/test_conv_residual.py::test_compensation_refits_a_stream_paired_consumer_before_its_merge"), 0.90),
     # the push and the adb layer against the fake adb (a shell script over a folder): the bench tests
     # that need the suite's deploy (minutes per mutant) are left out
-    "push": Target(("mtz_mobile/device.py",), tuple(f"tests/test_device.py::test_{t}" for t in (
+    "push": Target(("mtz_mobile/device.py",), ("tests/test_adb_device.py", *(f"tests/test_device.py::test_{t}" for t in (
         "parse_devices_listing_and_daemon_lines", "no_adb_on_path", "real_adb_without_a_device",
         "unauthorized_device", "several_devices_need_a_serial", "push_verifies_checksum_and_renames",
         "damaged_transfer_leaves_nothing_where_it_is_read", "push_into_the_app_files_dir",
         "damaged_copy_into_the_app_leaves_nothing_where_the_app_reads", "push_into_an_app_that_run_as_cannot_enter",
-        "missing_and_wrong_benchmark_binary")), 0.90),
+        "missing_and_wrong_benchmark_binary"))), 0.90),
     # the bench's pure parts: staleness rules, the weight cache's stamp, memory arithmetic, report.md
     "bench": Target(("mtz_mobile/bench/memory.py", "mtz_mobile/bench/report.py", "mtz_mobile/bench/staleness.py",
                      "mtz_mobile/bench/weight_cache.py"),
-                    ("tests/test_staleness.py", "tests/test_report_columns.py", "tests/test_weight_cache.py"), 0.90,
-                    timeout_constant=20.0),
+                    # what needs no bench run: report.md against saved reports, the staleness of real files;
+                    # test_report_columns.py's and test_staleness.py's deploy (a minute per mutant) is left out
+                    ("tests/test_bench_report_render.py",
+                     "tests/test_staleness.py::test_each_stamp_field_invalidates_the_cache",
+                     "tests/test_staleness.py::test_memory_growth_subtracts_each_processs_own_set_up"), 0.90),
     "data": Target(("mtz_mobile/data.py", "mtz_mobile/image_folder.py"),
                    ("tests/test_data.py", "tests/test_folder_order.py", *(f"tests/test_validation_split.py::test_{t}" for t in (
                        "holdout_is_stratified_seeded_and_disjoint_from_training",
@@ -202,6 +205,7 @@ def run_target(name: str, out: Path, tests: tuple[str, ...] | None, children: in
                     for dest in (tree / rel, tree / "mutants" / rel):
                         dest.parent.mkdir(parents=True, exist_ok=True)
                         shutil.copy2(src, dest)
+        write_settings(tree, target, tests or target.tests)   # the target's tests as they are now, new ones too
         names = sorted(n for n, s in previous.items() if s in ("survived", "no tests"))
         if names:
             _mutmut(["run", "--max-children", str(children), *names], tree, env, log, name)
