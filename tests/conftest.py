@@ -87,11 +87,12 @@ ELF_AARCH64_HEADER = (b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8) + (2).to_bytes
 def deployed(tmp_path_factory, small_models, fmnist):
     """One small deployed model (zip → convert with baselines → host bench), shared by the bench
     and device tests."""
+    from mtz_mobile.bench import HostSettings
     from mtz_mobile.pipeline import deploy
 
     out = tmp_path_factory.mktemp("deploy") / "out"
-    result = deploy(small_models, out, data={"a": fmnist, "b": fmnist}, runs=3, progress=False,
-                    retrain_iterations=0, calibration_samples=500)
+    result = deploy(small_models, out, data={"a": fmnist, "b": fmnist}, progress=False,
+                    bench=HostSettings(runtime="compiled", runs=3), retrain_iterations=0, calibration_samples=500)
     return result
 
 

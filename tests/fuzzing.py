@@ -64,7 +64,7 @@ def _alarm(signum, frame):
 def read_both(path: Path) -> str:
     """'ok' or 'refused' (an MTZError of one line); anything else is raised."""
     from converters.inspection import format_inspection, inspect_model
-    from mtz_mobile.bench.host import describe_model
+    from mtz_mobile.bench.core import describe_model
 
     outcome = "ok"
     for reader in (lambda p: format_inspection(inspect_model(p)), describe_model):

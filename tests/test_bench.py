@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mtz_mobile.bench import bench_host, load_schema, read_report, validate_report
+from mtz_mobile.bench import HostSettings, bench, load_schema, read_report, validate_report
 from mtz_mobile.cli import main
 from mtz_mobile.errors import MTZError
 
@@ -115,11 +115,12 @@ FILE_DEFAULT = ("compiled", "file", "MODEL.xnnpack_cache", "default")
 ])
 def test_default_weight_cache_of_each_command(argv, expected):
     """The loading measured best (issue 16) is the default for --runtime compiled, and deploy runs compiled."""
-    from mtz_mobile.bench.host import HostSettings
     from mtz_mobile.cli import build_parser
+    from mtz_mobile.cli.options import settings_from
+    from mtz_mobile.pipeline import DEPLOY_BENCH
 
     args = build_parser().parse_args(argv)
-    s = HostSettings(runtime=args.runtime, xnnpack_cache=args.xnnpack_cache).resolve().to_json()
+    s = settings_from(args, HostSettings, DEPLOY_BENCH if argv[0] == "deploy" else None).to_json()
     assert (s["runtime"], s["xnnpack_cache"], s["xnnpack_cache_path"], s["xnnpack_cache_chosen_by"]) == expected
 
 
@@ -142,8 +143,8 @@ def test_cli_bench_compiled_runtime_with_weight_cache(deployed, tmp_path, capsys
 
 
 def test_compiled_runtime_with_the_cache_off(deployed):
-    report = bench_host(deployed.model, list(deployed.baselines.values()), runtime="compiled", xnnpack_cache="off",
-                        runs=2, switch_steps=2, progress=False)
+    settings = HostSettings(runtime="compiled", xnnpack_cache="off", runs=2, switch_steps=2)
+    report = bench(deployed.model, list(deployed.baselines.values()), settings=settings, progress=False)
     validate_report(report)
     assert report["settings"]["xnnpack_cache"] == "off" and report["settings"]["xnnpack_cache_chosen_by"] == "user"
     assert all(e["xnnpack_cache"] == "off" for e in report["latency"]["entries"])
@@ -165,8 +166,8 @@ def test_weight_cache_serves_both_tasks_in_one_originals_memory(wide_pair):
     assert wide_pair.layout.shared_weight_bytes > 20e6  # weights dominate the runtime's own ~48 MB
     measured = {}
     for cache in ("on", "off"):
-        report = bench_host(wide_pair.path, list(wide_pair.baselines.values()), runtime="compiled",
-                            xnnpack_cache=cache, runs=1, switch_steps=2, progress=False)
+        report = bench(wide_pair.path, list(wide_pair.baselines.values()), progress=False,
+                       settings=HostSettings(runtime="compiled", xnnpack_cache=cache, runs=1, switch_steps=2))
         assert report["settings"]["xnnpack_cache"] == cache
         rss = {q["metric"]: q for q in report["memory"]["versus_one_original"]}["VmRSS"]
         measured[cache] = (rss["ratio"], rss["ratio_delta"])
@@ -187,7 +188,7 @@ def test_weight_cache_file_keeps_one_file_backed_copy(wide_pair, tmp_path):
     shutil.copyfile(wide_pair.path, model)
     grow = {}
     for cache in ("file", "on"):
-        report = bench_host(model, runtime="compiled", xnnpack_cache=cache, runs=1, progress=False)
+        report = bench(model, settings=HostSettings(runtime="compiled", xnnpack_cache=cache, runs=1), progress=False)
         m = next(m for m in report["memory"]["measurements"] if m["stage"] == "all_tasks")
         grow[cache] = {k: m["after"][k] - m["before"][k] for k in ("Anonymous", "Pss", "VmRSS")}
         floor_kb = report["model"]["unique_weight_bytes"] / 1024  # each stored weight buffer once
@@ -199,7 +200,7 @@ def test_weight_cache_file_keeps_one_file_backed_copy(wide_pair, tmp_path):
 
 
 def test_zipped_model_alone(deployed):
-    report = bench_host(deployed.model, runs=2, progress=False)
+    report = bench(deployed.model, settings=HostSettings(runs=2), progress=False)
     validate_report(report)
     assert report["baselines"] == [] and report["switching"] is None and report["storage"]["file_ratio"] is None
     assert report["memory"]["ratios"] == [] and report["latency"]["ratios"] == []
@@ -208,8 +209,8 @@ def test_zipped_model_alone(deployed):
 def test_deploy_skips_complete_stages_and_redoes_a_missing_one(deployed, small_models, fmnist):
     from mtz_mobile.pipeline import deploy
 
-    kwargs = dict(data={"a": fmnist, "b": fmnist}, runs=3, progress=False, retrain_iterations=0,
-                  calibration_samples=500)
+    kwargs = dict(data={"a": fmnist, "b": fmnist}, bench=HostSettings(runtime="compiled", runs=3), progress=False,
+                  retrain_iterations=0, calibration_samples=500)
     again = deploy(small_models, deployed.out_dir, **kwargs)
     assert again.stages == {"zip": "skipped", "convert": "skipped", "bench": "skipped"}
     (deployed.out_dir / "bench" / "report.json").unlink()
@@ -227,7 +228,7 @@ def test_deploy_zips_again_when_retraining_iterations_change(deployed, small_mod
     # a copy: the session's deployed directory stays as the other tests expect it
     out = tmp_path / "out"
     shutil.copytree(deployed.out_dir / "zip", out / "zip")
-    result = deploy(small_models, out, data={"a": fmnist, "b": fmnist}, bench=False, progress=True,
+    result = deploy(small_models, out, data={"a": fmnist, "b": fmnist}, bench=None, progress=True,
                     retrain_iterations=1, calibration_samples=500)
     assert result.stages == {"zip": "done", "convert": "done"}
     assert "zip: zip settings changed, zipping again" in capsys.readouterr().err
@@ -265,4 +266,4 @@ def test_bad_input_is_one_line_with_the_fix(deployed, tmp_path, capsys):
         assert re.search(pattern, line), (argv, line)
     assert not (tmp_path / "r").exists()
     with pytest.raises(MTZError, match="runs must be"):
-        bench_host(model, runs=0, progress=False)
+        bench(model, settings=HostSettings(runs=0), progress=False)

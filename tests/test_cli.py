@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from mtz_mobile.cli import main
+from mtz_mobile.errors import MTZError
 
 
 @pytest.fixture(scope="module")
@@ -165,33 +166,92 @@ def test_zip_arguments_become_the_config_without_zipping():
 
 @pytest.mark.parametrize("argv,function", [
     (["zip", "a.keras", "b.keras", "--out", "x"], "mtz_mobile.api:zip_models"),
-    (["deploy", "a.keras", "b.keras", "--out", "x"], "mtz_mobile.pipeline:deploy"),
     (["train-reference", "--out", "x"], "mtz_mobile.api:train_reference"),
     (["evaluate", "z"], "mtz_mobile.api:evaluate"),
     (["convert", "z", "--out", "m.tflite"], "converters:convert_zip"),
     (["inspect", "m.tflite"], "converters.inspection:inspect_model"),
     (["push", "m.tflite"], "mtz_mobile.device:push_model"),
-    (["bench", "m.tflite", "--out", "r"], "mtz_mobile.bench:bench_host"),
-    (["bench", "m.tflite", "--runtime", "web", "--out", "r"], "mtz_mobile.web.bench:bench_web"),
 ])
 def test_parsed_arguments_are_keywords_of_the_commands_api(argv, function):
     import importlib
     import inspect
 
     from mtz_mobile import api
-    from mtz_mobile.bench.host import HostSettings
     from mtz_mobile.cli import build_parser
     from mtz_mobile.cli.options import api_kwargs
 
     module, name = function.split(":")
     accepted = set(inspect.signature(getattr(importlib.import_module(module), name)).parameters)
-    accepted |= set(api.ZIP_OPTIONS) | set(api.SEARCH_OPTIONS) if argv[0] in ("zip", "deploy") else set()
-    accepted |= set(HostSettings.__dataclass_fields__) if argv[0] == "bench" else set()
-    presentation = {"json"} | ({"adb_serial", "benchmark_binary"} if argv[0] == "bench" else set())
-    if argv[0] == "bench":   # each mode's own settings (device_commands: _WEB_ONLY, _HOST_ONLY)
-        presentation |= {"threads", "runtime", "xnnpack_cache", "switch_steps"} if "web" in argv else {"trials"}
+    accepted |= set(api.ZIP_OPTIONS) | set(api.SEARCH_OPTIONS) if argv[0] == "zip" else set()
     kwargs = api_kwargs(build_parser().parse_args(argv))
-    assert set(kwargs) - presentation <= accepted
+    assert set(kwargs) - {"json"} <= accepted
+
+
+@pytest.mark.parametrize("argv,target,expected", [
+    ([], "host", dict()),
+    (["--runtime", "compiled", "--runs", "7", "--xnnpack-cache", "on", "--timeout", "30"], "host",
+     dict(runtime="compiled", runs=7, xnnpack_cache="on", timeout_s=30.0)),
+    (["--runtime", "web", "--trials", "2", "--warmup", "0"], "web", dict(trials=2, warmup=0)),
+    (["--adb-serial", "S", "--threads", "2"], "android", dict(serial="S", threads=2)),
+    (["--benchmark-binary", "bm", "--xnnpack-cache", "file"], "android", dict(benchmark_binary="bm",
+                                                                             xnnpack_cache="file")),
+])
+def test_bench_options_become_the_targets_settings(argv, target, expected):
+    """One settings class per target: the options given, over that class's own defaults."""
+    from mtz_mobile.bench.settings import TARGETS
+    from mtz_mobile.cli import build_parser
+    from mtz_mobile.cli.device_commands import bench_target
+    from mtz_mobile.cli.options import settings_from
+
+    args = build_parser().parse_args(["bench", "m.tflite", "--out", "r", *argv])
+    assert bench_target(args) == target
+    assert settings_from(args, TARGETS[target]) == TARGETS[target](**expected)
+
+
+def test_deploy_options_become_its_settings_objects():
+    """deploy's bench flags make a HostSettings over deploy's own defaults (compiled)."""
+    from mtz_mobile.bench.settings import HostSettings
+    from mtz_mobile.cli import build_parser
+    from mtz_mobile.cli.options import settings_from
+    from mtz_mobile.pipeline import DEPLOY_BENCH
+
+    parse = build_parser().parse_args
+    args = parse(["deploy", "a.keras", "b.keras", "--out", "x", "--runs", "5", "--transient-indirection"])
+    assert settings_from(args, HostSettings, DEPLOY_BENCH) == HostSettings(runtime="compiled", runs=5,
+                                                                         transient_indirection=True)
+    args = parse(["deploy", "a.keras", "b.keras", "--out", "x"])
+    assert settings_from(args, HostSettings, DEPLOY_BENCH) == DEPLOY_BENCH and args.bench
+
+
+def test_a_new_bench_setting_is_one_field(monkeypatch, capsys, tmp_path):
+    """A field added to a target's settings class is an option of `bench`, with its help, its default
+    and its check, without naming it anywhere else; a bad value is one line, before any work (the
+    model does not even exist) and with nothing written."""
+    from dataclasses import dataclass
+
+    from mtz_mobile.bench import settings
+    from mtz_mobile.cli import build_parser
+    from mtz_mobile.cli.device_commands import bench_target
+    from mtz_mobile.cli.options import settings_from
+    from mtz_mobile.flat_options import option
+
+    @dataclass(frozen=True)
+    class Cooling(settings.HostSettings):
+        cooldown_ms: int = option(250, "pause between timed runs", minimum=0)
+
+    monkeypatch.setitem(settings.TARGETS, "host", Cooling)
+    entries = _help("bench", capsys, monkeypatch)
+    assert entries["--cooldown-ms"] == "--cooldown-ms COOLDOWN_MS host only: pause between timed runs (default: 250)"
+    args = build_parser().parse_args(["bench", "m.tflite", "--out", "r", "--cooldown-ms", "5"])
+    assert settings_from(args, settings.TARGETS[bench_target(args)]) == Cooling(cooldown_ms=5)
+    args = build_parser().parse_args(["bench", "m.tflite", "--out", "r", "--runtime", "web", "--cooldown-ms", "5"])
+    with pytest.raises(MTZError, match="^--cooldown-ms sets the host bench, not the browser one: drop --cooldown-ms$"):
+        bench_target(args)
+    out = tmp_path / "r"
+    assert main(["bench", str(tmp_path / "absent.tflite"), "--out", str(out), "--cooldown-ms", "-1"]) == 2
+    lines = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+    assert lines == ["mtz-mobile: error: cooldown_ms must be a whole number >= 0, got -1: give --cooldown-ms 0 or "
+                     "more"] and not out.exists()
 
 
 # --- quiet by default ----------------------------------------------------------------------------

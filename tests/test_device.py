@@ -374,7 +374,7 @@ def test_android_bench_end_to_end(device, deployed, arm64_binary, tmp_path, caps
 
 def test_android_bench_with_one_cache_state(device, deployed, arm64_binary, tmp_path):
     """--xnnpack-cache file runs the file state only: per job a delete, a cold run and the measured run."""
-    from mtz_mobile.bench.android import android_settings, bench_android
+    from mtz_mobile.bench import AndroidSettings
 
     out = tmp_path / "report"
     argv = ["bench", str(deployed.model), "--baselines", *map(str, deployed.baselines.values()), "--out", str(out),
@@ -397,21 +397,22 @@ def test_android_bench_with_one_cache_state(device, deployed, arm64_binary, tmp_
         ("model.baseline_a.tflite", "a"), ("model.baseline_b.tflite", "b"))]
     assert [c.split("=")[-1] for c in runs_cmd] == [p for p in expected for _ in range(2)]
     assert [c for c in commands if c.startswith("rm -f")] == [f"rm -f {p}" for p in expected]
-    assert android_settings(("off", "on"), 1, 3, 1)["xnnpack_cache"] == "both"
-    assert android_settings(("off",), 1, 3, 1)["xnnpack_cache_path"] is None
+    assert AndroidSettings(xnnpack_cache=("off", "on")).to_json()["xnnpack_cache"] == "both"
+    assert AndroidSettings(xnnpack_cache=("off",)).to_json()["xnnpack_cache_path"] is None
     with pytest.raises(MTZError, match="distinct ones of off, on, file"):
-        bench_android(deployed.model, caches=("on", "on"), benchmark_binary=arm64_binary)
+        AndroidSettings(xnnpack_cache=("on", "on"), benchmark_binary=str(arm64_binary))
 
 
 def test_deploy_push_resumes(device, deployed, small_models, fmnist):
+    from mtz_mobile.bench import HostSettings
     from mtz_mobile.contract import APP_PACKAGE, DEVICE_MODEL_NAME
     from mtz_mobile.pipeline import deploy
 
     app = device.add_app(APP_PACKAGE)
-    again = deploy(small_models, deployed.out_dir, data={"a": fmnist, "b": fmnist}, runs=3, progress=False,
-                   retrain_iterations=0, calibration_samples=500, push=True, app=APP_PACKAGE)
+    kwargs = dict(data={"a": fmnist, "b": fmnist}, bench=HostSettings(runtime="compiled", runs=3), progress=False,
+                  retrain_iterations=0, calibration_samples=500, push=True, app=APP_PACKAGE)
+    again = deploy(small_models, deployed.out_dir, **kwargs)
     assert again.stages == {"zip": "skipped", "convert": "skipped", "bench": "skipped", "push": "done"}
     assert (app / "files" / DEVICE_MODEL_NAME).read_bytes() == deployed.model.read_bytes()
-    third = deploy(small_models, deployed.out_dir, data={"a": fmnist, "b": fmnist}, runs=3, progress=False,
-                   retrain_iterations=0, calibration_samples=500, push=True, app=APP_PACKAGE)
+    third = deploy(small_models, deployed.out_dir, **kwargs)
     assert third.stages["push"] == "skipped"

@@ -8,7 +8,7 @@ import pytest
 
 from converters import flatbuffer as fb
 from converters.manifest import MANIFEST_METADATA
-from mtz_mobile.bench.host import describe_model
+from mtz_mobile.bench.core import describe_model
 from mtz_mobile.errors import MTZError
 
 from fuzzing import fuzz

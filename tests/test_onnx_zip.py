@@ -68,7 +68,7 @@ def onnx_pair_deployed(tmp_path_factory, fmnist):
     baselines, benched on the host: deploy's stages, with one memory repeat to keep it short."""
     from converters import convert_zip
     from mtz_mobile.api import zip_models
-    from mtz_mobile.bench.host import bench_host
+    from mtz_mobile.bench import HostSettings, bench
 
     root = tmp_path_factory.mktemp("onnx_pair")
     x = fmnist.x_train[:2000, None]   # NCHW, as the zipper feeds the data (NHWC) to the NHWC network
@@ -79,8 +79,8 @@ def onnx_pair_deployed(tmp_path_factory, fmnist):
                retrain_batch_size=32, retrain_schedule="end", calibration_samples=300, shared=[0.5])
     conversion = convert_zip(root / "zip", root / "model.tflite", joint=True, baselines=True)
     baselines = sorted(root.glob("model.baseline_*.tflite"))
-    report = bench_host(conversion.path, baselines, out_dir=root / "bench", runs=3, memory_repeats=1,
-                        progress=False)
+    report = bench(conversion.path, baselines, settings=HostSettings(runs=3, memory_repeats=1), out_dir=root / "bench",
+                   progress=False)
     return paths, root, report
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from mtz_mobile.bench.settings import HostSettings
 from mtz_mobile.errors import MTZError
 from mtz_mobile.fileio import lock_path, output_lock, write_atomic
 
@@ -156,8 +157,8 @@ def test_deploy_and_bench_from_a_second_process_get_one_line(converted, small_mo
         assert proc.returncode == 2 and error_lines(proc) == [f"mtz-mobile: error: {refusal(pid, out)}"]
         assert not out.exists()
         proc = run_child(f"""
-            from mtz_mobile.bench import bench_host
-            bench_host({str(converted.path)!r}, out_dir={str(bench_out)!r}, runs=1, progress=False)
+            from mtz_mobile.bench import HostSettings, bench
+            bench({str(converted.path)!r}, settings=HostSettings(runs=1), out_dir={str(bench_out)!r}, progress=False)
         """)
         assert proc.returncode == 2 and error_lines(proc) == [f"mtz-mobile: error: {refusal(pid, bench_out)}"]
         assert not bench_out.exists()
@@ -250,10 +251,10 @@ def test_bench_on_a_full_disk_leaves_no_report_directory(converted, small_disk):
     disk = small_disk(40 * 1024, file_limit=24 * 1024)  # the lock and the first chart fit, the second does not
     out = disk.root / "bench"
     proc = run_child(f"""
-        from mtz_mobile.bench import bench_host
+        from mtz_mobile.bench import HostSettings, bench
         LIMIT()
-        bench_host({str(converted.path)!r}, {[str(p) for p in converted.baselines.values()]!r}, out_dir={str(out)!r},
-                   runs=2, switch_steps=2, memory_repeats=1, progress=False)
+        bench({str(converted.path)!r}, {[str(p) for p in converted.baselines.values()]!r}, out_dir={str(out)!r},
+              settings=HostSettings(runs=2, switch_steps=2, memory_repeats=1), progress=False)
     """, disk.limit)
     assert proc.returncode == 2, proc.stderr
     assert len(error_lines(proc)) == 1 and DISK_FULL.match(error_lines(proc)[0]), proc.stderr
@@ -269,8 +270,9 @@ def redeploy(deployed, small_models, fmnist, tmp_path):
 
     out = tmp_path / "out"
     shutil.copytree(deployed.out_dir, out)
-    base = dict(data={"a": fmnist, "b": fmnist}, runs=3, progress=True, retrain_iterations=0, calibration_samples=500)
-    return lambda **changed: deploy(small_models, out, **dict(base, **changed))
+    base = dict(data={"a": fmnist, "b": fmnist}, progress=True, retrain_iterations=0, calibration_samples=500)
+    return lambda bench=HostSettings(runtime="compiled", runs=3), **changed: deploy(small_models, out, bench=bench,
+                                                                                   **dict(base, **changed))
 
 
 def manifest_of(path):
@@ -283,24 +285,24 @@ def manifest_of(path):
 def test_deploy_converts_again_when_quantization_or_joint_change(redeploy, capsys):
     from converters.inspection import inspect_model
 
-    result = redeploy(quantize="fp16", bench=False)
+    result = redeploy(quantize="fp16", bench=None)
     assert result.stages == {"zip": "skipped", "convert": "done"}
     assert "convert: quantization changed (none → fp16), converting again" in capsys.readouterr().err
     assert manifest_of(result.model)["quantization"] == "fp16"
     assert "all" in inspect_model(result.model)["signatures"]
 
-    result = redeploy(quantize="fp16", joint=False, bench=False)
+    result = redeploy(quantize="fp16", joint=False, bench=None)
     assert result.stages == {"zip": "skipped", "convert": "done"}
     assert "convert: joint signature not wanted, converting again" in capsys.readouterr().err
     assert "all" not in inspect_model(result.model)["signatures"] and manifest_of(result.model)["joint"] is None
 
-    assert redeploy(quantize="fp16", joint=False, bench=False).stages == {"zip": "skipped", "convert": "skipped"}
+    assert redeploy(quantize="fp16", joint=False, bench=None).stages == {"zip": "skipped", "convert": "skipped"}
 
 
 def test_deploy_converts_again_when_a_baseline_was_replaced(redeploy, deployed, capsys):
-    baseline = redeploy(bench=False).baselines["a"]
+    baseline = redeploy(bench=None).baselines["a"]
     shutil.copyfile(deployed.baselines["b"], baseline)
-    result = redeploy(bench=False)
+    result = redeploy(bench=None)
     assert result.stages == {"zip": "skipped", "convert": "done"}
     assert "convert: baselines changed, converting again" in capsys.readouterr().err
     assert baseline.read_bytes() == deployed.baselines["a"].read_bytes()
@@ -309,15 +311,15 @@ def test_deploy_converts_again_when_a_baseline_was_replaced(redeploy, deployed, 
 def test_deploy_benches_again_when_the_runtime_changes(redeploy, capsys):
     from mtz_mobile.bench import read_report
 
-    result = redeploy(runtime="interpreter")
+    result = redeploy(HostSettings(runtime="interpreter", runs=3))
     assert result.stages == {"zip": "skipped", "convert": "skipped", "bench": "done"}
     assert ("bench: bench settings changed (runtime compiled → interpreter, xnnpack_cache file → off), running again"
             in capsys.readouterr().err)
     report = read_report(result.out_dir / "bench" / "report.json")
     assert (report["settings"]["runtime"], report["settings"]["xnnpack_cache"]) == ("interpreter", "off")
     assert result.report == report
-    assert redeploy(runtime="interpreter").stages == {"zip": "skipped", "convert": "skipped", "bench": "skipped"}
-    result = redeploy(runtime="compiled", xnnpack_cache="off", runs=2)
+    assert redeploy(HostSettings(runtime="interpreter", runs=3)).stages == {"zip": "skipped", "convert": "skipped", "bench": "skipped"}
+    result = redeploy(HostSettings(runtime="compiled", xnnpack_cache="off", runs=2))
     assert result.stages["bench"] == "done" and result.report["settings"]["xnnpack_cache"] == "off"
 
     # a report written before --transient-indirection existed ran without it: still current
@@ -330,6 +332,6 @@ def test_deploy_benches_again_when_the_runtime_changes(redeploy, capsys):
     settings = dict(runtime="compiled", xnnpack_cache="off", runs=2)
     assert bench_staleness(path.parent, result.model, result.baselines.values(), settings) is None
     capsys.readouterr()
-    result = redeploy(runtime="compiled", xnnpack_cache="off", runs=2, transient_indirection=True)
+    result = redeploy(HostSettings(runtime="compiled", xnnpack_cache="off", runs=2, transient_indirection=True))
     assert result.stages["bench"] == "done" and result.report["settings"]["xnnpack_transient_indirection"] is True
     assert "xnnpack_transient_indirection False → True" in capsys.readouterr().err

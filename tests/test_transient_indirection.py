@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mtz_mobile.bench import bench_host, render_markdown, validate_report
+from mtz_mobile.bench import HostSettings, bench, render_markdown, validate_report
 from mtz_mobile.bench.probe import TRANSIENT_INDIRECTION_FLAGS
 from mtz_mobile.cli import main
 from test_weight_cache import outputs
@@ -38,8 +38,8 @@ def test_the_flag_leaves_the_outputs_exact(conv_file):
 def test_the_bench_runs_with_the_flag_and_holds_less_anonymous_memory(conv_file):
     grow = {}
     for transient in (False, True):
-        report = bench_host(conv_file, runtime="compiled", xnnpack_cache="on", transient_indirection=transient,
-                            runs=2, progress=False)
+        settings = HostSettings(runtime="compiled", xnnpack_cache="on", transient_indirection=transient, runs=2)
+        report = bench(conv_file, settings=settings, progress=False)
         validate_report(report)
         assert report["settings"]["xnnpack_transient_indirection"] is transient
         assert ("transient indirection buffers" in render_markdown(report)) is transient

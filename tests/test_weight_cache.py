@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from mtz_mobile.bench import bench_host, render_markdown, validate_report, weight_cache
+from mtz_mobile.bench import HostSettings, bench, render_markdown, validate_report, weight_cache
 from mtz_mobile.bench.host import cold_load
 from mtz_mobile.cli import main
 from mtz_mobile.fileio import sha256_of
@@ -119,8 +119,8 @@ def test_bench_with_the_cache_in_a_file(deployed, tmp_path):
     model, base = tmp_path / deployed.model.name, [tmp_path / f.name for f in deployed.baselines.values()]
     found = []
     for _ in range(2):
-        report = bench_host(model, base, runtime="compiled", xnnpack_cache="file", runs=2, switch_steps=2,
-                            progress=False)
+        report = bench(model, base, settings=HostSettings(runtime="compiled", xnnpack_cache="file", runs=2,
+                                                          switch_steps=2), progress=False)
         validate_report(report)
         s = report["settings"]
         assert (s["xnnpack_cache"], s["xnnpack_cache_path"], s["xnnpack_cache_chosen_by"]) == \

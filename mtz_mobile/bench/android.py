@@ -27,20 +27,12 @@ from pathlib import Path
 
 from mtz_mobile.contract import XNNPACK_CACHE_SUFFIX
 from mtz_mobile.errors import MTZError
-
-from mtz_mobile.fileio import sha256_of
-
-from mtz_mobile.fileio import check_output, output_lock
+from mtz_mobile.fileio import check_output, output_lock, sha256_of
 from mtz_mobile.progress import Progress
 
-from .common import default_warmup, ratio
-from .host import (MEMORY_CACHE_PATH, describe_model, latency_entry, latency_ratios, match_baselines,
-                   storage_figures)
+from .core import describe_model, latency_entry, latency_ratios, match_baselines, ratio, storage_figures
+from .settings import CACHE_FLAG, DEVICE_DIR, MEMORY_CACHE_PATH, AndroidSettings
 
-DEVICE_DIR = "/data/local/tmp/mtz"
-CACHE_FLAG = "--xnnpack_weight_cache_file_path={path}"
-CACHE_STATES = ("off", "on", "file")  # also the default: every job runs in each state
-FILE_CACHE_PATTERN = f"{DEVICE_DIR}/MODEL.SIGNATURE{XNNPACK_CACHE_SUFFIX}"
 EM_AARCH64 = 183
 
 _NUM = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
@@ -146,51 +138,28 @@ def benchmark_command(binary: str, graph: str, key: str, threads: int, runs: int
     return " ".join([shlex.quote(binary)] + [shlex.quote(f) for f in flags])
 
 
-def android_settings(caches: tuple, threads: int, runs: int, warmup: int) -> dict:
-    """The report's settings: one state by name, or 'all' (off, on and file) / 'both' (two of them)."""
-    detail = ("LiteRT benchmark_model on the device, --use_xnnpack=true --report_peak_memory_footprint=true, "
-              "one process per run; weight cache on = " + CACHE_FLAG.format(path=MEMORY_CACHE_PATH)
-              + "; file = " + CACHE_FLAG.format(path=FILE_CACHE_PATTERN) + ", one file per file and signature, "
-              "deleted (rm -f), built by a cold run (--num_runs=1 --warmup_runs=0), then the measured run "
-              "loads it warm")
-    path = FILE_CACHE_PATTERN if "file" in caches else MEMORY_CACHE_PATH if "on" in caches else None
-    return {"runtime": "benchmark_model", "runtime_detail": detail, "threads": threads, "runs": runs,
-            "warmup": warmup, "xnnpack": True,
-            "xnnpack_cache": caches[0] if len(caches) == 1 else "both" if len(caches) == 2 else "all",
-            "xnnpack_cache_path": path, "xnnpack_cache_chosen_by": "default" if caches == CACHE_STATES else "user",
-            "switch_steps": None}
-
-
-def bench_android(model_path, baselines=(), serial: str | None = None, benchmark_binary=None, threads: int = 1,
-                  runs: int = 50, warmup: int | None = None, caches=CACHE_STATES, out_dir=None,
-                  progress: bool = True, adb=None, timeout_s: float = 600.0) -> dict:
+def measure(model_path, baselines=(), settings: AndroidSettings = AndroidSettings(), out_dir=None,
+                  progress: bool = True) -> dict:
     """Run benchmark_model on the device for every task signature (and ``all``) of the zipped
-    file and for each baseline, in each XNNPACK weight-cache state of ``caches``; return the report."""
-    for name, value in (("threads", threads), ("runs", runs)):
-        if not isinstance(value, int) or value < 1:
-            raise MTZError(f"{name} must be a whole number >= 1, got {value!r}")
-    warmup = default_warmup(runs) if warmup is None else warmup
-    caches = tuple(caches)
-    if not caches or len(set(caches)) != len(caches) or any(c not in CACHE_STATES for c in caches):
-        raise MTZError(f"weight-cache settings must be distinct ones of off, on, file, got "
-                       f"{', '.join(caches) or 'none'}: give each state once")
-    binary = check_benchmark_binary(benchmark_binary)
+    file and for each baseline, in each XNNPACK weight-cache state of ``settings.caches``; return the
+    report (``mtz_mobile.bench.bench`` is the entry point for every target)."""
+    binary = check_benchmark_binary(settings.benchmark_binary)
     model = describe_model(model_path)
     base = match_baselines(model, baselines)
     if out_dir is not None:
         check_output(out_dir, directory=True)
-    settings = android_settings(caches, threads, runs, warmup)
     with output_lock(out_dir) if out_dir is not None else contextlib.nullcontext():
-        return _bench_android(model, base, binary, settings, caches, serial, out_dir, progress, adb, timeout_s)
+        return _bench_android(model, base, binary, settings, out_dir, progress)
 
 
-def _bench_android(model: dict, base: list[dict], binary: Path, settings: dict, caches: tuple, serial,
-                   out_dir, progress: bool, adb, timeout_s: float) -> dict:
+def _bench_android(model: dict, base: list[dict], binary: Path, settings: AndroidSettings, out_dir,
+                   progress: bool) -> dict:
     from mtz_mobile.device import Adb, check_abi, device_info
 
     from .report import new_report, write_report
 
-    adb = adb or Adb.connect(serial, timeout_s=timeout_s)
+    caches, timeout_s = settings.caches, settings.timeout_s
+    adb = Adb.connect(settings.serial, timeout_s=timeout_s)
     info = device_info(adb)
     check_abi(info)
     keys = model["tasks"] + ([model["joint_key"]] if model["joint_key"] else [])
@@ -205,9 +174,9 @@ def _bench_android(model: dict, base: list[dict], binary: Path, settings: dict, 
 
     environment = dict(info, benchmark_binary={"path": str(binary), "sha256": sha256_of(binary),
                                                "device_path": device_binary})
-    report = new_report("android", settings, environment, model, base)
+    report = new_report("android", settings.to_json(), environment, model, base)
     report["storage"] = storage_figures(model, base)
-    done = _run_jobs(adb, device_binary, remote, jobs, caches, settings, model, bar, timeout_s)
+    done = _run_jobs(adb, device_binary, remote, jobs, settings, model, bar)
     report["memory"] = {"method": "LiteRT benchmark_model: 'Memory footprint delta from the start of the tool' "
                                   "(init/overall) and 'Overall peak memory footprint via periodic monitoring'",
                         "units": "MB", "measurements": done["measurements"],
@@ -222,16 +191,16 @@ def _bench_android(model: dict, base: list[dict], binary: Path, settings: dict, 
     return report
 
 
-def _run_jobs(adb, device_binary: str, remote: dict, jobs: list, caches: tuple, settings: dict, model: dict,
-              bar: Progress, timeout_s: float) -> dict:
+def _run_jobs(adb, device_binary: str, remote: dict, jobs: list, settings: AndroidSettings, model: dict,
+              bar: Progress) -> dict:
     """Every (file, signature) in every cache state. Only the measured run of a job goes into the
     memory and latency figures; a file-state job's cold run is kept in runs and cache_loads."""
     out = {"runs": [], "measurements": [], "entries": [], "cache_loads": []}
-    for cache in caches:
+    for cache in settings.caches:
         for variant, path, key in jobs:
             bar.step(f"benchmark_model: {variant} {Path(path).name} signature {key}, weight cache {cache}"
                      + (" (cold build, then warm)" if cache == "file" else ""))
-            phases = _run_job(adb, device_binary, remote[path], key, settings, cache, timeout_s)
+            phases = _run_job(adb, device_binary, remote[path], key, settings, cache)
             for phase, command, parsed in phases:
                 out["runs"].append({"variant": variant, "file": path, "signature": key, "xnnpack_cache": cache,
                                     "phase": phase, "command": command, "parsed": parsed})
@@ -244,7 +213,7 @@ def _run_jobs(adb, device_binary: str, remote: dict, jobs: list, caches: tuple, 
             times = dict(parsed, mean_us=parsed["inference_avg_us"], p90_us=None)
             out["entries"].append(latency_entry(variant, key, model, cache,
                                                 f"benchmark_model ({parsed['format']} output)", parsed["count"],
-                                                settings["warmup"], times))
+                                                settings.resolved_warmup, times))
             if cache == "file":
                 cold, warm = phases[0][2]["init_us"], parsed["init_us"]
                 out["cache_loads"].append({"variant": variant, "signature": key,
@@ -253,19 +222,20 @@ def _run_jobs(adb, device_binary: str, remote: dict, jobs: list, caches: tuple, 
     return out
 
 
-def _run_job(adb, device_binary: str, graph: str, key: str, settings: dict, cache: str,
-             timeout_s: float) -> list[tuple[str, str, dict]]:
+def _run_job(adb, device_binary: str, graph: str, key: str, settings: AndroidSettings,
+             cache: str) -> list[tuple[str, str, dict]]:
     """(phase, command, parsed) of each benchmark_model run of one job, the measured run last. In
     the file state the cache is removed first, so that the cold run builds it from this model (a
     file left by another model would be served as it is: LiteRT does not check it)."""
     path = cache_path_for(cache, graph, key)
-    plan = [("measured", settings["runs"], settings["warmup"])]
+    plan = [("measured", settings.runs, settings.resolved_warmup)]
+    timeout_s = settings.timeout_s
     if cache == "file":
         adb.shell(f"rm -f {shlex.quote(path)}", timeout_s=timeout_s)
         plan.insert(0, ("cold", 1, 0))
     out = []
     for phase, runs, warmup in plan:
-        command = benchmark_command(device_binary, graph, key, settings["threads"], runs, warmup, path)
+        command = benchmark_command(device_binary, graph, key, settings.threads, runs, warmup, path)
         _, text = adb.shell(command, check=False, timeout_s=timeout_s)
         out.append((phase, command, parse_benchmark_output(text)))
     return out

@@ -4,7 +4,7 @@ absolute kB and as growth over the runtime's own set-up."""
 
 from __future__ import annotations
 
-from .common import ratio
+from .core import ratio
 from .probe import METRIC_KEYS
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from mtz_mobile.errors import MTZError
 from mtz_mobile.fileio import sha256_of
 
-from .host import HostSettings
+from .settings import HostSettings
 from .report import read_report
 
 SETTING_KEYS = ("runtime", "xnnpack_cache", "xnnpack_transient_indirection", "threads", "runs", "warmup",

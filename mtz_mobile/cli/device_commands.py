@@ -1,52 +1,46 @@
 """CLI commands that measure and ship a converted model: bench, push, deploy.
 
 Each handler is a thin layer over mtz_mobile.bench, mtz_mobile.device and mtz_mobile.pipeline,
-which are usable the same way from a notebook. Defaults and choices come from those modules
-(HostSettings, RUNTIMES, QUANTIZATIONS, the Android bench's CACHE_STATES, deploy's DEPLOY_RUNTIME) and
-deploy's zip settings from ZipConfig.
+which are usable the same way from a notebook. The bench's options are the fields of its settings
+classes (mtz_mobile.bench.settings: one per target), deploy's those of ZipConfig, BudgetSearch,
+ConversionCheck and HostSettings (with deploy's defaults); the handlers build those objects, whose
+checks run before any work.
 """
 
 from __future__ import annotations
 
-from dataclasses import fields
-
 from converters.dry_run import ConversionCheck
-from mtz_mobile.bench.android import CACHE_STATES as ANDROID_CACHE_STATES
-from mtz_mobile.bench.host import CACHE_STATES, HostSettings
-from mtz_mobile.bench.probe import RUNTIMES
+from mtz_mobile.bench.settings import TARGETS, HostSettings
 from mtz_mobile.contract import APP_PACKAGE, QUANTIZATIONS
 from mtz_mobile.errors import MTZError
-from mtz_mobile.pipeline import DEPLOY_RUNTIME
+from mtz_mobile.flat_options import flat_fields
+from mtz_mobile.pipeline import DEPLOY_BENCH
 from mtz_mobile.zipper.config import BudgetSearch, ZipConfig
 
-from .options import add_dataclass_options, add_quiet, api_kwargs, command, positive_int
+from .options import add_dataclass_options, add_quiet, add_settings_options, api_kwargs, command, given_options, \
+    settings_from
 from .zip_commands import add_zip_inputs
 
-HOST = {f.name: f.default for f in fields(HostSettings) if f.init}
-WEB = "web"   # bench --runtime web: LiteRT.js in the browser (mtz_mobile.web.bench)
-_ANDROID_ONLY = ("adb_serial", "benchmark_binary")
-_WEB_ONLY = ("trials",)
-# LiteRT.js: one thread, no cache or flags option
-_HOST_ONLY = ("threads", "runtime", "xnnpack_cache", "transient_indirection", "switch_steps")
+WEB = "web"   # bench --runtime web: the browser's bench (LiteRT.js), not a host runtime
+# how --help and the errors name each target
+LABELS = {"host": "host", "android": "Android", "web": "browser"}
+ANDROID_KEYS = ("serial", "benchmark_binary")   # either one given: the bench runs on a phone
 
 
 def add_commands(sub) -> None:
     p = command(sub, "bench", "measure a zipped .tflite against its separate baselines: storage, memory (fresh "
-                              "process per figure), latency, task switching; host or Android", _bench)
+                              "process per figure), latency, task switching; on the host, on an Android phone "
+                              "(--adb-serial/--benchmark-binary) or in the browser (--runtime web)", _bench)
     p.add_argument("model_path", metavar="model", help="the zipped .tflite")
     p.add_argument("--baselines", nargs="+", default=[], metavar="TFLITE",
                    help="the separate per-task models (OUT_STEM.baseline_TASK.tflite from convert --baselines)")
     p.add_argument("--out", dest="out_dir", metavar="OUT", required=True,
                    help="report directory: report.json, report.md, PNG charts")
-    _add_host_settings(p, bench=True)
-    p.add_argument("--warmup", type=int, default=HOST["warmup"],
-                   help="warm-up runs before timing (default runs/5, 1..20)")
-    p.add_argument("--trials", type=positive_int, default=3,
-                   help="--runtime web: fresh browsers per set, zipped and separate (default 3)")
-    p.add_argument("--switch-steps", type=int, default=HOST["switch_steps"],
-                   help="task-switching steps A,B,A,B… (default min(runs, 50))")
-    p.add_argument("--adb-serial", help="Android mode: the device to run benchmark_model on (default: none, the host bench)")
-    p.add_argument("--benchmark-binary", help="Android mode: LiteRT's arm64 benchmark_model to push")
+    add_settings_options(p, {LABELS[t]: cls for t, cls in TARGETS.items()})
+    runtime = next(a for a in p._actions if a.dest == "runtime")
+    runtime.choices = (*runtime.choices, WEB)
+    runtime.help = runtime.help.replace("host only: ", "host: ").replace(
+        " (default:", "; web: LiteRT.js in headless chromium, against the baselines beside the model (default:")
     add_quiet(p)
 
     p = command(sub, "push", "copy a model to an Android device, checksum-verified: /data/local/tmp, or the "
@@ -62,7 +56,7 @@ def add_commands(sub) -> None:
     add_dataclass_options(p, ConversionCheck)
     p.add_argument("--quantize", choices=QUANTIZATIONS, default="none", help="quantization of the converted model")
     p.add_argument("--no-bench", dest="bench", action="store_false", help="skip the host bench")
-    _add_host_settings(p, runtime=DEPLOY_RUNTIME)
+    add_settings_options(p, {"host": HostSettings}, defaults=DEPLOY_BENCH)
     p.add_argument("--push", action="store_true", help="push the model to the device at the end")
     _add_push_target(p)
     add_quiet(p)
@@ -73,26 +67,6 @@ def add_commands(sub) -> None:
     p.add_argument("--serial", help="the device (default: the only one attached)")
 
 
-def _add_host_settings(p, bench: bool = False, runtime: str = HOST["runtime"]) -> None:
-    """bench=True: the bench command, which also runs in the browser and on Android (deploy does neither)."""
-    p.add_argument("--threads", type=positive_int, default=HOST["threads"], help="LiteRT CPU threads")
-    p.add_argument("--runs", type=positive_int, default=HOST["runs"], help="timed runs per signature")
-    p.add_argument("--runtime", choices=tuple(RUNTIMES) + ((WEB,) if bench else ()), default=runtime,
-                   help="host: LiteRT Interpreter (XNNPACK by default) or CompiledModel with CpuOptions"
-                        + ("; web: LiteRT.js in headless chromium, against the baselines beside the model" if bench else ""))
-    states = ", ".join(ANDROID_CACHE_STATES)
-    p.add_argument("--xnnpack-cache", choices=CACHE_STATES, default=HOST["xnnpack_cache"],
-                   help="XNNPACK weight cache: on = ':memory', file = MODEL.xnnpack_cache beside each model "
-                        "(checked against its stamp, rebuilt when stale; compiled only) (default: file for compiled, "
-                        "off for interpreter, which has no such option"
-                        + (f"; Android: each of {states} unless given, file = one cache file per signature on the "
-                           "device, built by a cold run before the measured one)" if bench else ")"))
-    p.add_argument("--transient-indirection", action="store_true",
-                   help="compiled runtime on the host: XNNPACK's TRANSIENT_INDIRECTION_BUFFER flag, convolutions "
-                        "rebuild their indirection buffers on every run instead of holding them (less anonymous "
-                        "memory, slower runs; docs/RESULTS.md, issue 16)")
-
-
 def _add_push_target(p) -> None:
     p.add_argument("--serial", help="the device (default: the only one attached)")
     p.add_argument("--app", nargs="?", const=APP_PACKAGE, metavar="PACKAGE",
@@ -100,19 +74,42 @@ def _add_push_target(p) -> None:
                         "(default: no app, /data/local/tmp)")
 
 
-def _bench(args) -> int:
-    if args.transient_indirection and (args.runtime == WEB or args.adb_serial is not None
-                                       or args.benchmark_binary is not None):
-        raise MTZError("--transient-indirection applies to the host's compiled runtime only (LiteRT.js and "
-                       "benchmark_model are not given XNNPACK flags here): drop it")
-    if args.runtime == WEB:
-        return _bench_web(args)
-    if args.adb_serial is not None or args.benchmark_binary is not None:
-        report = _bench_android(args)
-    else:
-        from mtz_mobile.bench import bench_host
+def field_keys(cls) -> set[str]:
+    return {key for key, _, _ in flat_fields(cls)}
 
-        report = bench_host(**api_kwargs(args, *_ANDROID_ONLY, *_WEB_ONLY))
+
+def bench_target(args) -> str:
+    """The target the options name: --runtime web the browser, --adb-serial or --benchmark-binary a
+    phone, else the host; an option of another target is refused in one line."""
+    web = getattr(args, "runtime", None) == WEB
+    android = any(hasattr(args, key) for key in ANDROID_KEYS)
+    if web and android:
+        raise MTZError("--runtime web runs in this machine's browser: drop --adb-serial/--benchmark-binary "
+                       "(open `mtz-mobile serve` on the phone instead)")
+    target = WEB if web else "android" if android else "host"
+    given = given_options(args, *TARGETS.values())
+    if web:
+        given.pop("runtime")   # the target itself
+    foreign = {key: flag for key, flag in given.items() if key not in field_keys(TARGETS[target])}
+    if foreign:
+        flags = ", ".join(foreign.values())
+        owners = [LABELS[t] for t, cls in TARGETS.items() if set(foreign) & field_keys(cls)]
+        raise MTZError(f"{flags} set{'s' if len(foreign) == 1 else ''} the {' or '.join(owners)} bench, not the "
+                       f"{LABELS[target]} one: drop {flags}")
+    return target
+
+
+def _bench(args) -> int:
+    from mtz_mobile.bench import bench
+
+    target = bench_target(args)
+    settings = settings_from(args, TARGETS[target])
+    report = bench(args.model_path, args.baselines, target, settings, args.out_dir, args.progress)
+    if target == WEB:
+        print(f"wrote {args.out_dir}/report.json and report.md")
+        print("; ".join(f"{name} {r['ratio']:.3f}" for name, r in report["figures"].items()
+                        if r["ratio"] is not None and ("latency" in name or "heap top" in name)))
+        return 0
     st = report["storage"]
     print(f"wrote {args.out_dir}/report.json, report.md and {len(report['files']['charts'])} charts")
     if st["file_ratio"] is not None:
@@ -120,32 +117,6 @@ def _bench(args) -> int:
               + "; ".join(f"latency {q['signature']} ({q['xnnpack_cache']}) {q['ratio']:.3f}"
                           for q in report["latency"]["ratios"] if q["ratio"] is not None))
     return 0
-
-
-def _bench_web(args) -> int:
-    from mtz_mobile.web.bench import bench_web
-
-    if args.adb_serial is not None or args.benchmark_binary is not None:
-        raise MTZError("--runtime web runs in this machine's browser: drop --adb-serial/--benchmark-binary "
-                       "(open `mtz-mobile serve` on the phone instead)")
-    report = bench_web(**api_kwargs(args, *_ANDROID_ONLY, *_HOST_ONLY))
-    print(f"wrote {args.out_dir}/report.json and report.md")
-    print("; ".join(f"{name} {r['ratio']:.3f}" for name, r in report["figures"].items()
-                    if r["ratio"] is not None and ("latency" in name or "heap top" in name)))
-    return 0
-
-
-def _bench_android(args) -> dict:
-    from mtz_mobile.bench import bench_android
-
-    if args.runtime != HOST["runtime"]:
-        raise MTZError("--runtime applies to the host bench; on Android benchmark_model is the runtime: "
-                       "drop --runtime")
-    # benchmark_model runs in every weight-cache state unless one is asked for
-    caches = ANDROID_CACHE_STATES if args.xnnpack_cache is None else (args.xnnpack_cache,)
-    kwargs = api_kwargs(args, "runtime", "switch_steps", "xnnpack_cache", "transient_indirection", "adb_serial",
-                        *_WEB_ONLY)
-    return bench_android(serial=args.adb_serial, caches=caches, **kwargs)
 
 
 def _push(args) -> int:
@@ -159,11 +130,21 @@ def _push(args) -> int:
 
 
 def _deploy(args) -> int:
+    from mtz_mobile import api
+    from mtz_mobile.deploy_summary import SUMMARY_NAME, summary_markdown
     from mtz_mobile.pipeline import deploy
 
-    from mtz_mobile.deploy_summary import SUMMARY_NAME, summary_markdown
-
-    result = deploy(**api_kwargs(args))
+    bench = settings_from(args, HostSettings, DEPLOY_BENCH)   # checked before the zip starts
+    if not args.bench and given_options(args, HostSettings):
+        raise MTZError(f"--no-bench skips the bench that {', '.join(given_options(args, HostSettings).values())} "
+                       "set: drop one or the other")
+    search, zip_options = api.split_search({k: v for k, v in vars(args).items()
+                                            if k in api.ZIP_OPTIONS | api.SEARCH_OPTIONS})
+    config = api.models_config(zip_options, args.models)
+    result = deploy(args.models, args.out_dir, data=args.data, names=args.names, data_dir=args.data_dir,
+                    config=config, search=search, bench=bench if args.bench else None, quantize=args.quantize,
+                    push=args.push, serial=args.serial, app=args.app, progress=args.progress,
+                    expected_errors=args.expected_errors, dry_run=args.dry_run)
     print("stages: " + ", ".join(f"{stage} {state}" for stage, state in result.stages.items()))
     print(f"model {result.model}; baselines {', '.join(str(p) for p in result.baselines.values())}")
     print(summary_markdown(result.summary))

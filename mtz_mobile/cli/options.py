@@ -4,7 +4,9 @@ A ZipConfig / RetrainSettings field becomes ``--field-name`` (or its metadata ``
 field's default, its type (from the default, else the annotation), metadata ``choices``,
 ``metavar``, ``help`` and ``parse`` ("sharing" or "floats" for comma-separated lists); the
 argparse destination is the field's flat key (``retrain_iterations``), which is also the API's
-keyword, so handlers pass ``vars(args)`` on without naming options.
+keyword, so handlers pass ``vars(args)`` on without naming options. The bench's settings
+(``bench.settings``) become options the same way (``add_settings_options``), stored only when given,
+and handlers build the target's settings object from them (``settings_from``).
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import difflib
 import re
 import types
 import typing
+from dataclasses import replace
 
 from mtz_mobile.data_spec import SUMMARY as SPEC_SUMMARY, parse_spec
 from mtz_mobile.errors import MTZError
-from mtz_mobile.flat_options import field_default, flat_fields
+from mtz_mobile.flat_options import field_default, flag_of, flat_fields, from_flat
 
 # argparse destinations that steer the CLI itself and are no API keyword
 VERBOSE_DEST = "show_logs"
@@ -132,26 +135,64 @@ def _value_type(hint, default):
     return hint if hint in (int, float, str, bool) else str
 
 
+def _option_kwargs(key: str, f, hint, default) -> dict:
+    """argparse keywords of one settings field: destination = flat key, type and choices from the field."""
+    meta = f.metadata
+    kwargs = dict(dest=key, default=default, help=meta.get("help"))
+    value_type = _value_type(hint, default)
+    if "parse" in meta:
+        kwargs["type"] = PARSERS[meta["parse"]]
+    elif value_type is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    else:
+        kwargs["type"] = value_type
+    if "choices" in meta:
+        kwargs["choices"] = meta["choices"]
+    elif value_type is not bool:
+        # named after the flag, as argparse would, not after the flat destination
+        kwargs["metavar"] = meta.get("metavar") or flag_of(f).lstrip("-").replace("-", "_").upper()
+    return kwargs
+
+
 def add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
     """One option per leaf field of ``cls`` (nested settings flattened), destination = flat key."""
     for key, f, hint in flat_fields(cls):
-        meta = f.metadata
-        default = field_default(f)
-        kwargs = dict(dest=key, default=default, help=meta.get("help"))
-        value_type = _value_type(hint, default)
-        if "parse" in meta:
-            kwargs["type"] = PARSERS[meta["parse"]]
-        elif value_type is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        else:
-            kwargs["type"] = value_type
-        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
-        if "choices" in meta:
-            kwargs["choices"] = meta["choices"]
-        elif value_type is not bool:
-            # named after the flag, as argparse would, not after the flat destination
-            kwargs["metavar"] = meta.get("metavar") or flag.lstrip("-").replace("-", "_").upper()
-        parser.add_argument(flag, **kwargs)
+        parser.add_argument(flag_of(f), **_option_kwargs(key, f, hint, field_default(f)))
+
+
+def add_settings_options(parser: argparse.ArgumentParser, targets: dict[str, type], defaults=None) -> None:
+    """One option per field of the settings classes in ``targets`` (label → class), a field the
+    classes share (a base class's) once; its help says which targets it applies to and its default
+    (from ``defaults``, an instance of the one class, else the field's). Nothing is stored for an
+    option not given, so ``settings_from`` leaves each target's own default in place and
+    ``given_options`` can tell which were given."""
+    found: dict[str, tuple] = {}
+    for label, cls in targets.items():
+        for key, f, hint in flat_fields(cls):
+            found.setdefault(key, (f, hint, []))[2].append(label)
+    for key, (f, hint, labels) in found.items():
+        default = getattr(defaults, key) if defaults is not None else field_default(f)
+        kwargs = dict(_option_kwargs(key, f, hint, default), default=argparse.SUPPRESS)
+        text = kwargs["help"] or ""
+        if len(labels) < len(targets):
+            text = f"{' and '.join(labels)} only: {text}"
+        if "(default" not in text:
+            shown = ("on" if default else "off") if isinstance(default, bool) else \
+                "none" if default is None else str(default)
+            text += f" (default: {shown.replace('%', '%%')})"
+        parser.add_argument(flag_of(f), **dict(kwargs, help=text))
+
+
+def settings_from(args: argparse.Namespace, cls, defaults=None):
+    """An instance of ``cls`` from the options given (see add_settings_options), over ``defaults``
+    (an instance of ``cls``) or the fields' own defaults; its checks run here, before any work."""
+    given = {key: getattr(args, key) for key, _, _ in flat_fields(cls) if hasattr(args, key)}
+    return replace(defaults, **given) if defaults is not None else from_flat(cls, given)
+
+
+def given_options(args: argparse.Namespace, *classes) -> dict[str, str]:
+    """flat key → flag of every option of ``classes`` given on the command line (add_settings_options)."""
+    return {key: flag_of(f) for cls in classes for key, f, _ in flat_fields(cls) if hasattr(args, key)}
 
 
 class AppendOverDefault(argparse.Action):

@@ -29,7 +29,8 @@ import tempfile
 import threading
 from pathlib import Path
 
-from mtz_mobile.bench.common import default_warmup
+from mtz_mobile.bench.core import describe_model, ratio
+from mtz_mobile.bench.settings import WebSettings
 from mtz_mobile.contract import JOINT_KEY
 from mtz_mobile.errors import MTZError
 from mtz_mobile.fileio import write_atomic
@@ -112,7 +113,7 @@ def summarize(trials: list[dict]) -> dict[str, dict[str, float | None]]:
         z = statistics.median(f[name] for f in per_set["zipped"])
         sep = [f[name] for f in per_set["separate"] if name in f]
         s = statistics.median(sep) if sep else None
-        rows[name] = {"zipped": z, "separate": s, "ratio": (z / s) if s else None}
+        rows[name] = {"zipped": z, "separate": s, "ratio": ratio(z, s)}
     return rows
 
 
@@ -137,23 +138,26 @@ def format_rows(rows: dict, trials: list[dict], model: Path, runs: int) -> str:
     return "\n".join(lines)
 
 
-def bench_web(model_path, out_dir, baselines=(), trials: int = 3, runs: int = 100, warmup: int | None = None,
+def measure(model_path, baselines=(), settings: WebSettings = WebSettings(), out_dir=None,
               progress: bool = True) -> dict:
-    """Measure ``model_path`` against the baselines beside it in the browser; write report.json and
-    report.md (its section "In the browser") to ``out_dir`` and return the report. ``baselines``, if
-    given, must be those files (the page serves the model's directory only); ``warmup`` defaults to
-    a fifth of ``runs``, 1 to 20."""
+    """Measure ``model_path`` against the baselines beside it in the browser and return the report;
+    with ``out_dir``, write report.json and report.md (its section "In the browser") there.
+    ``baselines``, if given, must be those files (the page serves the model's directory only)
+    (``mtz_mobile.bench.bench`` is the entry point for every target)."""
     model = Path(model_path)
-    warmup = default_warmup(runs) if warmup is None else warmup
+    describe_model(model)   # not a zipped .tflite: refused before a browser starts
+    runs, warmup = settings.runs, settings.resolved_warmup
     if progress:
-        print(f"bench web: {trials} fresh browser(s) per set, zipped and separate files", file=sys.stderr, flush=True)
-    raw = run_trials(model, trials, runs, warmup, baselines)
+        print(f"bench web: {settings.trials} fresh browser(s) per set, zipped and separate files", file=sys.stderr,
+              flush=True)
+    raw = run_trials(model, settings.trials, runs, warmup, baselines)
     rows = summarize(raw)
-    report = {"mode": "web", "model": str(model), "trials": trials, "runs": runs, "warmup": warmup,
+    report = {"mode": "web", "model": str(model), "trials": settings.trials, "runs": runs, "warmup": warmup,
               "figures": rows, "raw": raw}
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "report.json", json.dumps(report, indent=1) + "\n")
-    write_atomic(out / "report.md", "# Bench report\n\n## In the browser (LiteRT.js)\n\n"
-                 + format_rows(rows, raw, model, runs) + "\n")
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / "report.json", json.dumps(report, indent=1) + "\n")
+        write_atomic(out / "report.md", "# Bench report\n\n## In the browser (LiteRT.js)\n\n"
+                     + format_rows(rows, raw, model, runs) + "\n")
     return report

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from mtz_mobile.backend import BACKENDS, requested
 from mtz_mobile.data import check_validation_split
 from mtz_mobile.errors import MTZError
+from mtz_mobile.flat_options import option  # also the bench settings' (one declaration mechanism)
 
 from .merge import METHODS as MERGE_METHODS
 from .presets import DEFAULT_PRESET, FALLBACK_STEPS, PRESETS, preset_help, preset_value, steps_from
@@ -30,13 +31,6 @@ DEFAULT_LEVELS = (0.0, 0.25, 0.5, 0.625, 0.75, 0.875, 1.0)   # a sweep's sharing
 BUDGET_ALPHAS = (0.1, 0.5, 0.9)
 # RetrainSettings fields a preset fills when unset (iterations: presets.steps_from)
 _RETRAIN_PRESET = ("learning_rate", "learning_rate_schedule", "distill", "schedule")
-
-
-def option(default, help: str, **meta):
-    """A dataclass field that the CLI turns into ``--name`` (metadata: help, choices, parse, flag)."""
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=dict(help=help, **meta))
-    return field(default=default, metadata=dict(help=help, **meta))
 
 
 @dataclass

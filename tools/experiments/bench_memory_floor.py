@@ -266,7 +266,7 @@ def main(argv=None) -> int:
         args.model = build_wide_apart(args.build_wide)
     if args.model is None:
         p.error("give --model or --build-wide")
-    from mtz_mobile.bench.host import describe_model
+    from mtz_mobile.bench.core import describe_model
 
     info = describe_model(args.model)
     keys, floor = info["tasks"], info["unique_weight_bytes"]

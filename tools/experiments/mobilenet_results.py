@@ -91,11 +91,11 @@ def run_variant(out: Path, label: str, options: dict, refs: list[dict], calibrat
 
 def bench(out: Path, zip_dir: str) -> dict:
     from converters import convert_zip
-    from mtz_mobile.bench import bench_host
+    from mtz_mobile.bench import HostSettings, bench
 
     conversion = convert_zip(zip_dir, out / "model.tflite", joint=True, baselines=True)
-    return bench_host(conversion.path, list(conversion.baselines.values()), out_dir=out / "bench",
-                      runtime="compiled", xnnpack_cache="on", progress=False)
+    return bench(conversion.path, list(conversion.baselines.values()), out_dir=out / "bench",
+                 settings=HostSettings(runtime="compiled", xnnpack_cache="on"), progress=False)
 
 
 def write(out: Path, rows: list[dict]) -> None:

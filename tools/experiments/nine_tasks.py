@@ -157,6 +157,7 @@ def bench_figures(report: dict, names: list[str]) -> dict:
 
 def run_count(out: Path, k: int, refs: list[dict], tasks: dict[str, TaskData], s: dict, wanted: dict) -> dict:
     from mtz_mobile import api
+    from mtz_mobile.bench import HostSettings
     from mtz_mobile.pipeline import deploy
     from mtz_mobile.zipper.evaluate import evaluate_zip
     from mtz_mobile.zipper.plan import load_zip_dir
@@ -173,8 +174,8 @@ def run_count(out: Path, k: int, refs: list[dict], tasks: dict[str, TaskData], s
     names, datas = NAMES[:k], {n: tasks[n] for n in NAMES[:k]}
     seconds = zip_once(kdir, k, refs, tasks, config, s["verbose"])
     say(f"k={k}: zipped in {seconds:.0f} s; converting with baselines and benchmarking ({s['runs']} runs)")
-    done = deploy([r["path"] for r in refs[:k]], kdir, data=datas, names=names, joint=s["joint"], runs=s["runs"],
-                  runtime="compiled", xnnpack_cache="on", progress=s["verbose"], config=config)
+    done = deploy([r["path"] for r in refs[:k]], kdir, data=datas, names=names, joint=s["joint"], config=config,
+                  bench=HostSettings(runs=s["runs"], runtime="compiled", xnnpack_cache="on"), progress=s["verbose"])
     say(f"k={k}: evaluating every task on {len(tasks['fine'].y_test)} test images")
     # api.evaluate reloads data from plan.json's specs, which the derived tasks do not have
     zipdir = load_zip_dir(kdir / "zip")
