@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ class Conversion:
     manifest: dict
     layout: LayoutReport
     baselines: dict[str, Path] = field(default_factory=dict)
+    serving: str | None = None   # with a joint signature: how the page and the app will serve it
 
 
 def graph_operands(graph: TaskGraph) -> list[tuple[str, str, tuple[str, ...], np.ndarray]]:
@@ -118,9 +118,7 @@ def convert_zip(zip_path: str | os.PathLike, out_path: str | os.PathLike, quanti
                        for t in zipdir.plan.tasks}
         data, manifest, layout = _convert_joint(zipdir, out_path, quantize, joint, representative, singles)
         written = _write_outputs(out_path, data, singles)
-    if joint:
-        print(f"convert: {joint_serving(manifest)}", file=sys.stderr)
-    return Conversion(out_path, manifest, layout, written)
+    return Conversion(out_path, manifest, layout, written, joint_serving(manifest) if joint else None)
 
 
 def joint_serving(manifest: dict) -> str:

@@ -223,18 +223,18 @@ def mixed(zipped, tmp_path_factory):
     plan = json.loads((root / "zip" / "plan.json").read_text())
     plan["tasks"][1]["preprocessing"] = {"scale": 1 / 127.5, "mean": 127.5}
     (root / "zip" / "plan.json").write_text(json.dumps(plan))
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
         assert main(["convert", str(root / "zip"), "--out", str(root / "mixed.tflite"), "--joint"]) == 0
-    return root / "mixed.tflite", err.getvalue()
+    return root / "mixed.tflite", out.getvalue()
 
 
 def test_convert_joint_says_how_the_joint_signature_will_be_served(mixed, zipped):
-    model, err = mixed
+    model, printed = mixed
     assert read_manifest(fb.load_model(model))["tasks"][1]["preprocessing"] == {"scale": 1 / 127.5, "mean": 127.5}
     assert ("joint signature 'all' written, but the tasks preprocess their inputs differently "
             "(a (raw - 0) * 0.00392157, b (raw - 127.5) * 0.00784314): the page and the app run each task on its "
-            "own signature instead") in err
+            "own signature instead") in printed
     manifest = read_manifest(fb.load_model(zipped))
     assert convert_joint_serving(manifest) == ("joint signature 'all': every task in one run "
                                                "(the tasks preprocess their inputs alike)")

@@ -35,6 +35,8 @@ def _convert(args) -> int:
           f"{lay.shared_weight_bytes:,} shared by the task signatures; every shared block is one buffer")
     for task, path in result.baselines.items():
         print(f"baseline {task}: {path} ({path.stat().st_size:,} bytes)")
+    if result.serving:
+        print(result.serving)
     from mtz_mobile.web.samples import write_zip_samples
 
     print(f"samples for `mtz-mobile serve`: {write_zip_samples(result.path, args.zip_path, args.data_dir)} "
