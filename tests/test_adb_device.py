@@ -131,7 +131,7 @@ def test_a_staged_push_sets_the_mode_and_skips_what_is_there(device, tmp_path):
         "/data/local/tmp/sub/w.bin", 1000, False, hashlib.sha256(local.read_bytes()).hexdigest())
     assert push_file(adb, local, "/data/local/tmp/sub/w.bin").skipped
     again = push_file(adb, local, "/data/local/tmp/sub/w.bin", skip_if_same=False)
-    assert not again.skipped and len([c for c in device.calls() if "push" in c]) == 2
+    assert again.skipped is False and len([c for c in device.calls() if "push" in c]) == 2
     assert not device.leftovers()
     with pytest.raises(MTZError, match=f"^{tmp_path / 'none.bin'} not found: give an existing file$"):
         push_file(adb, tmp_path / "none.bin", "/data/local/tmp/none.bin")
@@ -148,7 +148,67 @@ def test_a_push_into_an_app_result_and_its_staging(device, tmp_path):
     assert not device.leftovers() and not list((device.root / "data" / "local" / "tmp").iterdir())
     staged = [c for c in device.calls() if c[2:3] == ["push"]]
     assert len(staged) == 1 and staged[0][-1].startswith("/data/local/tmp/mtz-stage-")
-    assert push_to_app(adb, local, "dev.example", name="m.tflite").skipped
+    skipped = push_to_app(adb, local, "dev.example", name="m.tflite")
+    assert skipped.skipped and skipped.sha256 == hashlib.sha256(b"model bytes").hexdigest()
     assert not push_to_app(adb, local, "dev.example", name="m.tflite", skip_if_same=False).skipped
     with pytest.raises(MTZError, match=f"^{tmp_path / 'none'} not found: give an existing file$"):
         push_to_app(adb, tmp_path / "none", "dev.example")
+
+
+def test_a_damaged_copy_into_the_app_names_both_checksums(device, tmp_path):
+    device.update(corrupt_run_as_copy=True)   # the fake flips the first byte of the copy in the app's files
+    device.add_app("dev.example")
+    local = tmp_path / "m.tflite"
+    local.write_bytes(b"model bytes")
+    damaged = hashlib.sha256(b"\x92" + b"odel bytes").hexdigest()   # ord("m") ^ 0xFF
+    want = hashlib.sha256(b"model bytes").hexdigest()
+    with pytest.raises(MTZError) as err:
+        push_to_app(Adb.connect(), local, "dev.example")
+    assert str(err.value) == f"checksum mismatch in dev.example's files ({damaged[:12]}… vs {want[:12]}…): push again"
+
+
+@pytest.fixture
+def scripted(tmp_path):
+    """An adb that answers every call with a set text and exit status: what a device gives that the
+    folder-backed fake cannot (a shell without sha256sum, an empty answer, adb's own failure)."""
+    answer = tmp_path / "answer"
+    adb = tmp_path / "scripted-adb"
+    adb.write_text(f"#!/bin/sh\ncat {answer}\nexit $(cat {answer}.rc)\n")
+    adb.chmod(0o755)
+
+    def say(text: str, rc: int = 0) -> Adb:
+        answer.write_text(text)
+        (tmp_path / "answer.rc").write_text(str(rc))
+        return Adb(SERIAL, adb=str(adb))
+    return say
+
+
+def test_what_sha256sum_can_answer(scripted):
+    with pytest.raises(MTZError, match=f"^device {SERIAL} has no sha256sum \\(toybox has it from Android 7\\)"):
+        scripted("/system/bin/sh: sha256sum: not found\n__MTZ_RC=127\n").sha256("/data/local/tmp/f")
+    with pytest.raises(MTZError, match=f"^unexpected sha256sum output on {SERIAL} \\(''\\)$"):
+        scripted("__MTZ_RC=0\n").sha256("/data/local/tmp/f")
+    with pytest.raises(MTZError, match=f"^unexpected sha256sum output on {SERIAL} \\('abcdef'\\)$"):
+        scripted("abcdef\n__MTZ_RC=0\n").sha256("/data/local/tmp/f")
+    assert scripted("AB" * 32 + "  f\n__MTZ_RC=0\n").sha256("/data/local/tmp/f") == "ab" * 32
+    with pytest.raises(MTZError, match=f"^cannot checksum /data/local/tmp/f on {SERIAL} \\(3\\)$"):
+        scripted("__MTZ_RC=3\n").sha256("/data/local/tmp/f")
+
+
+def test_a_shell_adb_could_not_open_is_adbs_failure(scripted):
+    with pytest.raises(MTZError) as err:
+        scripted("error: closed\n", rc=1).shell("true")
+    assert str(err.value) == f"`adb shell` failed on {SERIAL} (error: closed)"
+    with pytest.raises(MTZError) as err:
+        scripted("__MTZ_RC=x\n").shell("true")   # a marker without a status: the shell's end was not seen
+    assert str(err.value) == f"`adb shell` failed on {SERIAL} (__MTZ_RC=x)"
+    with pytest.raises(MTZError, match="^several devices attached: choose one with --serial SERIAL$"):
+        scripted("error: more than one device/emulator\n", rc=1).run("push", "a", "b")
+
+
+def test_a_command_that_runs_past_its_time_is_one_line(device):
+    adb = Adb(SERIAL, timeout_s=600.0)
+    with pytest.raises(MTZError) as err:
+        adb.shell("sleep 3", timeout_s=0.5)
+    assert str(err.value) == ("`adb shell sleep 3; echo __MTZ_RC=$?` ran past 0 s: check the device, "
+                              "or use fewer --runs")
