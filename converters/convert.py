@@ -13,13 +13,13 @@ import numpy as np
 from mtz_mobile.contract import MANIFEST_METADATA, QUANTIZATIONS, baseline_path
 from mtz_mobile.data import TaskData, load_task_data
 from mtz_mobile.errors import MTZError
-from mtz_mobile.fileio import check_output, disk_full_error, is_disk_full, output_lock, sha256_of, write_atomic
+from mtz_mobile.fileio import check_output, disk_full_error, is_disk_full, output_lock, write_atomic
 from mtz_mobile.zipper.plan import ZipDir, load_zip_dir
 
 from . import flatbuffer as fb
 from .graph import TaskGraph, bias_name, tflite_layout
 from .layout import LayoutReport, prove_layout
-from .manifest import build_manifest, read_manifest, validate_manifest
+from .manifest import build_manifest, validate_manifest
 
 # how TensorFlow's C++ file writers report ENOSPC / EFBIG: in an OpError's message, not an errno
 DISK_FULL_MESSAGES = ("No space left on device", "File too large", "Disk quota exceeded")
@@ -175,41 +175,6 @@ def _convert_joint(zipdir: ZipDir, out_path: Path, quantize: str, joint: bool, r
     layout = prove_layout(reread, len(data), operands, tasks, allow_split_bias=(quantize == "int8"))
     _check_loads(data)
     return data, manifest, layout
-
-
-def conversion_staleness(model_path: str | os.PathLike, zip_dir: str | os.PathLike, quantize: str = "none",
-                         joint: bool = False, baselines: bool = False) -> str | None:
-    """Why ``model_path`` (and, with ``baselines``, its baseline files) is not what ``convert_zip``
-    would make of ``zip_dir`` with these settings, or None when it is."""
-    model_path, zip_dir = Path(model_path), Path(zip_dir)
-    if not model_path.is_file():
-        return "missing"
-    try:
-        plan = load_zip_dir(zip_dir).plan
-    except MTZError:
-        return "no zip"
-    if model_path.stat().st_mtime < (zip_dir / "plan.json").stat().st_mtime:
-        return "zip changed"
-    try:
-        manifest = read_manifest(fb.load_model(model_path))
-    except MTZError:
-        return "damaged"
-    if manifest is None:
-        return "no manifest"
-    if {t["name"]: t["source"]["sha256"] for t in manifest["tasks"]} != {t.name: t.sha256 for t in plan.tasks}:
-        return "models changed"
-    if manifest["quantization"] != quantize:
-        return f"quantization changed ({manifest['quantization']} → {quantize})"
-    if (manifest["joint"] is not None) != joint:
-        return "joint signature wanted" if joint else "joint signature not wanted"
-    recorded = manifest.get("baselines") or {}
-    for task in plan.tasks if baselines else []:
-        path = baseline_path(model_path, task.name)
-        if task.name not in recorded or not path.is_file():
-            return "baselines missing"
-        if sha256_of(path) != recorded[task.name]["sha256"]:
-            return "baselines changed"
-    return None
 
 
 def _manifest_bytes(manifest: dict) -> bytes:

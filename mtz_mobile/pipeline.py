@@ -153,7 +153,7 @@ def _zip_stage(models, zip_dir: Path, tasks: list[str], data, names, data_dir, c
 def _convert_stage(zip_dir: Path, model: Path, zipped: bool, quantize: str, joint: bool, data_dir,
                    bar: Progress) -> str:
     from converters import convert_zip
-    from converters.convert import conversion_staleness
+    from converters.staleness import conversion_staleness
 
     stale = "zip made again" if zipped else conversion_staleness(model, zip_dir, quantize, joint, baselines=True)
     if stale is None:
