@@ -261,7 +261,15 @@ def _check_arrays(arrays: dict[str, np.ndarray], labels: list[str] | None, where
 def _load_npz(path: Path, raw: bool = False) -> TaskData:
     if not path.exists():
         raise MTZError(f"data file {path} does not exist: give --data npz:PATH with x_train, y_train, x_test, y_test")
-    with np.load(path, allow_pickle=False) as z:
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:   # not a zip: numpy reads it as a pickle and refuses
+        raise MTZError(f"{path} is not an .npz archive ({type(exc).__name__}): save the arrays with "
+                       "numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise MTZError(f"{path} holds one array, not an .npz archive: save x_train, y_train, x_test, y_test "
+                       "with numpy.savez")
+    with z:
         missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z]
         if missing:
             raise MTZError(f"{path} lacks {', '.join(missing)}: save x_train, y_train, x_test, y_test in it")

@@ -91,7 +91,8 @@ TARGETS = {
                      "tests/test_staleness.py::test_each_stamp_field_invalidates_the_cache",
                      "tests/test_staleness.py::test_memory_growth_subtracts_each_processs_own_set_up"), 0.90),
     "data": Target(("mtz_mobile/data.py", "mtz_mobile/image_folder.py"),
-                   ("tests/test_data.py", "tests/test_folder_order.py", *(f"tests/test_validation_split.py::test_{t}" for t in (
+                   ("tests/test_data.py", "tests/test_data_specs.py", "tests/test_folder_order.py",
+                    *(f"tests/test_validation_split.py::test_{t}" for t in (
                        "holdout_is_stratified_seeded_and_disjoint_from_training",
                        "tasks_labelling_the_same_images_hold_out_the_same_images",
                        "npz_and_folder_may_bring_their_own_validation_set", "bad_validation_arrays_are_refused_on_one_line",
