@@ -35,7 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPLAINED = ROOT / "tools" / "checks" / "mutation_survivors.txt"
-COPIED = ["converters/", "mtz_mobile/", "tests/", "tools/", "android_demo/"]   # what the tests import or read
+COPIED = ["converters/", "mtz_mobile/", "tests/", "tools/", "android_demo/", "docs/bench/"]   # what the tests import or read
 
 
 @dataclass(frozen=True)
