@@ -7,6 +7,13 @@ inputs, patches in ``extract_patches`` order (kernel position major, channel min
 gathered by strided slices, not by Keras' ``extract_patches`` (a convolution with a k²C-wide
 identity kernel: k²C times the work). Every function here traces under ``jax.jit``: no value
 leaves the backend.
+
+Run eagerly on JAX (the zipper's calibration passes), each distinct primitive (a cast, a slice at
+given offsets, a pad, even ``jnp.asarray`` of a numpy array) is compiled by XLA once per shape
+before it runs: a ResNet pair's zip compiled 88 programs, 36 of them the patches' slices. So the
+patches are one jitted function per convolution's settings (pad, k² slices and the concatenation
+fused: one compilation per shape, one output written), and numpy operands (weights, cached maps)
+are cast on the host and handed over by ``jax.device_put``, which compiles nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ class KerasOps:
 
         self.k = keras.ops
         o = keras.ops
+        self._jit, self._put = _jit_and_put(keras.config.backend())
         self.acts = {"linear": lambda z: z, "relu": o.relu, "relu6": o.relu6, "tanh": o.tanh, "sigmoid": o.sigmoid,
                      "hard_sigmoid": o.hard_sigmoid, "hard_silu": o.hard_silu, "silu": o.silu,
                      "gelu": lambda z: o.gelu(z, approximate=False), "softmax": o.softmax}
@@ -29,23 +37,23 @@ class KerasOps:
     def prepare_input(self, x, task_shape, joint_shape):
         o = self.k
         shape = list(task_shape)
-        x = o.reshape(o.cast(x, "float32"), [-1, *shape])
+        x = o.reshape(self._f32(x), [-1, *shape])
         pads = [[0, 0]] + [[0, j - n] for n, j in zip(shape, joint_shape)]
         return o.pad(x, pads) if any(p[1] for p in pads) else x
 
     def dense(self, x, w):
-        return self.k.matmul(x, self.k.cast(w, "float32"))
+        return self.k.matmul(self._f32(x), self._f32(w))
 
     def conv(self, x, w, attrs):
-        return self.k.conv(x, self.k.cast(w, "float32"), strides=tuple(attrs["strides"]), padding=attrs["padding"],
+        return self.k.conv(self._f32(x), self._f32(w), strides=tuple(attrs["strides"]), padding=attrs["padding"],
                            dilation_rate=tuple(attrs.get("dilation", [1, 1])))
 
     def depthwise(self, x, w, attrs):
         """w is (kh, kw, C) (a block) or (kh, kw, C, 1) (the converter's stored operand)."""
-        w = self.k.cast(w, "float32")
+        w = self._f32(w)
         if len(w.shape) == 3:
             w = self.k.expand_dims(w, -1)
-        return self.k.depthwise_conv(x, w, strides=tuple(attrs["strides"]), padding=attrs["padding"],
+        return self.k.depthwise_conv(self._f32(x), w, strides=tuple(attrs["strides"]), padding=attrs["padding"],
                                      dilation_rate=tuple(attrs.get("dilation", [1, 1])))
 
     def _windows(self, x, kh, kw, attrs):
@@ -62,14 +70,30 @@ class KerasOps:
         return [x[:, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw, :]
                 for i in range(kh) for j in range(kw)]
 
+    def _f32(self, a):
+        """float32 ``a``: a numpy array cast on the host and put on the device (no XLA compilation per
+        shape), a tensor cast by the backend."""
+        if isinstance(a, (np.ndarray, np.generic)):
+            return self._put(np.asarray(a, np.float32))
+        return self.k.cast(a, "float32")
+
     def patches(self, x, attrs):
+        key = (tuple(attrs["kernel_size"]), tuple(attrs["strides"]), tuple(attrs.get("dilation", [1, 1])),
+               attrs["padding"])
+        if key not in _PATCH_FNS:   # shared by every KerasOps: compiled once per process and shape
+            fixed = dict(kernel_size=key[0], strides=key[1], dilation=key[2], padding=key[3])
+            _PATCH_FNS[key] = self._jit(lambda v: self._patches(v, fixed))
+        return _PATCH_FNS[key](x)
+
+    def _patches(self, x, attrs):
         kh, kw = attrs["kernel_size"]
         parts = self._windows(x, kh, kw, attrs)
         return parts[0] if len(parts) == 1 else self.k.concatenate(parts, axis=-1)
 
     def pool(self, kind, x, attrs):
         fn = self.k.max_pool if kind == "maxpool" else self.k.average_pool
-        return fn(x, pool_size=tuple(attrs["pool_size"]), strides=tuple(attrs["strides"]), padding=attrs["padding"])
+        return fn(self._f32(x), pool_size=tuple(attrs["pool_size"]), strides=tuple(attrs["strides"]),
+                  padding=attrs["padding"])
 
     def channel_grams(self, patches):
         o = self.k  # one batched product over channels, as TFOps'
@@ -104,3 +128,16 @@ class KerasOps:
 
     def concat(self, parts):
         return self.k.concatenate(parts, axis=-1)
+
+
+_PATCH_FNS: dict = {}
+
+
+def _jit_and_put(backend: str):
+    """How to compile a function of tensors and how to hand the backend a numpy array: on JAX
+    ``jax.jit`` (one compilation per input shape) and ``jax.device_put``; elsewhere as they are."""
+    if backend != "jax":
+        return (lambda fn: fn), (lambda a: a)
+    import jax
+
+    return jax.jit, jax.device_put

@@ -13,15 +13,28 @@ XᵀX, also the depthwise per-channel ones), factorisations (PairGeometry.from_h
 (all pairs' d), pairing, merge (regroup, merges, depthwise channel merges) and compensation
 (next-layer refits); "other" is the rest of the wall time. Models have random weights and
 randomised BatchNorm statistics; images are random (the 28×28 pairs read Fashion-MNIST when
-it is installed). Peak RSS is the process's high-water mark (VmHWM) at the end.
+it is installed). Peak RSS is the process's high-water mark (VmHWM) at the end. Each category's
+process CPU time (all threads) is kept beside its wall time, and on JAX the XLA compilations' time
+(part of the categories that triggered them). A forward pass's results are waited for before its
+clock stops: JAX dispatches asynchronously, and its forward time would otherwise be charged to
+whatever first reads the values (the Hessians, the compensation).
+
+    python tools/experiments/bench_zip_graphs.py --resnet-pair --calibration 200 --compare 3   # both backends
+
+``--compare N`` runs the zip N times under each backend (tensorflow, jax), alternating, each in its
+own process with the same niceness as this one, and prints every run with the load average at its
+start, the medians and JAX's wall time over TensorFlow's.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,7 +51,8 @@ class SplitTimer:
 
     def __init__(self):
         self.totals = {c: 0.0 for c in CATEGORIES}
-        self.stack: list[list[float]] = []   # [start, time spent in timed callees]
+        self.cpu = {c: 0.0 for c in CATEGORIES}
+        self.stack: list[list[float]] = []   # [start, cpu start, wall and cpu spent in timed callees]
         self.restore: list[tuple] = []
 
     def wrap(self, owner, name: str, category: str) -> None:
@@ -46,17 +60,20 @@ class SplitTimer:
             return
         fn = getattr(owner, name)
         timer = self
+        wait = _ready if category == "forward" else (lambda out: out)
 
         def timed(*args, **kwargs):
-            timer.stack.append([time.perf_counter(), 0.0])
+            timer.stack.append([time.perf_counter(), time.process_time(), 0.0, 0.0])
             try:
-                return fn(*args, **kwargs)
+                return wait(fn(*args, **kwargs))
             finally:
-                start, inner = timer.stack.pop()
-                spent = time.perf_counter() - start
+                start, cpu_start, inner, inner_cpu = timer.stack.pop()
+                spent, cpu = time.perf_counter() - start, time.process_time() - cpu_start
                 timer.totals[category] += spent - inner
+                timer.cpu[category] += cpu - inner_cpu
                 if timer.stack:
-                    timer.stack[-1][1] += spent
+                    timer.stack[-1][2] += spent
+                    timer.stack[-1][3] += cpu
 
         setattr(owner, name, timed)
         self.restore.append((owner, name, fn))
@@ -93,6 +110,30 @@ class SplitTimer:
         for owner, name, fn in reversed(self.restore):
             setattr(owner, name, fn)
         self.restore.clear()
+
+
+def _ready(out):
+    """``out`` once computed: JAX's arrays are waited for (its ops return before they have run)."""
+    if "jax" in sys.modules:
+        import jax
+
+        return jax.block_until_ready(out)
+    return out
+
+
+class CompileClock:
+    """Seconds XLA spent compiling (JAX's own duration events), from when it is made."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        if os.environ.get("KERAS_BACKEND") == "jax":
+            import jax.monitoring
+
+            jax.monitoring.register_event_duration_secs_listener(self._event)
+
+    def _event(self, event: str, secs: float, **_):
+        if event.startswith("/jax/core/compile/"):
+            self.seconds += secs
 
 
 def peak_rss_gb() -> float:
@@ -230,19 +271,20 @@ def one_zip(models, x, args) -> dict:
 
     timer = SplitTimer()
     timer.install()
+    compiled = args.compile_clock.seconds
     try:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         zip_networks(models, data, config, out_dir=args.out, resume=args.resume, progress=False, on_layer_done=done)
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     finally:
         timer.uninstall()
-    row = dict(timer.totals, wall=wall)
+    row = dict(timer.totals, wall=wall, cpu=cpu, compile=args.compile_clock.seconds - compiled,
+               cpu_by_category=timer.cpu, load=os.getloadavg()[0])
     row["other"] = wall - sum(timer.totals.values())
     return row
 
 
-def main(argv=None) -> int:
-    pairs = _pairs()
+def _parser(pairs) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group(required=True)
     for name, (_, default_n, what) in pairs.items():
@@ -258,27 +300,73 @@ def main(argv=None) -> int:
                         "the models are saved beside it as OUT.sources/{a,b}.keras")
     parser.add_argument("--resume", action="store_true", help="continue the partial zip in --out (its timings then "
                         "cover the remaining steps only)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--compare", type=int, metavar="N", help="N zips under each backend (tensorflow, jax), "
+                        "alternating, each in its own process: medians and JAX's time over TensorFlow's")
+    return parser
+
+
+def compare(argv: list[str], n: int) -> int:
+    """Both backends side by side: alternate subprocesses (same niceness), then medians and the ratio."""
+    base, skip, record = [], False, None
+    for a, b in zip(argv, argv[1:] + [None]):   # this command less --compare N and --json PATH
+        if not skip and not a.startswith(("--compare", "--json")):
+            base.append(a)
+        skip = a in ("--compare", "--json")
+        record = b if a == "--json" else record
+    walls: dict[str, list[float]] = {"tensorflow": [], "jax": []}
+    rows, everything = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(n):
+            for backend in walls:
+                out = Path(tmp) / f"{backend}{rep}.json"
+                env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+                load = os.getloadavg()[0]
+                subprocess.run([sys.executable, __file__, *base, "--repeats", "1", "--json", str(out)], env=env,
+                               check=True, stdout=subprocess.DEVNULL)
+                run = dict(json.loads(out.read_text())["runs"][0], backend=backend, load_at_start=load)
+                walls[backend].append(run["wall"])
+                everything.append(run)
+                rows.append([f"{rep + 1}", backend, f"{load:.1f}", f"{run['wall']:.1f}", f"{run['cpu']:.1f}",
+                             f"{run['compile']:.1f}"] + [f"{run[c]:.1f}" for c in CATEGORIES])
+                print(f"  {backend} run {rep + 1}/{n}: {run['wall']:.1f} s (load {load:.1f})", file=sys.stderr,
+                      flush=True)
+    print(markdown_table(["run", "backend", "load", "wall s", "cpu s", "compile s"] + [f"{c} s" for c in CATEGORIES],
+                         rows))
+    med = {b: statistics.median(w) for b, w in walls.items()}
+    print(f"\nmedian wall: tensorflow {med['tensorflow']:.1f} s, jax {med['jax']:.1f} s; "
+          f"jax / tensorflow = {med['jax'] / med['tensorflow']:.2f}")
+    if record:
+        Path(record).write_text(json.dumps({"runs": everything, "median_wall": med}, indent=1) + "\n")
+    return 0
+
+
+def main(argv=None) -> int:
+    pairs = _pairs()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _parser(pairs).parse_args(argv)
+    if args.compare:
+        return compare(argv, args.compare)
     if args.out and args.repeats != 1:
-        parser.error("--out takes --repeats 1")
+        _parser(pairs).error("--out takes --repeats 1")
     build, default_n, what = pairs[args.pair]
     n = args.calibration or default_n
     keep_dir = None
     if args.out:
         keep_dir = Path(args.out + ".sources")
         keep_dir.mkdir(parents=True, exist_ok=True)
+    args.compile_clock = CompileClock()
     models, x = build(n, args.seed, keep_dir)
     params = _network_of(models).param_counts()["per_task"]
     runs = []
     for rep in range(args.repeats):
         runs.append(one_zip(models, x, args))
         print(f"  run {rep + 1}/{args.repeats}: {runs[-1]['wall']:.1f} s", file=sys.stderr, flush=True)
-    keys = ["wall"] + CATEGORIES + ["other"]
+    keys = ["wall", "cpu", "compile"] + CATEGORIES + ["other"]
     med = {k: statistics.median(r[k] for r in runs) for k in keys}
     rss = peak_rss_gb()
     print(f"\ntwo {what}, {n} calibration images per task, no retraining, median of {args.repeats}; "
-          f"peak RSS {rss:.2f} GB")
-    print(markdown_table(["wall s"] + [f"{k} s" for k in keys[1:]], [[f"{med[k]:.1f}" for k in keys]]))
+          f"peak RSS {rss:.2f} GB; load {os.getloadavg()[0]:.1f}")
+    print(markdown_table([f"{k} s" for k in keys], [[f"{med[k]:.1f}" for k in keys]]))
     if args.json:
         Path(args.json).write_text(json.dumps({"pair": args.pair, "what": what, "params_per_task": params,
                                                "runs": runs, "median": med, "peak_rss_gb": rss,
