@@ -267,3 +267,26 @@ def test_bad_input_is_one_line_with_the_fix(deployed, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
     with pytest.raises(MTZError, match="runs must be"):
         bench(model, settings=HostSettings(runs=0), progress=False)
+
+
+def test_one_entry_point_takes_each_targets_own_settings(deployed, small_models, tmp_path):
+    """bench() refuses another target's settings, and deploy() another stage's keywords, in one line
+    before any work (nothing written)."""
+    from mtz_mobile.bench import AndroidSettings, WebSettings
+    from mtz_mobile.pipeline import deploy
+
+    with pytest.raises(MTZError, match="^the android bench takes AndroidSettings, not HostSettings: give "
+                                       "target='host' or that target's settings$"):
+        bench(deployed.model, target="android", settings=HostSettings())
+    with pytest.raises(MTZError, match="unknown bench target 'phone'"):
+        bench(deployed.model, target="phone")
+    with pytest.raises(MTZError, match="needs LiteRT's arm64 benchmark_model"):   # the target from the settings
+        bench(deployed.model, settings=AndroidSettings(threads=2))
+    with pytest.raises(MTZError, match="^trials must be a whole number >= 1, got 0: give --trials 1 or more$"):
+        WebSettings(trials=0)
+    out = tmp_path / "d"
+    with pytest.raises(MTZError, match=r"^runs, threads set the bench: give bench=HostSettings\(runs=...\)$"):
+        deploy(small_models, out, runs=3, threads=2, retrain_iterations=0)
+    with pytest.raises(MTZError, match="bench must be HostSettings or None"):
+        deploy(small_models, out, bench=WebSettings())
+    assert not out.exists()
