@@ -86,8 +86,8 @@ class HostSettings(CpuSettings):
     def __post_init__(self):
         super().__post_init__()
         if self.runtime == "interpreter" and self.resolved_cache != "off":
-            raise MTZError("the interpreter runtime cannot turn XNNPACK's weight cache on (ai-edge-litert's "
-                           f"Interpreter has no such option): use --runtime compiled --xnnpack-cache {self.xnnpack_cache}")
+            raise MTZError("the interpreter runtime cannot turn XNNPACK's weight cache on (ai-edge-litert's Interpreter "
+                           f"has no such option): use --runtime compiled --xnnpack-cache {self.xnnpack_cache}")
         if self.transient_indirection and self.runtime != "compiled":
             raise MTZError("--transient-indirection sets an XNNPACK flag through CpuOptions, which only the compiled "
                            "runtime has: use --runtime compiled")
@@ -159,7 +159,8 @@ class AndroidSettings(CpuSettings):
         return {"runtime": "benchmark_model", "runtime_detail": detail, "threads": self.threads, "runs": self.runs,
                 "warmup": self.resolved_warmup, "xnnpack": True,
                 "xnnpack_cache": caches[0] if len(caches) == 1 else "both" if len(caches) == 2 else "all",
-                "xnnpack_cache_path": path, "xnnpack_cache_chosen_by": "default" if self.xnnpack_cache is None else "user",
+                "xnnpack_cache_path": path,
+                "xnnpack_cache_chosen_by": "default" if self.xnnpack_cache is None else "user",
                 "switch_steps": None}
 
 
