@@ -158,16 +158,25 @@ def refusal_limit(check: OriginalCheck) -> float:
     """The error above which the original is refused: near chance, or far above the stated error."""
     if check.expected is None:
         return NEAR_CHANCE * check.chance
-    e = min(max(check.expected, 1e-3), 1.0 - 1e-3)
-    far = check.expected + FAR_ABOVE_PP / 100 + 3 * math.sqrt(e * (1 - e) / max(check.images, 1))
+    far = _far_above(check)
     return far if check.expected_from == "--expected-error" else min(far, NEAR_CHANCE * check.chance)
+
+
+def _far_above(check: OriginalCheck) -> float:
+    e = min(max(check.expected, 1e-3), 1.0 - 1e-3)
+    return check.expected + FAR_ABOVE_PP / 100 + 3 * math.sqrt(e * (1 - e) / max(check.images, 1))
 
 
 def _refusal(check: OriginalCheck, net, models, datas, validation_split: float, limit: float) -> str:
     t = check.task
     name = Path(models[t].path).name
-    stated = (f", far above the {100 * check.expected:.1f} % {check.expected_from} states" if check.expected is not None
-              else f", near chance ({100 * check.chance:.1f} % for always answering the largest class)")
+    chance = f", near chance ({100 * check.chance:.1f} % for always answering the largest class)"
+    if check.expected is None:
+        stated = chance
+    elif check.error > _far_above(check):
+        stated = f", far above the {100 * check.expected:.1f} % {check.expected_from} states"
+    else:   # refused for being near chance, which the record itself says: a model that never learned
+        stated = f"{chance}, as the {100 * check.expected:.1f} % {check.expected_from} states for it too"
     found = _diagnose(check, net, datas, validation_split, limit)
     causes = ("; ".join(found) if found else
               "likely causes: --data given in another order than the models (one --data per model, in order), "

@@ -105,6 +105,32 @@ def test_pixels_scaled_the_other_way_are_refused_before_any_work_with_the_fix(gr
     assert not out.exists() and not (tmp_path / "zip.partial").exists()
 
 
+def test_a_model_its_own_record_puts_at_chance_is_refused_as_near_chance(grey_folder, rgb_models, tmp_path, capsys):
+    """reference.json stating a chance-level error does not make the model usable, and the refusal
+    says near chance, as the record does, instead of 'far above' a figure it equals."""
+    import shutil
+
+    import keras
+
+    for name, path in zip("ab", rgb_models):
+        shutil.copy(path, tmp_path / f"{name}.keras")
+    model = keras.models.load_model(tmp_path / "a.keras")
+    kernel, bias = model.layers[-1].get_weights()
+    model.layers[-1].set_weights([np.zeros_like(kernel), np.eye(len(bias))[0] * 5])   # always the first class
+    model.save(tmp_path / "a.keras")
+    chance = 1 - 1 / len(CLASSES)
+    (tmp_path / "reference.json").write_text(json.dumps(
+        [{"path": str(tmp_path / f"{n}.keras"), "validation_error": chance} for n in "ab"]))
+    code = main(["zip", str(tmp_path / "a.keras"), str(tmp_path / "b.keras"), "--data",
+                 f"dir@32x32x3:raw:{grey_folder}", "--out", str(tmp_path / "zip"), "--quiet"])
+    lines = _errors(capsys)
+    assert code == 2 and len(lines) == 1, lines
+    assert re.search(rf"a.keras has {100 * chance:.1f} % error .* near chance \({100 * chance:.1f} % for always "
+                     rf"answering the largest class\), as the {100 * chance:.1f} % reference.json states for it too",
+                     lines[0]), lines[0]
+    assert "far above" not in lines[0] and not (tmp_path / "zip").exists()
+
+
 def test_data_in_the_wrong_order_is_refused_naming_the_order(fmnist, train_mlp, tmp_path, capsys):
     from mtz_mobile.data import COARSE_OF_FINE
 
