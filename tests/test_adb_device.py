@@ -11,7 +11,7 @@ import stat
 import pytest
 
 from mtz_mobile.device import (Adb, DeviceEntry, _adb_failure, _state_error, check_abi, device_info, push_file,
-                               push_to_app)
+                               push_model, push_to_app)
 from mtz_mobile.errors import MTZError
 from test_device import GOOD_PROPS, FakeDevice
 
@@ -212,3 +212,33 @@ def test_a_command_that_runs_past_its_time_is_one_line(device):
         adb.shell("sleep 3", timeout_s=0.5)
     assert str(err.value) == ("`adb shell sleep 3; echo __MTZ_RC=$?` ran past 0 s: check the device, "
                               "or use fewer --runs")
+
+
+def test_adb_devices_failing_and_the_model_checked_before_adb(scripted, tmp_path):
+    adb = scripted("* daemon not running\n", rc=1).adb   # stdout: nothing but adb's chatter
+    with pytest.raises(MTZError) as err:
+        Adb.devices(adb)
+    assert str(err.value) == "`adb devices` failed (no output): restart the adb server (`adb kill-server`) and retry"
+    script = tmp_path / "stderr-adb"
+    script.write_text("#!/bin/sh\necho 'error: protocol fault' >&2\nexit 1\n")
+    script.chmod(0o755)
+    with pytest.raises(MTZError, match=r"^`adb devices` failed \(error: protocol fault\): restart the adb server"):
+        Adb.devices(str(script))
+    with pytest.raises(MTZError) as err:
+        push_model(tmp_path / "none.tflite")
+    assert str(err.value) == f"model {tmp_path / 'none.tflite'} not found: give the .tflite to push"
+
+
+def test_no_device_listed_says_how_to_attach_one(device):
+    device.update(devices=listing())
+    with pytest.raises(MTZError) as err:
+        Adb.connect()
+    assert str(err.value) == ("no Android device found (`adb devices` lists none): connect one with USB debugging "
+                              "on, or start an emulator, then run again")
+
+
+def test_an_apps_checksum_failing_for_another_reason_is_not_run_as(device):
+    app = device.add_app("dev.example")
+    (app / "files").mkdir()
+    with pytest.raises(MTZError, match=f"^cannot checksum files on {SERIAL} \\(sha256sum: .*Is a directory\\)$"):
+        Adb.connect().sha256("files", run_as="dev.example")
