@@ -123,7 +123,10 @@ def overflowing_copy(path, out):
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
-def test_an_error_mid_zip_leaves_no_output_no_partial_and_no_lock(small_models, fmnist, tmp_path):
+def test_an_error_mid_zip_leaves_no_output_no_partial_and_no_lock(small_models, fmnist, tmp_path, monkeypatch):
+    from mtz_mobile.zipper import run
+
+    monkeypatch.setattr(run, "CHECKPOINT_SECONDS", 0.0)   # a checkpoint after every layer, so one exists
     # both tasks overflow, so that whatever the first layer's merge makes of the two biases, layer 2 fails
     bad = [overflowing_copy(path, tmp_path / f"{t}_overflow.keras") for t, path in zip("ab", small_models)]
     out = tmp_path / "zip"

@@ -7,8 +7,12 @@ weight node in topological order one ``step.zip_layer`` (or, with an error budge
 task-specific. With two tasks this is the paper's algorithm.
 
 With an output directory the zip is built in its partial sibling (``fileio.partial_dir``), with a
-checkpoint after every step that ``resume=True`` continues from, and renamed into place when
-complete; a lock refuses a second process writing the same output.
+checkpoint that ``resume=True`` continues from, and renamed into place when complete; a lock
+refuses a second process writing the same output. The checkpoint is written at most once per
+``CHECKPOINT_SECONDS`` of zipping, when an interrupt (Ctrl-C) arrives between layers and after the
+last layer: each one writes every block and the whole plan so far, which after every layer grew
+quadratically with the layers and fsynced the weights each time. A zip killed outright so redoes at
+most that much finished work; one killed before its first checkpoint starts again from its first layer.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,6 +45,9 @@ from .staleness import data_digest
 from .plan import Plan, TaskRecord
 from .step import LayerStep, pending_groups, retrain_tasks, zip_layer
 from .validation import Validation
+
+
+CHECKPOINT_SECONDS = 30.0
 
 
 @dataclass
@@ -89,9 +97,11 @@ def zip_networks(models: dict[str, ParsedModel], data: dict[str, TaskData], conf
         plan = _new_plan(models, data, config)
         net, start = original.copy(), 0
         partial = partial_dir(out) if out is not None else None
-        if resume:
+        if resume and not (partial is not None and partial.is_dir() and not Checkpoint(partial).exists()):
             plan, net, start = _resume(partial, plan, config)
         elif partial is not None:
+            if resume:   # stopped before its first checkpoint: nothing finished to keep
+                shutil.rmtree(partial)
             start_partial(partial, models)
         try:
             net = _run_steps(original, net, plan, data, config, start, partial, progress, on_layer_done)
@@ -199,7 +209,7 @@ def start_partial(partial: Path, models: dict[str, ParsedModel]) -> None:
 
 def _run_steps(original: ZippedNetwork, net: ZippedNetwork, plan: Plan, data: dict[str, TaskData],
                config: ZipConfig, start: int, partial: Path | None, progress: bool, on_layer_done) -> ZippedNetwork:
-    tasks, hidden = original.tasks, original.zippable()
+    tasks = original.tasks
     if config.max_error_increase is not None:   # the search validates on training data it does not train on
         data = {t: d.holdout(config.validation_split) for t, d in data.items()}
     calib = Calibration(net, data, config)
@@ -208,30 +218,7 @@ def _run_steps(original: ZippedNetwork, net: ZippedNetwork, plan: Plan, data: di
         validation = Validation(original, data, config.confidence, calib.ops)
         if config.max_error_increase is not None:
             validation.check_budget(config.max_error_increase)
-    steps = [(n, k, i) for n in range(1, len(tasks)) for k, i in enumerate(hidden)]
-    done = start
-    overall = Progress(len(steps), label="zip", enabled=progress)   # layer k of N, elapsed, time left
-    overall.done = start
-    while done < len(steps):
-        n, k, i = steps[done]
-        step = LayerStep(net, original, calib, i, k, tasks[:n], tasks[n], data, config,
-                         plan.settings["sparse_detected"], progress)
-        if config.max_error_increase is not None and not net.nodes[i].inherits \
-                and not pending_groups(net.nodes[i], tasks[n]):
-            followers = [(steps[m][2], steps[m][1]) for m in _inheritors(net, steps, done)]
-            records, net = adaptive_layer(step, validation, followers)
-        else:
-            records = [zip_layer(step)]
-        plan.layers += records
-        done += len(records)
-        last_n, last_k, last_i = steps[done - 1]   # an adaptive step decides the layers after it too
-        overall.advance(done, f"task {tasks[last_n]}: layer {last_k + 1} of {len(hidden)} "
-                              f"({original.nodes[last_i].name}) zipped")
-        if partial is not None:   # once the layer and the layers it decided are all in the network
-            Checkpoint(partial).save(plan, net, config, done)
-        if on_layer_done is not None:
-            for m in range(done - len(records), done):
-                on_layer_done(m, net)
+    net = _zip_layers(original, net, plan, calib, validation, data, config, start, partial, progress, on_layer_done)
     if config.retrain.schedule == "end":  # after a resume too: the checkpoint holds the net before it
         plan.final_retrain = retrain_tasks(net, original, calib, data, config, tasks, seed=config.seed * 1000,
                                            sparse=plan.settings["sparse_detected"], progress=progress,
@@ -239,6 +226,62 @@ def _run_steps(original: ZippedNetwork, net: ZippedNetwork, plan: Plan, data: di
     if validation is not None:
         plan.validation = validation.report(net)
     return net
+
+
+def _zip_layers(original: ZippedNetwork, net: ZippedNetwork, plan: Plan, calib: Calibration,
+                validation: Validation | None, data: dict[str, TaskData], config: ZipConfig, start: int,
+                partial: Path | None, progress: bool, on_layer_done) -> ZippedNetwork:
+    """Every step from ``start`` on: one zip_layer (or adaptive_layer) each, checkpointed by ``_Saver``."""
+    tasks, hidden = original.tasks, original.zippable()
+    steps = [(n, k, i) for n in range(1, len(tasks)) for k, i in enumerate(hidden)]
+    done = start
+    overall = Progress(len(steps), label="zip", enabled=progress)   # layer k of N, elapsed, time left
+    overall.done = start
+    saver = _Saver(partial, config, start)
+    finished = True   # plan and net hold exactly ``done`` steps (a step changes net in place)
+    try:
+        while done < len(steps):
+            finished = False
+            n, k, i = steps[done]
+            step = LayerStep(net, original, calib, i, k, tasks[:n], tasks[n], data, config,
+                             plan.settings["sparse_detected"], progress)
+            if config.max_error_increase is not None and not net.nodes[i].inherits \
+                    and not pending_groups(net.nodes[i], tasks[n]):
+                followers = [(steps[m][2], steps[m][1]) for m in _inheritors(net, steps, done)]
+                records, net = adaptive_layer(step, validation, followers)
+            else:
+                records = [zip_layer(step)]
+            plan.layers += records
+            done += len(records)
+            finished = True   # once the layer and the layers it decided are all in the network
+            last_n, last_k, last_i = steps[done - 1]   # an adaptive step decides the layers after it too
+            overall.advance(done, f"task {tasks[last_n]}: layer {last_k + 1} of {len(hidden)} "
+                                  f"({original.nodes[last_i].name}) zipped")
+            saver.save(plan, net, done)
+            if on_layer_done is not None:
+                for m in range(done - len(records), done):
+                    on_layer_done(m, net)
+    except KeyboardInterrupt:
+        if finished:
+            saver.save(plan, net, done, now=True)
+        raise
+    saver.save(plan, net, done, now=True)   # the retraining that may follow changes net in place
+    return net
+
+
+class _Saver:
+    """Writes the checkpoint at most once per CHECKPOINT_SECONDS, or now (see the module docstring)."""
+
+    def __init__(self, partial: Path | None, config: ZipConfig, done: int):
+        self.checkpoint = Checkpoint(partial) if partial is not None else None
+        self.config, self.saved, self.at = config, done, time.monotonic()
+
+    def save(self, plan: Plan, net: ZippedNetwork, done: int, now: bool = False) -> None:
+        if self.checkpoint is None or done == self.saved:
+            return
+        if now or time.monotonic() - self.at >= CHECKPOINT_SECONDS:
+            self.checkpoint.save(plan, net, self.config, done)
+            self.saved, self.at = done, time.monotonic()
 
 
 def _inheritors(net: ZippedNetwork, steps: list[tuple[int, int, int]], done: int) -> list[int]:
