@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from mtz_mobile.bench import read_report, render_markdown, weight_cache
+from mtz_mobile.bench.report import new_report, write_report
 from mtz_mobile.bench.memory import memory_ratios, versus_one_original
 from mtz_mobile.bench.probe import METRIC_KEYS
 from mtz_mobile.bench.settings import HostSettings
@@ -50,8 +51,8 @@ def measurement(variant, stage, task, base: int) -> dict:
     after = {k: base * 3 + 1000 + 131 * i for i, k in enumerate(METRIC_KEYS)}
     for extra, n in (("Private_Clean", 11), ("Private_Dirty", 13), ("Shared_Clean", 17), ("Shared_Dirty", 19)):
         after[extra] = base + n
-    return {"variant": variant, "stage": stage, "task": task, "load_seconds": base / 1e6, "before": before,
-            "after": after}
+    return {"variant": variant, "stage": stage, "task": task, "xnnpack_cache": "on", "load_seconds": base / 1e6,
+            "before": before, "after_load": dict(after), "after": after, "benchmark_model": None}
 
 
 MEASUREMENTS = [measurement("zipped", "load", None, 1000), measurement("baselines", "load", None, 2100),
@@ -101,6 +102,12 @@ def test_the_zipped_file_against_the_largest_original_per_metric():
         assert r["ratio"] == pytest.approx(zipped["after"][k] / largest["after"][k], rel=1e-12)
         assert r["ratio_delta"] == pytest.approx(r["zipped_delta"] / r["one_original_delta"], rel=1e-12)
     assert versus_one_original(MEASUREMENTS[:-2]) == [] and versus_one_original(MEASUREMENTS[-2:]) == []
+    # a metric one original's process did not report counts as 0: the other, with 0, is named
+    a, b = copy.deepcopy(singles)
+    a["after"]["RssShmem"], a["before"]["RssShmem"] = 0, 0
+    del b["after"]["RssShmem"], b["before"]["RssShmem"]
+    shm = next(r for r in versus_one_original([zipped, a, b]) if r["metric"] == "RssShmem")
+    assert (shm["original_task"], shm["one_original"], shm["ratio"]) == ("a", 0, None)
 
 
 def with_memory(report: dict) -> dict:
@@ -340,7 +347,8 @@ def header(version: int, stale: int = 0, size: int = 64) -> bytes:
 @pytest.mark.parametrize("contents, mark", [
     (header(4), None), (header(4, stale=1), weight_cache.STALE), (header(0), weight_cache.UNFINISHED),
     (header(0, stale=1), weight_cache.UNFINISHED), (header(3, stale=1), None), (header(4, stale=1)[:24], None),
-    (header(4, stale=1)[:25], weight_cache.STALE), (b"\0" * 7, None), (b"", None),
+    (header(4, stale=1)[:25], weight_cache.STALE), (b"\0" * 8, weight_cache.UNFINISHED), (b"\0" * 7, None),
+    (b"", None),
 ])
 def test_xnnpacks_own_marks_in_the_cache_header(tmp_path, contents, mark):
     path = tmp_path / "c.xnnpack_cache"
@@ -392,3 +400,28 @@ def test_a_cache_without_a_readable_stamp_is_deleted(tmp_path, stamp_text, reaso
     assert not weight_cache.cache_file(model).exists() and not weight_cache.stamp_file(model).exists()
     weight_cache.stamp_file(model).write_text("{}")   # a stamp left without its cache goes too
     assert weight_cache.check(model) == "absent" and not weight_cache.stamp_file(model).exists()
+
+
+def test_a_written_report_reads_back_with_its_markdown_and_charts(tmp_path):
+    """new_report's frame filled with a saved report's sections, written: report.json reads back the
+    same, report.md is its rendering, each chart is a PNG, and a file of the user's in --out stays."""
+    import datetime
+
+    saved = with_memory(read_report(DOCS[0]))
+    model = dict(saved["model"], extra="not kept")
+    report = new_report("host", saved["settings"], saved["environment"], model, saved["baselines"])
+    created = datetime.datetime.strptime(report["created"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+    assert abs((datetime.datetime.now(datetime.timezone.utc) - created).total_seconds()) < 600
+    assert report["model"] == saved["model"] and report["mode"] == "host"
+    assert all(report[k] is None for k in ("storage", "memory", "latency", "switching", "android"))
+    for key in ("storage", "memory", "latency", "switching"):
+        report[key] = saved[key]
+    out = tmp_path / "bench"
+    out.mkdir()
+    (out / "notes.txt").write_text("the user's")
+    write_report(report, out)
+    back = read_report(out / "report.json")
+    assert back == json.loads(json.dumps(report)) and (out / "notes.txt").read_text() == "the user's"
+    assert (out / "report.md").read_text() == render_markdown(back)
+    assert back["files"]["charts"] and all((out / c).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for c in back["files"]["charts"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench"]   # no .partial left
