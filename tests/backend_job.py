@@ -39,8 +39,11 @@ def ops_differences() -> dict[str, float]:
     from mtz_mobile.graph.keras_ops import KerasOps
     from mtz_mobile.graph.ops import NumpyOps
 
+    import keras
+
     fast, slow, rng = KerasOps(), NumpyOps(), np.random.default_rng(0)
     x = rng.standard_normal((2, 9, 11, 4)).astype(np.float32)
+    on_device = keras.ops.convert_to_tensor(x)   # the jitted patches (a numpy map's are numpy's on a CPU)
     w, wd = rng.standard_normal((3, 3, 4, 5)).astype(np.float32), rng.standard_normal((3, 3, 4)).astype(np.float32)
     out = {}
     for padding in ("same", "valid"):
@@ -50,6 +53,7 @@ def ops_differences() -> dict[str, float]:
             for name, a, b in (("conv", fast.conv(x, w, conv), slow.conv(x, w, conv)),
                                ("depthwise", fast.depthwise(x, wd, conv), slow.depthwise(x, wd, conv)),
                                ("patches", fast.patches(x, conv), slow.patches(x, conv)),
+                               ("patches of a tensor", fast.patches(on_device, conv), slow.patches(x, conv)),
                                ("maxpool", fast.pool("maxpool", x, pool), slow.pool("maxpool", x, pool)),
                                ("avgpool", fast.pool("avgpool", x, pool), slow.pool("avgpool", x, pool))):
                 a, b = np.asarray(a), np.asarray(b)
