@@ -247,6 +247,12 @@ def test_android_sections_show_what_the_report_says():
     assert [list(row.values()) for row in mem] == [["a", "on", "peak_mb", "12.35", "10.50", "1.176×"],
                                                    ["", "", "overall_mb", "1,234.50", "1,000.00", "–"]]
     assert "Signatures listed by `--list_signatures`: a, b, all" in md
+    assert md.index("## Latency per signature") < md.index("## benchmark_model runs") < md.index("Signatures listed")
+    assert [list(t[0]) for t in (mem, find(tabs, "file", "phase", "Init", "output format"), find(tabs, "cold Init"))] == [
+        ["signature", "weight cache", "metric", "zipped", "baseline", "ratio"],
+        ["file", "signature", "weight cache", "phase", "Init", "Inference (avg)", "median", "peak MB", "overall MB",
+         "output format"],
+        ["file", "signature", "cache file", "cold Init", "warm Init", "cold / warm"]]
     runs = find(tabs, "file", "phase", "Init", "output format")
     assert [list(row.values()) for row in runs] == [
         ["zipped", "a", "file", "cold", "12.35 ms", "432.1 µs", "–", "20.50", "30.25", "current"],
