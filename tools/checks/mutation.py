@@ -68,7 +68,8 @@ TARGETS = {
     # signatures: seconds per mutant, where test_converter.py's conversions took ~400 s
     "flatbuffer": Target(("converters/flatbuffer.py", "converters/manifest.py"), (
         "tests/test_flatbuffer_rewrite.py", "tests/test_manifest_contents.py",
-        "tests/test_buffer_alignment.py::test_rewriting_keeps_the_alignment_whatever_precedes_the_buffers"), 0.90),
+        "tests/test_buffer_alignment.py::test_rewriting_keeps_the_alignment_whatever_precedes_the_buffers"), 0.90,
+        timeout_constant=60.0),   # the module fixtures' TFLite conversions (and a zip) run in every mutant's process
     # the refit against its ridge least-squares definition (dense, both solvers), the conv consumer's
     # stationarity: seconds per mutant, where test_zipper.py's zips took minutes
     "compensation": Target(("mtz_mobile/zipper/compensation.py",), (
@@ -96,7 +97,7 @@ TARGETS = {
                        "holdout_is_stratified_seeded_and_disjoint_from_training",
                        "tasks_labelling_the_same_images_hold_out_the_same_images",
                        "npz_and_folder_may_bring_their_own_validation_set", "bad_validation_arrays_are_refused_on_one_line",
-                       "bad_split_is_refused"))), 0.90),
+                       "bad_split_is_refused"))), 0.90, timeout_constant=30.0),   # the Fashion-MNIST loads
 }
 
 # mutmut's exit codes (mutmut.stats.status_by_exit_code), folded into what the score needs
