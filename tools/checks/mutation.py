@@ -211,7 +211,9 @@ def run_target(name: str, out: Path, tests: tuple[str, ...] | None, children: in
                         dest.parent.mkdir(parents=True, exist_ok=True)
                         shutil.copy2(src, dest)
         write_settings(tree, target, tests or target.tests)   # the target's tests as they are now, new ones too
-        names = sorted(n for n, s in previous.items() if s in ("survived", "no tests"))
+        # timeouts too: a mutant that ran past the CPU budget before any test could fail (a module
+        # fixture's conversion) is decided again under the target's budget as it is now
+        names = sorted(n for n, s in previous.items() if s in ("survived", "no tests", "timeout"))
         if names:
             _mutmut(["run", "--max-children", str(children), *names], tree, env, log, name)
         status = {n: s for n, s in (previous | outcomes(tree, target.modules)).items() if s != "not checked"}
@@ -249,7 +251,7 @@ def main(argv=None) -> int:
                     "(for targets whose tests zip real models: a full run takes hours on 2 cores)")
     ap.add_argument("--seed", type=int, default=0, help="the sample's seed")
     ap.add_argument("--rerun-survivors", action="store_true",
-                    help="run only the last run's surviving and uncovered mutants again, against the tests "
+                    help="run only the last run's surviving, uncovered and timed-out mutants again, against the tests "
                          "and the other modules as they are now")
     ap.add_argument("--list", action="store_true", help="print the targets and exit")
     args = ap.parse_args(argv)
