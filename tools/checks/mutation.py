@@ -216,7 +216,10 @@ def run_target(name: str, out: Path, tests: tuple[str, ...] | None, children: in
         names = sorted(n for n, s in previous.items() if s in ("survived", "no tests", "timeout"))
         if names:
             _mutmut(["run", "--max-children", str(children), *names], tree, env, log, name)
-        status = {n: s for n, s in (previous | outcomes(tree, target.modules)).items() if s != "not checked"}
+        # mutmut forgets every verdict when the test selection changed (a test file added): the ones not
+        # run again keep the last run's
+        now = outcomes(tree, target.modules)
+        status = {n: s for n, s in (previous | {n: now[n] for n in names}).items() if s != "not checked"}
         (out / name / "report.md").write_text(report(name, target, tree, status, time.perf_counter() - start))
         return score(status, explained_survivors())
     if sample:   # generate every mutant (mutmut then stops: no mutant has this name), run a seeded sample
