@@ -199,7 +199,8 @@ def run_target(name: str, out: Path, tests: tuple[str, ...] | None, children: in
     start = time.perf_counter()
     names: list[str] = []
     if rerun:   # the last run's survivors only, against the working tree's tests as they are now
-        previous = outcomes(tree, target.modules)
+        verdicts = out / name / "verdicts.json"   # the last run's, kept apart from mutmut's own (it may reset them)
+        previous = json.loads(verdicts.read_text()) if verdicts.exists() else outcomes(tree, target.modules)
         changed = [m for m in target.modules if (tree / m).read_bytes() != (ROOT / m).read_bytes()]
         if changed:
             raise SystemExit(f"mutation: {', '.join(changed)} changed since the last run: run {name} again in full")
@@ -220,6 +221,7 @@ def run_target(name: str, out: Path, tests: tuple[str, ...] | None, children: in
         # run again keep the last run's
         now = outcomes(tree, target.modules)
         status = {n: s for n, s in (previous | {n: now[n] for n in names}).items() if s != "not checked"}
+        verdicts.write_text(json.dumps(status, indent=0))
         (out / name / "report.md").write_text(report(name, target, tree, status, time.perf_counter() - start))
         return score(status, explained_survivors())
     if sample:   # generate every mutant (mutmut then stops: no mutant has this name), run a seeded sample
@@ -233,6 +235,7 @@ def run_target(name: str, out: Path, tests: tuple[str, ...] | None, children: in
     if names:
         text = text.replace("\n", f"\n\nA seeded random sample (seed {seed}) of {len(names)} of the module's "
                             f"{len(every)} mutants.\n", 1)
+    (out / name / "verdicts.json").write_text(json.dumps(status, indent=0))
     (out / name / "report.md").write_text(text)
     return score(status, explained_survivors())
 
