@@ -311,7 +311,8 @@ def table(results: list[dict]) -> str:
                 s = {"wall_s": r["wall_s"], "cpu_s": r["cpu_s"], "peak_rss_gb": r["peak_rss_gb"]}
             if s is None:
                 cur = r.get("current") or {}
-                mark = f"stopped after {cur['for_s']:.0f} s" if cur.get("stage") == stage else "-"
+                ran = r["wall_s"] - sum(v["wall_s"] for v in r["stages"].values())   # with the process start
+                mark = f"stopped after about {ran:.0f} s" if r["stopped_at_limit"] and cur.get("stage") == stage else "-"
                 row += [mark, "-", "-"]
             else:
                 row += [f"{s['wall_s']:.1f}", f"{s['cpu_s']:.1f}", f"{s['peak_rss_gb']:.2f}"]
