@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mtz_mobile.data import TaskData, adapt_task_data, load_specs, load_task_data, source_shape, specs_for
+from mtz_mobile.data import (TaskData, adapt_task_data, error_rate, load_specs, load_task_data, source_shape,
+                             specs_for)
 from mtz_mobile.errors import MTZError
 from test_data import save_npz, write_images
 
@@ -80,3 +81,28 @@ def test_stored_values_undo_the_preprocessing():
         assert data.stored_values(loaded).dtype == np.float64
     bare = TaskData("npz:x", raw, np.zeros(4), raw, np.zeros(4), ["0"], {})
     np.testing.assert_array_equal(bare.stored_values(raw), raw)
+
+
+def test_error_rate_counts_the_samples_whose_top_score_is_not_the_label():
+    rng = np.random.default_rng(1)
+    scores, labels = rng.normal(size=(50, 4)), rng.integers(0, 4, 50)
+    wrong = sum(1 for s, y in zip(scores, labels) if max(range(4), key=lambda c: s[c]) != y)
+    assert error_rate(scores, labels) == wrong / 50 and 0 < wrong < 50
+    assert isinstance(error_rate(scores, labels), float)
+
+
+def test_the_old_test_set_hold_out_splits_the_test_images_in_two(tmp_path):
+    """mtz-mobile 0.1's adaptive search held test images out: zips it made are evaluated on the rest."""
+    data = load_task_data(f"npz:{save_npz(tmp_path / 'd.npz', n_test=10)}")
+    rest, (x_val, y_val) = data.split_test_validation(4, seed=3)
+    assert (len(x_val), len(y_val), len(rest.x_test), len(rest.y_test)) == (4, 4, 6, 6)
+    rows = {x.tobytes(): y for x, y in zip(data.x_test, data.y_test)}
+    # every image keeps its own label, and each test image is on exactly one side
+    assert all(rows[x.tobytes()] == y for x, y in zip([*x_val, *rest.x_test], [*y_val, *rest.y_test]))
+    assert sorted(x.tobytes() for x in [*x_val, *rest.x_test]) == sorted(rows)
+    again = data.split_test_validation(4, seed=3)[1][0]
+    np.testing.assert_array_equal(again, x_val)
+    np.testing.assert_array_equal(rest.x_train, data.x_train)
+    for n in (0, 10):
+        with pytest.raises(MTZError, match=f"^cannot hold {n} of 10 test images out: choose fewer$"):
+            data.split_test_validation(n)
