@@ -192,7 +192,9 @@ def run_method(method: str, rec: dict, datas: dict, seed: int, steps: int, out: 
         trunk = read_model(rec["source"]) if rec["source"] else None
         result = multitask_finetune(models, datas, api.make_config(**options), trunk=trunk)
     else:
-        result, note = budget_search(rec, datas, seed, out, levels)
+        result, note, point = budget_search(rec, datas, seed, out, levels)
+        if result is None:
+            return _uncertified_row(point, steps, time.perf_counter() - t0, note)
     original = ZippedNetwork.from_models(models)
     row = {"shared_pct": round(100 * result.plan.params["shared_fraction"], 2), "retrain_steps": steps,
            "seconds": round(time.perf_counter() - t0, 1), "note": note}
@@ -206,18 +208,41 @@ def run_method(method: str, rec: dict, datas: dict, seed: int, steps: int, out: 
     return row
 
 
+def _uncertified_row(point: dict, steps: int, seconds: float, note: str) -> dict:
+    """A budget search that certified nothing: its least-bound point's validation, no test figures."""
+    row = {"shared_pct": round(100 * point["shared_fraction"], 2), "retrain_steps": steps, "seconds": round(seconds, 1),
+           "note": note, "certified_0.5": "no", "a_test_pp": "", "b_test_pp": "", "worse_test_pp": ""}
+    for t, v in point["validation"].items():
+        row[f"{t}_val_pp"], row[f"{t}_bound_pp"] = round(v["point_pp"], 3), round(v["upper_pp"], 3)
+    return row
+
+
 def budget_search(rec: dict, datas: dict, seed: int, out: Path, levels) -> tuple:
     """``mtz-mobile zip A B --budget 0.5`` through the API, the default preset (steps: a tenth of the
-    references' training, read from the records beside them); the zip and its frontier under OUT/zips."""
+    references' training, read from the records beside them); the zip and its frontier under
+    OUT/zips. Returns (ZipResult, note, None), or where no point is certified (None, note, the
+    point with the smallest worst bound: its validation only, no zip to test)."""
     from mtz_mobile import api
+    from mtz_mobile.errors import MTZError
+    from mtz_mobile.zipper.budget import frontier_dir
+    from mtz_mobile.zipper.sweep import load_sweep
 
     where = out / "zips" / f"{Path(rec['paths']['a']).parent.name}-budget"
     search = {"levels": list(levels)} if levels else {}
-    result = api.zip_models(list(rec["paths"].values()), where, data=datas, names=list(rec["paths"]), seed=seed,
-                            validation_split=SPLIT, calibration_samples=2000, budget=BUDGET_PP, resume=True,
-                            overwrite=True, progress=False, **search)
+    try:
+        result = api.zip_models(list(rec["paths"].values()), where, data=datas, names=list(rec["paths"]), seed=seed,
+                                validation_split=SPLIT, calibration_samples=2000, budget=BUDGET_PP, resume=True,
+                                overwrite=False, progress=False, **search)
+    except MTZError as err:
+        points = load_sweep(frontier_dir(where))["points"]
+        if not points or any(p["within_budget"] for p in points):
+            raise
+        best = min(points, key=lambda p: max(v["upper_pp"] for v in p["validation"].values()))
+        tried = ", ".join(f"α {p['alpha']:g}" for p in points)
+        return None, (f"none certified ({tried} at level {best['level']:g}); least bound: α {best['alpha']:g}; "
+                      f"{err}"[:300]), best
     config = result.plan.settings
-    return result, f"kept α {config['alpha']:g}, level {config['shared'][0]:g}"
+    return result, f"kept α {config['alpha']:g}, level {config['shared'][0]:g}", None
 
 
 def _done(path: Path) -> list[dict]:
@@ -234,11 +259,15 @@ def write_outputs(out: Path, rows: list[dict]) -> None:
     body = [[r["arch"], r["pair"], r["regime"], r["method"], r["seed"], r["shared_pct"],
              f"{float(r['a_val_pp']):+.2f} (≤ {float(r['a_bound_pp']):+.2f})",
              f"{float(r['b_val_pp']):+.2f} (≤ {float(r['b_bound_pp']):+.2f})",
-             f"{float(r['a_test_pp']):+.2f}", f"{float(r['b_test_pp']):+.2f}", r["certified_0.5"], r["seconds"]]
+             _pp(r["a_test_pp"]), _pp(r["b_test_pp"]), r["certified_0.5"], r["seconds"]]
             for r in rows]
     (out / "regimes.md").write_text("Error increase (pp) against each task's own model, every hidden layer "
                                     "shared.\n\n" + markdown_table(head, body) + "\n")
     plot(out, rows)
+
+
+def _pp(value) -> str:
+    return "–" if str(value) == "" else f"{float(value):+.2f}"
 
 
 def plot(out: Path, rows: list[dict]) -> None:
@@ -247,7 +276,7 @@ def plot(out: Path, rows: list[dict]) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for n, method in enumerate(METHODS):
-        pts = [r for r in rows if r["method"] == method]
+        pts = [r for r in rows if r["method"] == method and str(r["worse_test_pp"]) != ""]
         if pts:
             ax.scatter([float(r["shared_pct"]) + 0.3 * n for r in pts], [float(r["worse_test_pp"]) for r in pts],
                        label=method, marker="os^Dv"[n])
