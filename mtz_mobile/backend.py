@@ -73,6 +73,17 @@ def ops_for(name: str):
     return KerasOps()
 
 
+def host_array(value):
+    """``value`` as a numpy array that numpy allocated: a backend tensor is copied out, not viewed.
+    Numpy asks for transparent huge pages on its large arrays, XLA's and TensorFlow's allocators do
+    not; the Hessians' float32 GEMM over a 200,000 × 144 view of a JAX array took 0.096 s of CPU
+    against 0.077 s over a numpy copy (TensorFlow's: 0.087 s), and the zipper reads each cached
+    value in several such products."""
+    import numpy as np
+
+    return value if isinstance(value, np.ndarray) else np.array(value)
+
+
 def device_kind(name: str) -> str:
     """"GPU" where the backend sees one, else "CPU"."""
     if name == "tensorflow":

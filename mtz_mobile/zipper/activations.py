@@ -26,6 +26,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from mtz_mobile.backend import host_array
 from mtz_mobile.graph.execute import forward_nodes, preactivation
 from mtz_mobile.graph.network import ZippedNetwork
 from mtz_mobile.graph.ops import canonical_shape
@@ -154,7 +155,7 @@ class ActivationCache:
             for b, s in enumerate(range(0, len(x), self.batch)):
                 known = {n: values[b] for n, values in cut.items()}
                 value = forward_nodes(net, task, x[s:s + self.batch], known, [k], self.ops)[k]
-                yield {g: np.asarray(v) for g, v in value.items()}
+                yield {g: host_array(v) for g, v in value.items()}
 
         yield from self._kept(key, keep, batches())
 
@@ -168,7 +169,7 @@ class ActivationCache:
             yield from hit
             return
         keep = self._fits(net, task, j)
-        batches = ({0: np.asarray(net.task_view(j, preactivation(net, task, j, src, self.ops), task, ops=self.ops))}
+        batches = ({0: host_array(net.task_view(j, preactivation(net, task, j, src, self.ops), task, ops=self.ops))}
                    for src in self.values(net, task, net.nodes[j].inputs[0]))
         yield from self._kept(key, keep, batches)
 
