@@ -75,10 +75,10 @@ def ops_for(name: str):
 
 def host_array(value):
     """``value`` as a numpy array that numpy allocated: a backend tensor is copied out, not viewed.
-    Numpy asks for transparent huge pages on its large arrays, XLA's and TensorFlow's allocators do
-    not; the Hessians' float32 GEMM over a 200,000 × 144 view of a JAX array took 0.096 s of CPU
-    against 0.077 s over a numpy copy (TensorFlow's: 0.087 s), and the zipper reads each cached
-    value in several such products."""
+    OpenBLAS's products over a view of XLA's buffer are slower than over a copy: the Hessians'
+    float32 GEMM of a 200,000 × 144 array took 0.080–0.104 s of CPU against 0.073–0.078 s (medians
+    of 6, three runs; a TensorFlow buffer 0.087 against 0.078), and the zipper reads each cached
+    value in several such products; the copy is one pass. (Not huge pages: neither had any.)"""
     import numpy as np
 
     return value if isinstance(value, np.ndarray) else np.array(value)
