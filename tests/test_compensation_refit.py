@@ -78,3 +78,43 @@ def test_a_singular_refit_names_the_ridge_to_raise():
     x = np.zeros((150, 5, 5, 1), np.float32)
     with pytest.raises(MTZError, match=r"^the refit of .* for task 'a' is singular: raise --compensation-ridge$"):
         after_first_layer(models, x, "next-layer", 0.0)
+
+
+def test_a_partly_shared_stream_refits_each_of_a_consumers_groups():
+    """Half of each residual stream's channels shared: a stream-paired consumer then has two groups
+    of the task's own (the pending shared one and the task's remainder), refitted in one solve and
+    split between them. The same stationarity check as test_conv_residual's whole-sharing case."""
+    from test_conv_residual import _preactivation_error, images, randomize, task_data
+    from mtz_mobile.graph.network import ZippedNetwork
+    from mtz_mobile.reference import build_resnet
+
+    x = images((16, 16, 3), n=48)
+    models = {t: parse_model(randomize(build_resnet((16, 16, 3), 4, width=4), s)) for t, s in (("a", 5), ("b", 6))}
+    original = ZippedNetwork.from_models(models)
+    hidden, snapshots = original.zippable(), []
+    cfg = ZipConfig(shared=[0.5], retrain=RetrainSettings(iterations=0), calibration_samples=len(x),
+                    compensation_ridge=1e-9)
+    zip_networks(models, {"a": task_data(x), "b": task_data(x)}, cfg, progress=False,
+                 on_layer_done=lambda m, net: snapshots.append((hidden[m], net.copy())))
+    rng, checked = np.random.default_rng(0), []
+    for i, net in snapshots:
+        for j in net.consumers(net.stream_of(i)):
+            node = net.nodes[j]
+            for t in ("a", "b"):
+                own = [g for g in node.groups_of(t) if (g, (t,)) in node.biases]
+                if len(own) < 2 or not any(len(node.groups[g].owners) > 1 for g in own):
+                    continue
+                for g in own:   # each group's blocks at the least-squares optimum on their own
+                    keys = [k for k in node.kernels if k[1] == g and k[2] == (t,)]
+                    steps = {k: 0.3 * np.std(node.kernels[k]) * rng.normal(size=node.kernels[k].shape) for k in keys}
+                    errors = []
+                    for sign in (1, 0, -1):
+                        moved = net.copy()
+                        for k, d in steps.items():
+                            moved.nodes[j].kernels[k] = node.kernels[k] + sign * d
+                        errors.append(_preactivation_error(moved, original, t, j, x))
+                    plus, at, minus = errors
+                    curvature = plus + minus - 2 * at
+                    assert curvature > 0 and abs(plus - minus) <= 0.02 * curvature, (node.name, t, g, errors)
+                checked.append((node.name, t))
+    assert len(checked) >= 2, checked
