@@ -118,3 +118,24 @@ def test_a_partly_shared_stream_refits_each_of_a_consumers_groups():
                     assert curvature > 0 and abs(plus - minus) <= 0.02 * curvature, (node.name, t, g, errors)
                 checked.append((node.name, t))
     assert len(checked) >= 2, checked
+
+
+def test_a_subsampled_refit_is_the_same_under_the_seed():
+    """With fewer instances kept than the calibration rows (max_instances), the refit reads a seeded
+    random subset: two runs give the same consumer, and it still moves towards the original."""
+    models = [random_mlp(1, (12, 7)), random_mlp(2, (12, 7))]
+    x = np.random.default_rng(3).random((150, 5, 5, 1), dtype=np.float32)
+    y = np.random.default_rng(0).integers(0, 4, len(x))
+    data = TaskData("npz:synthetic", x, y, x[:8], y[:8], list("0123"))
+
+    def consumer(compensation):
+        cfg = ZipConfig(shared=["all", 0], compensation=compensation, retrain=RetrainSettings(iterations=0),
+                        calibration_samples=len(x), max_instances=90)
+        snaps = []
+        zip_networks({t: parse_model(m) for t, m in zip("ab", models)}, {"a": data, "b": data}, cfg, progress=False,
+                     on_layer_done=lambda m, net: snaps.append(net.copy()))
+        return preactivations(snaps[0], "a", snaps[0].zippable()[1], x)[0]
+
+    first, again, before = consumer("next-layer"), consumer("next-layer"), consumer("none")
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first, before)
