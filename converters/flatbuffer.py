@@ -211,7 +211,7 @@ def _drop_orphans(model) -> None:
     for sg in model.subgraphs:
         used.update(t.buffer for t in sg.tensors or [])
     used.update(m.buffer for m in model.metadata or [])
-    used.update(model.metadataBuffer or [])
+    used.update(model.metadataBuffer if model.metadataBuffer is not None else [])   # parsed: an ndarray, no truth value
     keep = sorted(used)
     new_index = {old: new for new, old in enumerate(keep)}
     model.buffers = [model.buffers[i] for i in keep]

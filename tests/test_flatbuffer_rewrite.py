@@ -119,13 +119,16 @@ def test_dedupe_points_tensors_at_one_copy_and_keeps_metadata_readable(original)
     fb.set_metadata(parsed, "early", b"first entry")
     _duplicate_a_weight(parsed)
     fb.set_metadata(parsed, "late", b"after the duplicate")
-    parsed.metadataBuffer = [parsed.metadata[-1].buffer]
+    only = schema.BufferT()   # a buffer that only the model's metadataBuffer list names
+    only.data = np.frombuffer(b"metadataBuffer only", np.uint8).copy()
+    parsed.buffers.append(only)
+    parsed.metadataBuffer = [parsed.metadata[-1].buffer, len(parsed.buffers) - 1]
     duplicated = fb.serialize(parsed)
     again = fb.parse_model(duplicated)
     assert fb.dedupe_buffers(again) == W_B.nbytes
     data = fb.serialize(again)
     model = raw(data)
-    referenced = {0} | {model.Metadata(i).Buffer() for i in range(model.MetadataLength())} | {
+    referenced = {0, model.MetadataBuffer(1)} | {model.Metadata(i).Buffer() for i in range(model.MetadataLength())} | {
         model.Subgraphs(s).Tensors(t).Buffer() for s in range(2) for t in range(model.Subgraphs(s).TensorsLength())}
     assert referenced == set(range(model.BuffersLength()))   # the copy is gone, nothing left unreferenced
     contents = [model.Buffers(i).DataAsNumpy().tobytes() if model.Buffers(i).DataLength() else b""
@@ -136,6 +139,7 @@ def test_dedupe_points_tensors_at_one_copy_and_keeps_metadata_readable(original)
     names = {model.Metadata(i).Name().decode(): contents[model.Metadata(i).Buffer()] for i in range(model.MetadataLength())}
     assert names["early"] == b"first entry" and names["late"] == b"after the duplicate"
     assert contents[model.MetadataBuffer(0)] == b"after the duplicate"
+    assert contents[model.MetadataBuffer(1)] == b"metadataBuffer only"
     want = run(original)
     for key, value in run(data).items():
         np.testing.assert_array_equal(value, want[key])
