@@ -106,3 +106,13 @@ def test_the_old_test_set_hold_out_splits_the_test_images_in_two(tmp_path):
     for n in (0, 10):
         with pytest.raises(MTZError, match=f"^cannot hold {n} of 10 test images out: choose fewer$"):
             data.split_test_validation(n)
+
+
+def test_a_class_of_one_image_stays_in_training():
+    """A single folder is split per class; a class with one image cannot be in both sets: it trains."""
+    from mtz_mobile.image_folder import split_per_class
+
+    y = np.array([0] * 10 + [1] + [2] * 2)
+    train, test = split_per_class(y, 0.2, seed=0)
+    assert 10 in train and 10 not in test
+    assert sorted([*train, *test]) == list(range(13)) and (y[test] == 0).sum() == 2 and (y[test] == 2).sum() == 1
