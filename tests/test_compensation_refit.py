@@ -6,7 +6,6 @@ linear maps), not from the zipper's blocks; the same zip without compensation gi
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import pytest
 
@@ -84,7 +83,7 @@ def test_a_partly_shared_stream_refits_each_of_a_consumers_groups():
     """Half of each residual stream's channels shared: a stream-paired consumer then has two groups
     of the task's own (the pending shared one and the task's remainder), refitted in one solve and
     split between them. The same stationarity check as test_conv_residual's whole-sharing case."""
-    from test_conv_residual import _preactivation_error, images, randomize, task_data
+    from test_conv_residual import assert_least_squares_optimum, images, randomize, task_data
     from mtz_mobile.graph.network import ZippedNetwork
     from mtz_mobile.reference import build_resnet
 
@@ -106,16 +105,7 @@ def test_a_partly_shared_stream_refits_each_of_a_consumers_groups():
                     continue
                 for g in own:   # each group's blocks at the least-squares optimum on their own
                     keys = [k for k in node.kernels if k[1] == g and k[2] == (t,)]
-                    steps = {k: 0.3 * np.std(node.kernels[k]) * rng.normal(size=node.kernels[k].shape) for k in keys}
-                    errors = []
-                    for sign in (1, 0, -1):
-                        moved = net.copy()
-                        for k, d in steps.items():
-                            moved.nodes[j].kernels[k] = node.kernels[k] + sign * d
-                        errors.append(_preactivation_error(moved, original, t, j, x))
-                    plus, at, minus = errors
-                    curvature = plus + minus - 2 * at
-                    assert curvature > 0 and abs(plus - minus) <= 0.02 * curvature, (node.name, t, g, errors)
+                    assert_least_squares_optimum(net, original, t, j, x, keys, rng, (node.name, t, g))
                 checked.append((node.name, t))
     assert len(checked) >= 2, checked
 

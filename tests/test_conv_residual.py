@@ -236,6 +236,22 @@ def _preactivation_error(net, original, task, j, x):
     return float(np.mean((in_original_order(net) - in_original_order(original)) ** 2))
 
 
+def assert_least_squares_optimum(net, original, task, j, x, keys, rng, label):
+    """Moving the blocks ``keys`` of node j by +step and -step raises task's pre-activation error
+    alike (a minimum of the quadratic), where a random step of 0.3 std per block is taken."""
+    node = net.nodes[j]
+    steps = {k: 0.3 * np.std(node.kernels[k]) * rng.normal(size=node.kernels[k].shape) for k in keys}
+    errors = []
+    for sign in (1, 0, -1):
+        moved = net.copy()
+        for k, d in steps.items():
+            moved.nodes[j].kernels[k] = node.kernels[k] + sign * d
+        errors.append(_preactivation_error(moved, original, task, j, x))
+    plus, at, minus = errors
+    curvature = plus + minus - 2 * at
+    assert curvature > 0 and abs(plus - minus) <= 0.02 * curvature, (label, errors)
+
+
 def test_compensation_refits_a_stream_paired_consumer_before_its_merge(resnets):
     """When a basic block's first conv is zipped, the block's second conv — its channel pairing
     decided by its residual stream, its blocks still each task's own — is refitted: each task's
@@ -259,16 +275,7 @@ def test_compensation_refits_a_stream_paired_consumer_before_its_merge(resnets):
                 if not pending:
                     continue
                 keys = [k for k in node.kernels if k[1] in pending and k[2] == (t,)]
-                steps = {k: 0.3 * np.std(node.kernels[k]) * rng.normal(size=node.kernels[k].shape) for k in keys}
-                errors = []
-                for sign in (1, 0, -1):
-                    moved = net.copy()
-                    for k, d in steps.items():
-                        moved.nodes[j].kernels[k] = node.kernels[k] + sign * d
-                    errors.append(_preactivation_error(moved, original, t, j, x))
-                plus, at, minus = errors
-                curvature = plus + minus - 2 * at
-                assert curvature > 0 and abs(plus - minus) <= 0.02 * curvature, (node.name, t, errors)
+                assert_least_squares_optimum(net, original, t, j, x, keys, rng, (node.name, t))
                 checked.append((node.name, t))
     assert len(checked) >= 2, checked   # both tasks
 
