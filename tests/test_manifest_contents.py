@@ -92,6 +92,14 @@ def test_the_input_layout_follows_the_rank():
         "N", "HW", "HWC", "N", "N"]
 
 
+def test_an_onnx_source_names_the_layout_its_users_feed():
+    """The file's signatures take NHWC; an ONNX model's users feed NCHW images (NC vectors), so its
+    source entry says so. A Keras source needs no such note."""
+    assert mf._source("a.onnx", "ab", 3) == {"file": "a.onnx", "sha256": "ab", "format": "onnx", "input_layout": "NCHW"}
+    assert mf._source("a.onnx", "ab", 1)["input_layout"] == "NC"
+    assert "input_layout" not in mf._source("a.keras", "ab", 3)
+
+
 @pytest.mark.parametrize("payload, message", [
     (b"\xff\xfe", "the embedded manifest is not JSON (UnicodeDecodeError): convert the model again"),
     (b"{", "the embedded manifest is not JSON (JSONDecodeError): convert the model again"),
