@@ -92,10 +92,6 @@ class HostSettings(CpuSettings):
             raise MTZError("--transient-indirection sets an XNNPACK flag through CpuOptions, which only the compiled "
                            "runtime has: use --runtime compiled")
 
-    def resolve(self) -> "HostSettings":
-        """Itself: the values were checked when it was made (kept for callers that resolved explicitly)."""
-        return self
-
     @property
     def resolved_cache(self) -> str:
         # file for compiled: the best loading measured (docs/RESULTS.md, "Memory"): a warm load maps

@@ -3,7 +3,6 @@ Asked by `deploy` before it benches again."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from mtz_mobile.errors import MTZError
@@ -23,7 +22,7 @@ def bench_staleness(report_dir, model, baselines=(), settings=None) -> str | Non
     HostSettings, or a dict of its options), or None when it does."""
     if not isinstance(settings, HostSettings):
         settings = HostSettings(**(settings or {}))
-    want = dataclasses.replace(settings).resolve().to_json()
+    want = settings.to_json()
     path = Path(report_dir) / "report.json"
     if not path.is_file():
         return "missing"
